@@ -1,0 +1,40 @@
+"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors)."""
+
+from relgraph.data import folder, glyphs, omniglot, tensors  # noqa: F401  (registers datasets)
+from relgraph.data.base import (
+    ClassSubset,
+    FewShotDataset,
+    InMemoryDataset,
+    RotatedClasses,
+    resize_images,
+)
+from relgraph.data.catalog import DATASETS, build_dataset, list_datasets, register_dataset
+from relgraph.data.episode import Episode
+from relgraph.data.folder import ImageFolderDataset
+from relgraph.data.glyphs import GlyphsDataset
+from relgraph.data.lake import LakeRun, evaluate_lake_runs, load_lake_runs
+from relgraph.data.omniglot import Omniglot
+from relgraph.data.sampler import EpisodeSampler, episode_seed
+from relgraph.data.tensors import TensorDataset
+
+__all__ = [
+    "ClassSubset",
+    "DATASETS",
+    "Episode",
+    "EpisodeSampler",
+    "FewShotDataset",
+    "GlyphsDataset",
+    "ImageFolderDataset",
+    "InMemoryDataset",
+    "LakeRun",
+    "Omniglot",
+    "RotatedClasses",
+    "TensorDataset",
+    "build_dataset",
+    "episode_seed",
+    "evaluate_lake_runs",
+    "list_datasets",
+    "load_lake_runs",
+    "register_dataset",
+    "resize_images",
+]

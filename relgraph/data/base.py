@@ -1,0 +1,280 @@
+"""Few-shot datasets: labelled examples grouped into classes, classes grouped into alphabets.
+
+Every dataset in relgraph is a :class:`FewShotDataset`. It knows, for each example, its class
+(``targets``), and for each class its name and its alphabet (a group of related classes: an
+Omniglot alphabet, a Unicode script, or just ``""``). Images come out as float tensors
+``[c, h, w]`` in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "FewShotDataset",
+    "InMemoryDataset",
+    "ClassSubset",
+    "RotatedClasses",
+    "resize_images",
+]
+
+
+def resize_images(images: Tensor, size: int | None) -> Tensor:
+    """Resize a batch of images to ``size x size`` (antialiased bilinear), keeping the dtype.
+
+    This is the single resize used by every relgraph dataset, so a model sees the same pixels
+    whether its data came from PNG files, a zip, or an npz array.
+
+    Args:
+        images: ``[m, c, h, w]`` uint8 or float.
+        size: target side length; ``None`` returns ``images`` unchanged.
+
+    Shapes:
+        ``[m, c, h, w] -> [m, c, size, size]``
+    """
+    if images.dim() != 4:
+        raise ValueError(f"resize_images expects [m, c, h, w], got shape {tuple(images.shape)}")
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    if size <= 0:
+        raise ValueError(f"image size must be positive, got {size}")
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)
+    if images.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.to(images.dtype)
+
+
+class FewShotDataset(torch.utils.data.Dataset):
+    """Base class: examples with class labels, classes with names and alphabets.
+
+    Subclasses implement :meth:`load` (and may override :meth:`get_batch` for speed).
+
+    Args:
+        targets: class index of every example, ``[N]`` with values in ``0..C-1``.
+        class_names: ``C`` unique names, e.g. ``"Greek/character03"``.
+        class_alphabets: ``C`` alphabet (group) names; defaults to ``""`` for all classes.
+        preprocessing: how images were made (size, channels, invert, ...), recorded in
+            checkpoints so that a trained model sees new data the same way.
+
+    Attributes:
+        targets (Tensor): ``[N]`` long.
+        class_names (list[str]): ``[C]``.
+        class_alphabets (list[str]): ``[C]``.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[int] | Tensor,
+        class_names: Sequence[str],
+        class_alphabets: Sequence[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
+        self.targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+        self.class_names = list(class_names)
+        if class_alphabets is None:
+            class_alphabets = [""] * len(self.class_names)
+        self.class_alphabets = list(class_alphabets)
+        self.preprocessing = dict(preprocessing or {})
+        if len(self.class_alphabets) != len(self.class_names):
+            raise ValueError(
+                f"got {len(self.class_names)} class names but {len(self.class_alphabets)} alphabets"
+            )
+        if len(set(self.class_names)) != len(self.class_names):
+            seen: set[str] = set()
+            dup = next(n for n in self.class_names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
+            raise ValueError(f"class names must be unique; {dup!r} appears more than once")
+        if self.targets.numel() and (
+            int(self.targets.min()) < 0 or int(self.targets.max()) >= len(self.class_names)
+        ):
+            raise ValueError(
+                f"targets must lie in 0..{len(self.class_names) - 1}, got range "
+                f"{int(self.targets.min())}..{int(self.targets.max())}"
+            )
+        self._class_indices: list[Tensor] | None = None
+
+    # -- to implement -----------------------------------------------------------------------
+    def load(self, index: int) -> Tensor:
+        """The example at ``index`` as a float tensor ``[c, h, w]`` in ``[0, 1]``."""
+        raise NotImplementedError
+
+    # -- generic ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.targets.numel())
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.load(int(index)), int(self.targets[index])
+
+    def get_batch(self, indices: Tensor) -> Tensor:
+        """Examples at ``indices`` stacked: ``[m] -> [m, c, h, w]`` float."""
+        return torch.stack([self.load(int(i)) for i in indices.reshape(-1)])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return len(self.class_names)
+
+    @property
+    def alphabets(self) -> list[str]:
+        """Sorted unique alphabet names (``[""]`` when the dataset has no alphabets)."""
+        return sorted(set(self.class_alphabets))
+
+    def class_indices(self) -> list[Tensor]:
+        """For each class ``c``, the sorted example indices with ``targets == c`` (cached)."""
+        if self._class_indices is None:
+            order = torch.argsort(self.targets, stable=True)
+            counts = torch.bincount(self.targets, minlength=self.num_classes)
+            self._class_indices = list(torch.split(order, counts.tolist()))
+        return self._class_indices
+
+    def class_counts(self) -> Tensor:
+        """Examples per class, ``[C]`` long."""
+        return torch.bincount(self.targets, minlength=self.num_classes)
+
+    def summary(self) -> dict[str, int]:
+        """Counts: ``{"classes": C, "examples": N, "alphabets": A}`` (A = 0 without alphabets)."""
+        alphabets = [a for a in self.alphabets if a]
+        return {"classes": self.num_classes, "examples": len(self), "alphabets": len(alphabets)}
+
+    def select_classes(self, classes: Sequence[int] | Tensor) -> ClassSubset:
+        """A view holding only ``classes`` (dataset class indices), renumbered ``0..m-1``."""
+        return ClassSubset(self, classes)
+
+    def select_alphabets(self, alphabets: Sequence[str]) -> ClassSubset:
+        """A view holding only the classes of ``alphabets``; unknown names raise ``ValueError``."""
+        wanted = list(dict.fromkeys(alphabets))
+        known = set(self.class_alphabets)
+        missing = [a for a in wanted if a not in known]
+        if missing:
+            raise ValueError(
+                f"unknown alphabet(s) {missing}; this dataset has: {', '.join(self.alphabets)}"
+            )
+        keep = set(wanted)
+        return ClassSubset(self, [c for c, a in enumerate(self.class_alphabets) if a in keep])
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"{type(self).__name__}(classes={s['classes']}, examples={s['examples']}, "
+                f"alphabets={s['alphabets']})")
+
+
+class InMemoryDataset(FewShotDataset):
+    """A dataset whose images all sit in one tensor (uint8 to save memory, or float).
+
+    Args:
+        images: ``[N, c, h, w]`` uint8 (0..255) or float (0..1).
+        targets: ``[N]`` class indices.
+        class_names, class_alphabets, preprocessing: as in :class:`FewShotDataset`.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        targets: Sequence[int] | Tensor,
+        class_names: Sequence[str],
+        class_alphabets: Sequence[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(targets, class_names, class_alphabets, preprocessing)
+        if images.dim() != 4:
+            raise ValueError(f"images must be [N, c, h, w], got shape {tuple(images.shape)}")
+        if images.shape[0] != len(self.targets):
+            raise ValueError(f"{images.shape[0]} images but {len(self.targets)} targets")
+        self.images = images
+        self.preprocessing.setdefault("channels", int(images.shape[1]))
+        self.preprocessing.setdefault("image_size", int(images.shape[-1]))
+
+    def _to_float(self, x: Tensor) -> Tensor:
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+    def load(self, index: int) -> Tensor:
+        return self._to_float(self.images[index])
+
+    def get_batch(self, indices: Tensor) -> Tensor:
+        return self._to_float(self.images[indices.reshape(-1)])
+
+
+class ClassSubset(FewShotDataset):
+    """A view of ``dataset`` restricted to some of its classes, renumbered ``0..m-1``.
+
+    Args:
+        dataset: the parent dataset.
+        classes: parent class indices to keep, in the order of the new numbering.
+    """
+
+    def __init__(self, dataset: FewShotDataset, classes: Sequence[int] | Tensor) -> None:
+        classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= dataset.num_classes):
+            raise ValueError(f"class indices must lie in 0..{dataset.num_classes - 1}")
+        remap = torch.full((dataset.num_classes,), -1, dtype=torch.long)
+        remap[classes] = torch.arange(classes.numel())
+        new_targets = remap[dataset.targets]
+        self.indices = torch.nonzero(new_targets >= 0).reshape(-1)
+        super().__init__(
+            new_targets[self.indices],
+            [dataset.class_names[c] for c in classes.tolist()],
+            [dataset.class_alphabets[c] for c in classes.tolist()],
+            dataset.preprocessing,
+        )
+        self.dataset = dataset
+
+    def load(self, index: int) -> Tensor:
+        return self.dataset.load(int(self.indices[index]))
+
+    def get_batch(self, indices: Tensor) -> Tensor:
+        return self.dataset.get_batch(self.indices[indices.reshape(-1)])
+
+
+class RotatedClasses(FewShotDataset):
+    """Rotations of every class as new classes (the standard Omniglot augmentation).
+
+    Example ``i`` of rotation ``r`` is ``r * N + i``; its class is ``r * C + c`` and is named
+    ``"<name>/rotDDD"`` (``rot000``, ``rot090``, ...), as in the Vinyals split files.
+
+    Args:
+        dataset: the parent dataset (square images).
+        angles: rotations in degrees, multiples of 90 (default ``(0, 90, 180, 270)``).
+    """
+
+    def __init__(self, dataset: FewShotDataset, angles: Sequence[int] = (0, 90, 180, 270)) -> None:
+        angles = [int(a) % 360 for a in angles]
+        bad = [a for a in angles if a % 90]
+        if bad or not angles or len(set(angles)) != len(angles):
+            raise ValueError(f"angles must be distinct multiples of 90 degrees, got {list(angles)}")
+        self.dataset = dataset
+        self.angles = angles
+        n, c = len(dataset), dataset.num_classes
+        targets = torch.cat([dataset.targets + r * c for r in range(len(angles))])
+        names = [f"{name}/rot{a:03d}" for a in angles for name in dataset.class_names]
+        super().__init__(targets, names, dataset.class_alphabets * len(angles),
+                         dataset.preprocessing)
+        self._n = n
+
+    def load(self, index: int) -> Tensor:
+        r, i = divmod(int(index), self._n)
+        return torch.rot90(self.dataset.load(i), k=self.angles[r] // 90, dims=(-2, -1))
+
+    def get_batch(self, indices: Tensor) -> Tensor:
+        indices = indices.reshape(-1)
+        r, i = indices // self._n, indices % self._n
+        base = self.dataset.get_batch(i)
+        out = base.clone()
+        for slot, angle in enumerate(self.angles):
+            sel = r == slot
+            if angle and bool(sel.any()):
+                out[sel] = torch.rot90(base[sel], k=angle // 90, dims=(-2, -1))
+        return out
+
+
+def warn_or_raise(message: str, skip: bool) -> None:
+    """Warn (when the user asked to skip bad files) or raise ``ValueError``."""
+    if skip:
+        warnings.warn(message, stacklevel=3)
+    else:
+        raise ValueError(message)
