@@ -41,7 +41,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered under ``name``; unknown names raise ``KeyError`` listing choices."""
+        """The factory registered as ``name``; unknown names raise ``KeyError`` listing choices."""
         key = name.lower()
         if key not in self._factories:
             raise KeyError(

@@ -210,7 +210,8 @@ class ClassSubset(FewShotDataset):
 
     def __init__(self, dataset: FewShotDataset, classes: Sequence[int] | Tensor) -> None:
         classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
-        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= dataset.num_classes):
+        n = dataset.num_classes
+        if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= n):
             raise ValueError(f"class indices must lie in 0..{dataset.num_classes - 1}")
         remap = torch.full((dataset.num_classes,), -1, dtype=torch.long)
         remap[classes] = torch.arange(classes.numel())

@@ -45,8 +45,8 @@ def decode_image(data: bytes | Path | str, name: str, channels: int = 1,
             img = img.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"cannot read image {name}: {exc}. Remove or replace this file "
-                         "(or pass skip_bad=True to skip unreadable files with a warning).") from exc
+        raise ValueError(f"cannot read image {name}: {exc}. Remove or replace this file (or "
+                         "pass skip_bad=True to skip unreadable files with a warning).") from exc
     tensor = torch.from_numpy(arr.copy())
     tensor = tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
     return 255 - tensor if invert else tensor

@@ -245,7 +245,7 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         return self.make_episode(inputs, self._targets[idx[:, :, 0]])
 
     def episodes(self, dataset: FewShotDataset) -> Iterator[Episode]:
-        """Iterate over this sampler's batches as :class:`Episode` objects, read from ``dataset``."""
+        """This sampler's batches as :class:`Episode` objects read from ``dataset``."""
         batch = self.start_batch
         while self.num_batches is None or batch < self.num_batches:
             yield self.episode_batch(dataset, batch)
