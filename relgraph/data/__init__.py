@@ -9,17 +9,19 @@ from relgraph.data.base import (
     resize_images,
 )
 from relgraph.data.catalog import DATASETS, build_dataset, list_datasets, register_dataset
+from relgraph.data.download import DownloadError, download_file
 from relgraph.data.episode import Episode
 from relgraph.data.folder import ImageFolderDataset
 from relgraph.data.glyphs import GlyphsDataset
 from relgraph.data.lake import LakeRun, evaluate_lake_runs, load_lake_runs
-from relgraph.data.omniglot import Omniglot
+from relgraph.data.omniglot import Omniglot, download_omniglot, vinyals_split
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.data.tensors import TensorDataset
 
 __all__ = [
     "ClassSubset",
     "DATASETS",
+    "DownloadError",
     "Episode",
     "EpisodeSampler",
     "FewShotDataset",
@@ -31,10 +33,13 @@ __all__ = [
     "RotatedClasses",
     "TensorDataset",
     "build_dataset",
+    "download_file",
+    "download_omniglot",
     "episode_seed",
     "evaluate_lake_runs",
     "list_datasets",
     "load_lake_runs",
     "register_dataset",
     "resize_images",
+    "vinyals_split",
 ]

@@ -240,7 +240,15 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
 
     def episode_batch(self, dataset: FewShotDataset, batch: int) -> Episode:
         """Batch ``batch`` read straight from ``dataset`` (no DataLoader)."""
-        idx = self.sample_batch(batch)
+        return self.read(dataset, self.batch_episodes(batch))
+
+    def read(self, dataset: FewShotDataset, episodes: Sequence[int]) -> Episode:
+        """The episodes numbered ``episodes`` as one batch read from ``dataset``.
+
+        Shapes:
+            ``len(episodes) = b`` -> ``Episode`` with ``support [b, n*k, *x]``.
+        """
+        idx = torch.stack([self.sample_episode(int(e)) for e in episodes])
         inputs = dataset.get_batch(idx.reshape(-1))
         return self.make_episode(inputs, self._targets[idx[:, :, 0]])
 

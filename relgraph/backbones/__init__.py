@@ -1,0 +1,28 @@
+"""Backbones: embed images ``[m, c, h, w]`` as vectors ``[m, d]`` or feature maps.
+
+Conv-4 and ResNet-12 are registered by name (:func:`build_backbone`); any other ``nn.Module``
+becomes a backbone through :class:`BackboneAdapter` or :func:`as_backbone`.
+"""
+
+from relgraph.backbones.adapter import BackboneAdapter, as_backbone
+from relgraph.backbones.base import Backbone
+from relgraph.backbones.catalog import (
+    BACKBONES,
+    build_backbone,
+    list_backbones,
+    register_backbone,
+)
+from relgraph.backbones.conv4 import Conv4
+from relgraph.backbones.resnet12 import ResNet12
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneAdapter",
+    "Conv4",
+    "ResNet12",
+    "as_backbone",
+    "build_backbone",
+    "list_backbones",
+    "register_backbone",
+]
