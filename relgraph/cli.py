@@ -2,6 +2,9 @@
 
 Commands:
     ``relgraph data``: count the classes, examples and alphabets of a dataset.
+    ``relgraph train``: episodic training from a YAML config and/or flags.
+    ``relgraph evaluate``: fixed, seeded evaluation episodes (or Lake's one-shot runs).
+    ``relgraph predict``: classify a folder of images from a few labelled ones per class.
     ``relgraph demo``: the main job on the embedded ``glyphs`` data.
 """
 
@@ -9,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 __all__ = ["main", "build_parser"]
 
@@ -64,6 +70,114 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        "method": args.method, "backbone": args.backbone, "data.dataset": args.dataset,
+        "data.roots": args.root or None, "data.alphabets": _split_list(args.alphabets),
+        "data.image_size": args.image_size, "data.split": args.split, "train.ways": args.ways, "train.shots": args.shots,
+        "train.queries": args.queries, "train.steps": args.steps, "train.seed": args.seed,
+        "train.lr": args.lr, "train.device": args.device, "train.val_every": args.val_every,
+    }
+    for item in args.set or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. train.lr=0.01), got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from relgraph.engine import load_config, train
+
+    config = load_config(args.config, _train_overrides(args))
+    if args.episodes is not None:
+        per = config.train.episodes_per_batch
+        config = config.override({"train.steps": max(1, args.episodes // per)})
+    result = train(config, args.out, resume=not args.no_resume, progress=not args.no_progress,
+                   stop_after=args.stop_after)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result["best"]
+        status = "finished" if result["finished"] else "paused (resume with the same command)"
+        if result.get("stopped_early"):
+            status = "stopped early (no validation improvement)"
+        val = (f"{best['val_acc']:.2f} +- {best['val_ci95']:.2f}%"
+               if best.get("val_ci95") is not None else "n/a")
+        print(f"training {status} at step {result['step']}; best validation accuracy {val} "
+              f"at step {best['step']}")
+        print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.csv, curves.png, config.yaml")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from relgraph.engine import evaluate, load_model, resolve_device
+    from relgraph.predict import dataset_for_checkpoint
+    from relgraph.utils import atomic_write_text
+
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device=device)
+    pre = ckpt["preprocessing"]
+    ev = ckpt["config"].get("eval", {})
+    if args.omniglot_runs:
+        import torch
+
+        from relgraph.data import Episode, evaluate_lake_runs, load_lake_runs
+
+        runs = load_lake_runs(args.omniglot_runs, image_size=pre.get("image_size"))
+
+        def predict(support, support_labels, query):  # noqa: ANN001, ANN202
+            n = int(support_labels.max()) + 1
+            ep = Episode(support, support_labels, query,
+                         torch.zeros(query.shape[:2], dtype=torch.long),
+                         torch.arange(n).unsqueeze(0), n_way=n, k_shot=1).to(device)
+            return model(ep)
+
+        with torch.no_grad():
+            result = evaluate_lake_runs(runs, predict, one_at_a_time=True)
+        result = {"error_rate": result["error_rate"], "accuracy": result["accuracy"],
+                  "runs": result["runs"], "per_run_error": result["per_run_error"],
+                  "protocol": "Lake et al. 2015 one-shot runs, 20-way 1-shot within alphabet, "
+                              "one test image at a time (inductive)",
+                  "checkpoint": str(args.checkpoint)}
+        text = (f"error rate {result['error_rate']:.2f}% over {result['runs']} runs "
+                f"(accuracy {result['accuracy']:.2f}%)")
+    else:
+        if not args.dataset:
+            raise ValueError("evaluate needs --dataset NAME --root PATH, or --omniglot-runs DIR")
+        ds = dataset_for_checkpoint(args.dataset, args.root, pre, _split_list(args.alphabets),
+                                    args.split)
+        ways = args.ways or ev.get("ways", 5)
+        shots = args.shots or ev.get("shots", 1)
+        queries = args.queries or ev.get("queries", 15)
+        result = evaluate(model, ds, ways, shots, queries, args.episodes, seed=args.seed,
+                          device=device, progress=not args.no_progress,
+                          within_alphabet=args.within_alphabet)
+        result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
+                       "roots": args.root, "checkpoint": str(args.checkpoint)})
+        text = (f"{ways}-way {shots}-shot, {queries} queries, {result['episodes']} episodes: "
+                f"accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% (95% CI)")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from relgraph.engine import load_model, resolve_device
+    from relgraph.predict import predict_folder, write_predictions
+
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device=device)
+    rows = predict_folder(model, ckpt["preprocessing"], args.support, args.query, device=device)
+    if args.out:
+        write_predictions(rows, args.out)
+    width = max(len(Path(r["file"]).name) for r in rows)
+    for r in rows:
+        print(f"{Path(r['file']).name:<{width}}  {r['prediction']}  ({r['confidence']:.1%})")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from relgraph.demo import run_demo
 
@@ -85,6 +199,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--json", action="store_true", help="print JSON: classes, examples, alphabets")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a few-shot method on episodes")
+    p.add_argument("--config", help="YAML experiment file (flags below override it)")
+    p.add_argument("--method", help="registered method, e.g. protonet")
+    p.add_argument("--backbone", help="registered backbone, e.g. conv4")
+    _add_data_args(p, required=False)
+    p.add_argument("--ways", type=int, help="classes per training episode")
+    p.add_argument("--shots", type=int, help="support examples per class")
+    p.add_argument("--queries", type=int, help="query examples per class")
+    p.add_argument("--episodes", type=int,
+                   help="training episodes in all (steps = episodes / episodes_per_batch)")
+    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--val-every", type=int, help="validate every this many steps")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.gamma=0.5 (repeatable)")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even if OUT/last.pt exists")
+    p.add_argument("--stop-after", type=int, help="run at most this many steps now, then pause")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on fixed, seeded episodes")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt from relgraph train")
+    _add_data_args(p, required=False)
+    p.add_argument("--omniglot-runs", metavar="DIR",
+                   help="score on Lake et al.'s 20 one-shot runs (runNN folders) instead")
+    p.add_argument("--ways", type=int, help="classes per episode (default: the checkpoint's)")
+    p.add_argument("--shots", type=int, help="support examples per class")
+    p.add_argument("--queries", type=int, help="queries per class")
+    p.add_argument("--episodes", type=int, default=1000,
+                   help="evaluation episodes (default 1000; 600 and 10000 are common)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    p.add_argument("--within-alphabet", action="store_true",
+                   help="draw every episode's classes from a single alphabet")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify new images from a few labelled ones")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt from relgraph train")
+    p.add_argument("--support", required=True, help="labelled images: DIR/<class>/<image>")
+    p.add_argument("--query", required=True, help="folder of images to classify")
+    p.add_argument("--out", metavar="FILE.csv", help="write file, prediction, confidence")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="the main job on the embedded glyphs data")
     p.add_argument("--out", default="relgraph-demo", help="report folder (default: relgraph-demo)")

@@ -14,9 +14,12 @@ __all__ = ["Episode"]
 class Episode:
     """A batch of ``b`` few-shot episodes of the same shape.
 
-    Supports and queries are ordered class by class: support ``s`` has label ``s // k_shot``,
-    query ``j`` has label ``j // n_query``. Labels inside an episode are ``0..n_way-1``;
-    ``class_ids[e, l]`` is the dataset class behind label ``l`` of episode ``e``.
+    Episodes drawn by :class:`~relgraph.data.EpisodeSampler` are ordered class by class:
+    support ``s`` has label ``s // k_shot``, query ``j`` has label ``j // n_query``. Methods
+    must rely on ``support_labels`` rather than on that order: a user's own support set (as in
+    ``relgraph predict``) may be unbalanced, in which case ``support`` holds more than
+    ``n_way * k_shot`` examples and ``k_shot`` is the smallest class's count. Labels inside an
+    episode are ``0..n_way-1``; ``class_ids[e, l]`` is the dataset class behind label ``l`` of episode ``e``.
 
     Attributes:
         support: ``[b, n_way * k_shot, *x]`` inputs (images ``[c, h, w]`` or features ``[d]``).
@@ -42,7 +45,7 @@ class Episode:
             if getattr(self, f).shape[0] != b:
                 raise ValueError(f"Episode.{f} has batch size {getattr(self, f).shape[0]}, "
                                  f"support has {b}")
-        if self.support.shape[1] != self.n_way * self.k_shot:
+        if self.support.shape[1] < self.n_way * self.k_shot:
             raise ValueError(f"support has {self.support.shape[1]} examples per episode, "
                              f"expected n_way * k_shot = {self.n_way * self.k_shot}")
         if self.support_labels.shape != self.support.shape[:2]:

@@ -1,0 +1,27 @@
+"""The engine: one training loop, evaluation, checkpoints, configuration, distributed."""
+
+from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
+from relgraph.engine.config import Config, DataConfig, EvalConfig, TrainConfig, load_config
+from relgraph.engine.distributed import DistInfo, init_distributed, resolve_device
+from relgraph.engine.evaluate import confidence_interval, episode_accuracies, evaluate
+from relgraph.engine.trainer import build_datasets, build_model, load_model, train
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "DistInfo",
+    "EvalConfig",
+    "TrainConfig",
+    "build_datasets",
+    "build_model",
+    "confidence_interval",
+    "episode_accuracies",
+    "evaluate",
+    "init_distributed",
+    "load_checkpoint",
+    "load_config",
+    "load_model",
+    "resolve_device",
+    "save_checkpoint",
+    "train",
+]

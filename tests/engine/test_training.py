@@ -1,0 +1,122 @@
+"""The training loop: outputs, best-on-validation checkpoint, exact resume, kill -9."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from relgraph.engine import load_checkpoint, load_model, train
+
+
+def metrics(out: Path) -> list[dict[str, str]]:
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.pop("time_s")
+    return rows
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_training_writes_the_run(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_config(tiny_data), out, progress=False)
+    for name in ("checkpoint.pt", "last.pt", "metrics.csv", "curves.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert result["finished"] and result["step"] == 6
+    rows = metrics(out)
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    best = max(rows, key=lambda r: float(r["val_acc"]))
+    assert result["best"]["step"] == int(best["step"])
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["step"] == result["best"]["step"]
+    assert ckpt["preprocessing"]["dataset"] == "tensors"
+    assert "optimizer" not in ckpt  # the model checkpoint carries what is needed to use it
+    model, _ = load_model(out / "checkpoint.pt")
+    assert not model.training
+    assert not list(tmp_path.rglob("*.tmp")), "no temporary files left behind"
+
+
+def test_resume_after_stop_is_exact(tiny_data, tmp_path):
+    config = tiny_config(tiny_data)
+    train(config, tmp_path / "a", progress=False)
+    part = train(config, tmp_path / "b", progress=False, stop_after=3)  # stops between validations
+    assert not part["finished"] and part["step"] == 3
+    rest = train(config, tmp_path / "b", progress=False)
+    assert rest["finished"]
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    assert_same_weights(tmp_path / "a" / "checkpoint.pt", tmp_path / "b" / "checkpoint.pt")
+
+
+def test_resume_refuses_a_different_config(tiny_data, tmp_path):
+    train(tiny_config(tiny_data), tmp_path / "a", progress=False, stop_after=2)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(tiny_config(tiny_data, lr=0.01), tmp_path / "a", progress=False)
+
+
+def test_resume_after_kill_9_is_exact(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, steps=40, val_every=4)
+    train(config, tmp_path / "ref", progress=False)
+    out = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import tiny_config
+        from relgraph.engine import train
+        train(tiny_config({str(tiny_data)!r}, steps=40, val_every=4), {str(out)!r},
+              progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "last.pt").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it get further into training, possibly mid-write
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    train(config, out, progress=False)
+    assert metrics(tmp_path / "ref") == metrics(out)
+    assert_same_weights(tmp_path / "ref" / "last.pt", out / "last.pt")
+
+
+def test_early_stopping(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, steps=40, val_every=2, patience=1, lr=1.0, scheduler="none")
+    result = train(config, tmp_path / "run", progress=False)
+    assert result["stopped_early"] and result["step"] < 40
+
+
+def test_no_validation_keeps_the_latest(tiny_data, tmp_path):
+    config = tiny_config(tiny_data)
+    config.data.val_fraction = 0
+    result = train(config, tmp_path / "run", progress=False)
+    assert result["best"]["step"] == 6
+
+
+def test_bad_settings_fail_before_training(tiny_data, tmp_path):
+    config = tiny_config(tiny_data)
+    config.eval.queries = 50
+    with pytest.raises(ValueError, match="fewer than k_shot"):
+        train(config, tmp_path / "run", progress=False)
+    config = tiny_config(tiny_data, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train(config, tmp_path / "run2", progress=False)

@@ -1,0 +1,145 @@
+"""Contract tests run on every registered method (timm/PyG style)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from relgraph.backbones import build_backbone
+from relgraph.data import Episode
+from relgraph.methods import FewShotMethod, build_method, list_methods
+
+N, K, Q, B = 4, 2, 3, 2
+
+
+def make_method(name: str) -> FewShotMethod:
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8, out_channels=8)
+    return build_method(name, backbone)
+
+
+def make_episode(seed: int = 0) -> Episode:
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.rand(B, N, 1, 1, 16, 16, generator=g)
+    support = (centers + 0.2 * torch.randn(B, N, K, 1, 16, 16, generator=g)).reshape(B, N * K,
+                                                                                      1, 16, 16)
+    query = (centers + 0.2 * torch.randn(B, N, Q, 1, 16, 16, generator=g)).reshape(B, N * Q,
+                                                                                    1, 16, 16)
+    labels = torch.arange(N)
+    return Episode(support, labels.repeat_interleave(K).expand(B, -1).clone(), query,
+                   labels.repeat_interleave(Q).expand(B, -1).clone(),
+                   torch.arange(N).expand(B, -1).clone(), n_way=N, k_shot=K)
+
+
+def train_a_little(model: FewShotMethod) -> None:
+    """Move BatchNorm running statistics away from their initial values."""
+    model.train()
+    with torch.no_grad():
+        for s in range(3):
+            model(make_episode(10 + s))
+    model.eval()
+
+
+@pytest.fixture(params=list_methods())
+def name(request) -> str:
+    return request.param
+
+
+def test_output_shape_and_finite(name):
+    model = make_method(name)
+    logits = model(make_episode())
+    assert logits.shape == (B, N * Q, N)
+    assert torch.isfinite(logits).all()
+
+
+def test_every_parameter_gets_a_gradient(name):
+    model = make_method(name)
+    loss, logits = model.loss(make_episode())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_eval_mode_is_deterministic(name):
+    model = make_method(name)
+    train_a_little(model)
+    ep = make_episode()
+    assert torch.equal(model(ep), model(ep))
+
+
+def test_support_permutation_and_relabelling(name):
+    model = make_method(name)
+    train_a_little(model)
+    ep = make_episode()
+    base = model(ep)
+    # permute the support examples (labels follow): same logits
+    perm = torch.randperm(N * K, generator=torch.Generator().manual_seed(1))
+    permuted = Episode(ep.support[:, perm], ep.support_labels[:, perm], ep.query,
+                       ep.query_labels, ep.class_ids, N, K)
+    assert torch.allclose(model(permuted), base, atol=1e-5)
+    # relabel classes by sigma: logits' columns permute by sigma
+    sigma = torch.tensor([2, 0, 3, 1])
+    relabelled = Episode(ep.support, sigma[ep.support_labels], ep.query, sigma[ep.query_labels],
+                         ep.class_ids, N, K)
+    out = model(relabelled)
+    assert torch.allclose(out[..., sigma], base, atol=1e-5)
+
+
+def test_inductive_queries_do_not_influence_each_other(name):
+    model = make_method(name)
+    if model.transductive:
+        pytest.skip("transductive method: queries may influence each other by design")
+    train_a_little(model)
+    ep = make_episode()
+    base = model(ep)
+    # permute the queries: predictions permute along
+    perm = torch.randperm(N * Q, generator=torch.Generator().manual_seed(2))
+    permuted = Episode(ep.support, ep.support_labels, ep.query[:, perm], ep.query_labels[:, perm],
+                       ep.class_ids, N, K)
+    assert torch.allclose(model(permuted), base[:, perm], atol=1e-5)
+    # drop all queries but one per class: the kept queries' predictions are unchanged
+    keep = torch.arange(0, N * Q, Q)
+    dropped = Episode(ep.support, ep.support_labels, ep.query[:, keep], ep.query_labels[:, keep],
+                      ep.class_ids, N, K)
+    assert torch.allclose(model(dropped), base[:, keep], atol=1e-5)
+    # replace the other queries by noise: query 0's prediction is unchanged
+    noisy = ep.query.clone()
+    noisy[:, 1:] = torch.rand_like(noisy[:, 1:])
+    replaced = Episode(ep.support, ep.support_labels, noisy, ep.query_labels, ep.class_ids, N, K)
+    assert torch.allclose(model(replaced)[:, 0], base[:, 0], atol=1e-5)
+
+
+def test_inductive_test_would_catch_batch_statistics():
+    """In train mode, BatchNorm mixes queries: the isolation test above can fail."""
+    model = make_method("protonet")
+    model.train()
+    ep = make_episode()
+    base = model(ep)
+    noisy = ep.query.clone()
+    noisy[:, 1:] = torch.rand_like(noisy[:, 1:]) * 5
+    replaced = Episode(ep.support, ep.support_labels, noisy, ep.query_labels, ep.class_ids, N, K)
+    assert not torch.allclose(model(replaced)[:, 0], base[:, 0], atol=1e-5)
+
+
+def test_registry_lists_and_rejects():
+    assert "protonet" in list_methods()
+    with pytest.raises(KeyError, match="unknown method 'nope'; choose one of: .*protonet"):
+        make_method("nope")
+
+
+def test_protonet_distances():
+    from relgraph.methods import ProtoNet, prototypes
+
+    s = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 6.0]]])
+    protos = prototypes(s, torch.tensor([[0, 0, 1, 1]]), 2)
+    assert torch.equal(protos, torch.tensor([[[1.0, 0.0], [0.0, 5.0]]]))
+    backbone = torch.nn.Flatten()
+    ep = Episode(s.reshape(1, 4, 2), torch.tensor([[0, 0, 1, 1]]), torch.tensor([[[1.0, 1.0]]]),
+                 torch.tensor([[0]]), torch.tensor([[0, 1]]), n_way=2, k_shot=2)
+    logits = ProtoNet(backbone)(ep)
+    assert torch.allclose(logits, torch.tensor([[[-1.0, -17.0]]]))
+    cos = ProtoNet(backbone, distance="cosine", scale=1.0)(ep)
+    assert torch.allclose(cos, torch.tensor([[[2 ** -0.5, 2 ** -0.5]]]))
+    with pytest.raises(ValueError, match="distance must be"):
+        ProtoNet(backbone, distance="manhattan")
