@@ -74,7 +74,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "method": args.method, "backbone": args.backbone, "data.dataset": args.dataset,
         "data.roots": args.root or None, "data.alphabets": _split_list(args.alphabets),
-        "data.image_size": args.image_size, "data.split": args.split, "train.ways": args.ways, "train.shots": args.shots,
+        "data.image_size": args.image_size, "data.split": args.split,
+        "train.ways": args.ways, "train.shots": args.shots,
         "train.queries": args.queries, "train.steps": args.steps, "train.seed": args.seed,
         "train.lr": args.lr, "train.device": args.device, "train.val_every": args.val_every,
     }
@@ -181,7 +182,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from relgraph.demo import run_demo
 
-    summary = run_demo(Path(args.out), seed=args.seed, quick=args.quick)
+    summary = run_demo(Path(args.out), seed=args.seed, quick=args.quick,
+                       progress=not args.no_progress)
     print(summary)
     return 0
 
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="relgraph-demo", help="report folder (default: relgraph-demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--quick", action="store_true", help="a very short run, for smoke tests")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser
 

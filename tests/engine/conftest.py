@@ -1,35 +1,13 @@
-"""Tiny, learnable image data and configs for engine tests."""
+"""Fixtures for engine tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
-
-from relgraph.engine import Config
-
-
-def make_tiny_data(path: Path, classes: int = 12, per_class: int = 12, size: int = 28) -> Path:
-    """Class prototypes plus noise: easy to learn, fast to train on."""
-    g = torch.Generator().manual_seed(0)
-    protos = torch.rand(classes, 1, size, size, generator=g)
-    n = classes * per_class
-    x = (protos.repeat(per_class, 1, 1, 1) + 0.3 * torch.randn(n, 1, size, size, generator=g))
-    torch.save({"inputs": x.clamp(0, 1), "labels": torch.arange(n) % classes}, path)
-    return path
+from helpers import make_tiny_data
 
 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return make_tiny_data(tmp_path / "tiny.pt")
-
-
-def tiny_config(data: Path, **train: object) -> Config:
-    return Config.from_dict({
-        "backbone_args": {"image_size": 28, "in_channels": 1, "hidden": 8, "out_channels": 8},
-        "data": {"dataset": "tensors", "roots": [str(data)], "val_fraction": 0.25},
-        "train": {"ways": 4, "shots": 1, "queries": 2, "steps": 6, "val_every": 2,
-                  "val_episodes": 10, "step_size": 3, "device": "cpu", **train},
-        "eval": {"ways": 3, "shots": 1, "queries": 2, "episodes": 10},
-    })

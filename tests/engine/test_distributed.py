@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from relgraph.engine import load_checkpoint, train
 
@@ -35,6 +35,7 @@ def test_two_process_training_equals_single_process(tiny_data, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         from test_distributed import _config
         from relgraph.engine import train
         from pathlib import Path

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from relgraph.backbones import build_backbone
 from relgraph.data import TensorDataset

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from relgraph.engine import load_checkpoint, load_model, train
 
@@ -79,8 +79,8 @@ def test_resume_after_kill_9_is_exact(tiny_data, tmp_path):
     train(config, tmp_path / "ref", progress=False)
     out = tmp_path / "killed"
     script = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest import tiny_config
+        import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from helpers import tiny_config
         from relgraph.engine import train
         train(tiny_config({str(tiny_data)!r}, steps=40, val_every=4), {str(out)!r},
               progress=False)
