@@ -521,9 +521,9 @@ def generate_glyphs(
         max_classes: keep only every ``k``-th class so that at most this many remain (tests).
 
     Returns:
-        ``{"images": uint8 [N, 1, S, S], "targets": int64 [N], "codepoints": int64 [C],
-        "class_names": str [C], "class_alphabets": str [C]}`` (numpy arrays), examples grouped
-        by class, classes in :func:`glyph_classes` order.
+        A dict of numpy arrays: ``images`` uint8 ``[N, 1, S, S]``, ``targets`` int64 ``[N]``,
+        ``codepoints`` int64 ``[C]``, ``class_names`` str ``[C]`` and ``class_alphabets`` str
+        ``[C]``; examples grouped by class, classes in :func:`glyph_classes` order.
     """
     if image_size <= 0 or examples_per_class <= 0:
         raise ValueError("image_size and examples_per_class must be positive")

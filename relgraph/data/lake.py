@@ -270,8 +270,8 @@ def evaluate_lake_runs(
         device: where to put the tensors passed to ``predict`` (default: CPU).
 
     Returns:
-        ``{"error_rate": %, "accuracy": %, "runs": number of runs, "items": test items,
-        "per_run_error": [% per run]}``.
+        A dict with ``error_rate`` (%), ``accuracy`` (%), ``runs`` (number of runs),
+        ``items`` (test items) and ``per_run_error`` (% per run).
 
     Raises:
         ValueError: no runs, or ``predict`` returned an unexpected shape or label.

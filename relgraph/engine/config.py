@@ -50,6 +50,9 @@ class DataConfig:
         val_fraction: fraction of training classes held out for validation.
         image_size: image side length.
         rotations: add rotated copies (90/180/270) of training classes as new classes.
+        augment: random affine warps of training images, e.g. ``{rotate: 10, scale: 0.1,
+            shear: 10, translate: 0.1}`` (see :class:`relgraph.data.augment.AffineAugment`);
+            images with a black background only (``padding`` is 0).
         options: extra dataset keyword arguments.
     """
 
@@ -62,6 +65,7 @@ class DataConfig:
     val_fraction: float = 0.2
     image_size: int | None = 28
     rotations: bool = False
+    augment: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,7 +165,7 @@ class Config:
                     raise ValueError(f"unknown config key {key!r}")
                 node = node[part]
             free_form = len(parts) >= 2 and parts[-2] in ("method_args", "backbone_args",
-                                                          "options")
+                                                          "options", "augment")
             if parts[-1] not in node and not free_form:
                 raise ValueError(f"unknown config key {key!r}; valid keys here: "
                                  f"{', '.join(sorted(node))}")

@@ -109,6 +109,6 @@ def evaluate(
         "shots": shots,
         "queries": queries,
         "seed": seed,
-        "transductive": bool(type(model).transductive),
+        "transductive": bool(model.transductive),
         "within_alphabet": within_alphabet,
     }

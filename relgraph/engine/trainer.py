@@ -22,6 +22,7 @@ import csv
 import io
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from tqdm.auto import tqdm
 
 from relgraph.backbones import build_backbone
 from relgraph.data import FewShotDataset, RotatedClasses, build_dataset
-from relgraph.data.sampler import EpisodeSampler
+from relgraph.data.augment import AffineAugment
+from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
 from relgraph.engine.distributed import DistInfo, barrier, init_distributed
@@ -116,6 +118,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     return model.to(device).eval(), ckpt
 
 
+_AUGMENT_SALT = 0xA06_3E7
+
+
+def _warp(augment: AffineAugment, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Apply ``augment`` to ``[b, m, c, h, w]`` images."""
+    b, m = x.shape[:2]
+    return augment(x.reshape(b * m, *x.shape[2:]), g).reshape(x.shape)
+
+
 class _LossModule(nn.Module):
     """Runs ``method.loss`` in ``forward`` so DistributedDataParallel can wrap it."""
 
@@ -162,7 +173,8 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(out / "metrics.csv", buf.getvalue())
 
 
-def _plot_curves(out: Path, history: list[dict[str, Any]], title: str) -> None:
+def _plot_curves(out: Path, history: list[dict[str, Any]], title: str, train_label: str,
+                 val_label: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -176,9 +188,9 @@ def _plot_curves(out: Path, history: list[dict[str, Any]], title: str) -> None:
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss")
     ax1.grid(alpha=0.3)
-    ax2.plot(steps, [r["train_acc"] for r in history], marker=".", label="train episodes")
+    ax2.plot(steps, [r["train_acc"] for r in history], marker=".", label=train_label)
     if any(r.get("val_acc") is not None for r in history):
-        ax2.plot(steps, [r.get("val_acc") for r in history], marker=".", label="validation")
+        ax2.plot(steps, [r.get("val_acc") for r in history], marker=".", label=val_label)
     ax2.set_xlabel("step")
     ax2.set_ylabel("accuracy (%)")
     ax2.grid(alpha=0.3)
@@ -246,6 +258,10 @@ def train(
                              num_batches=t.steps, seed=t.seed, rank=info.rank,
                              world_size=info.world_size)
     val_eval = config.eval
+    try:
+        augment = AffineAugment(**config.data.augment)
+    except TypeError as exc:
+        raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
     if val_ds is not None:  # fail now, not after the first training interval
         EpisodeSampler(val_ds, val_eval.ways, val_eval.shots, val_eval.queries)
 
@@ -288,7 +304,12 @@ def train(
                disable=not (progress and info.is_main), dynamic_ncols=True)
     model.train()
     while step < run_until:
-        episode = sampler.episode_batch(train_ds, step).to(device, non_blocking=True)
+        episode = sampler.episode_batch(train_ds, step)
+        if augment.active:
+            g = torch.Generator().manual_seed(episode_seed(t.seed ^ _AUGMENT_SALT, step))
+            episode = replace(episode, support=_warp(augment, episode.support, g),
+                              query=_warp(augment, episode.query, g))
+        episode = episode.to(device, non_blocking=True)
         with autocast_context(device, use_amp):
             loss, logits = runner(episode)
         opt.zero_grad(set_to_none=True)
@@ -341,8 +362,10 @@ def train(
             save_last()
             if info.is_main:
                 _write_metrics(out, history)
-                _plot_curves(out, history, f"{config.method} / {config.backbone} on "
-                                           f"{config.data.dataset}")
+                _plot_curves(out, history,
+                             f"{config.method} / {config.backbone} on {config.data.dataset}",
+                             f"training episodes ({t.ways}-way {t.shots}-shot)",
+                             f"validation ({val_eval.ways}-way {val_eval.shots}-shot)")
             if t.patience and bad >= t.patience:
                 stopped_early = True
                 break

@@ -1,6 +1,13 @@
 """Few-shot methods: one file per paper, one interface, one registry."""
 
-from relgraph.methods import protonet  # noqa: F401  (registers)
+from relgraph.methods import (  # noqa: F401  (importing registers the methods)
+    edge_gnn,
+    gnn,
+    matching,
+    protonet,
+    pyg_conv,
+    relation,
+)
 from relgraph.methods.base import (
     METHODS,
     FewShotMethod,

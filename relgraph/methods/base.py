@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any
 
 import torch.nn.functional as F
 from einops import rearrange
@@ -28,7 +28,8 @@ class FewShotMethod(nn.Module, abc.ABC):
     ``eval()`` mode, where BatchNorm normalises with its running statistics instead of the
     statistics of the current batch, so no batch statistic leaks from one query to another.
     (In training mode, BatchNorm uses the batch statistics of the episode's supports and
-    queries, as in the papers.) Transductive methods set ``transductive = True``.
+    queries, as in the papers.) Transductive methods set ``transductive = True`` (as a class
+    attribute, or per instance for methods offering both modes).
 
     Args:
         backbone: the encoder, mapping ``[m, c, h, w]`` to ``[m, d]`` (see
@@ -39,7 +40,7 @@ class FewShotMethod(nn.Module, abc.ABC):
           ``[b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
-    transductive: ClassVar[bool] = False
+    transductive: bool = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
