@@ -19,7 +19,8 @@ class Episode:
     must rely on ``support_labels`` rather than on that order: a user's own support set (as in
     ``relgraph predict``) may be unbalanced, in which case ``support`` holds more than
     ``n_way * k_shot`` examples and ``k_shot`` is the smallest class's count. Labels inside an
-    episode are ``0..n_way-1``; ``class_ids[e, l]`` is the dataset class behind label ``l`` of episode ``e``.
+    episode are ``0..n_way-1``; ``class_ids[e, l]`` is the dataset class behind label ``l`` of
+    episode ``e``.
 
     Attributes:
         support: ``[b, n_way * k_shot, *x]`` inputs (images ``[c, h, w]`` or features ``[d]``).

@@ -20,10 +20,13 @@ __all__ = ["EpisodeGraph", "message_mask"]
 def message_mask(is_query: Tensor, transductive: bool) -> Tensor:
     """Which node pairs may exchange messages: ``[b, n] -> [b, n, n]`` bool.
 
-    Inductive (``transductive=False``): every edge except between two *different* queries, so
-    no query hears of another and each query's prediction depends only on the supports and
-    itself (one pass for all queries, instead of one graph per query as in the reference code).
-    Transductive: every edge.
+    ``mask[b, i, j]`` is True when node ``i`` may receive a message from node ``j``.
+
+    Inductive (``transductive=False``): every node receives from the supports and from itself,
+    and from no other query. Supports therefore never hear of queries, so no query can reach
+    another even through a support over several layers, and each query's prediction depends
+    only on the supports and itself (one pass for all queries, instead of one graph per query
+    as in the reference code). Transductive: every edge.
 
     Shapes:
         ``is_query [b, n] -> [b, n, n]``
@@ -31,9 +34,9 @@ def message_mask(is_query: Tensor, transductive: bool) -> Tensor:
     b, n = is_query.shape
     if transductive:
         return torch.ones(b, n, n, dtype=torch.bool, device=is_query.device)
-    qq = is_query.unsqueeze(2) & is_query.unsqueeze(1)
+    from_support = (~is_query).unsqueeze(1).expand(b, n, n)
     eye = torch.eye(n, dtype=torch.bool, device=is_query.device).unsqueeze(0)
-    return ~qq | eye
+    return from_support | eye
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class EpisodeGraph:
             classes, ``unknown`` (default 0.5) where a query is involved (except a node with
             itself, which is 1).
         edge_known: ``[b, n, n]`` bool: both ends are supports (or it is a self-loop).
-        mask: ``[b, n, n]`` bool, the edges that carry messages (see :func:`message_mask`).
+        mask: ``[b, n, n]`` bool, ``mask[b, i, j]``: node ``i`` receives messages from node
+            ``j`` (see :func:`message_mask`).
         n_way: classes per episode.
         n_support: support nodes per episode ``s``.
         transductive: whether queries may exchange messages.

@@ -1,1 +1,202 @@
-"""Placeholder: being implemented."""
+"""Few-shot learning with Graph Neural Networks (Garcia & Bruna, ICLR 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import einsum
+from torch import Tensor, nn
+
+from relgraph.data.episode import Episode
+from relgraph.graph.episode_graph import EpisodeGraph
+from relgraph.graph.kernels import LearnedKernel
+from relgraph.methods.base import FewShotMethod, register_method
+
+__all__ = ["GNN", "receive_mask", "masked_softmax"]
+
+
+def receive_mask(graph: EpisodeGraph, self_loops: bool = True) -> Tensor:
+    """Which node ``i`` receives a message from which node ``j``: ``[b, n, n]`` bool.
+
+    :attr:`EpisodeGraph.mask` (see :func:`~relgraph.graph.message_mask`: inductive supports
+    receive only from supports, queries from the supports and themselves), with or without the
+    self-loops.
+
+    Shapes:
+        ``-> [b, n, n]``, row ``i`` the nodes ``i`` receives from.
+    """
+    eye = torch.eye(graph.num_nodes, dtype=torch.bool, device=graph.mask.device)
+    return graph.mask | eye if self_loops else graph.mask & ~eye
+
+
+def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    """Softmax over the last dimension restricted to ``mask``; 0 elsewhere and on empty rows.
+
+    Shapes:
+        ``scores [..., m], mask [..., m] -> [..., m]``
+    """
+    empty = ~mask.any(dim=-1, keepdim=True)
+    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    out = torch.softmax(scores, dim=-1)
+    return torch.where(mask, out, torch.zeros_like(out))
+
+
+class _GraphConv(nn.Module):
+    """One class-equivariant GNN layer: the operators ``{I, A}`` on per-class node features."""
+
+    def __init__(self, embed_dim: int, class_dim: int, out_dim: int, last: bool) -> None:
+        super().__init__()
+        self.last = last
+        # per-class part [g_ik, (A g)_ik]; weights shared by all classes
+        self.lin_class = nn.Linear(2 * class_dim, out_dim, bias=False)
+        if not last:
+            # class-shared part [f_i, (A f)_i, mean_k g_ik, mean_k (A g)_ik] (DeepSets pooling)
+            self.lin_shared = nn.Linear(2 * embed_dim + 2 * class_dim, out_dim, bias=False)
+            self.norm = nn.BatchNorm1d(out_dim)
+
+    def forward(self, f: Tensor, g: Tensor, adj: Tensor, cols: Tensor) -> Tensor:
+        ag = einsum(adj, g[:, cols], "b i j, b j k e -> b i k e")
+        out = self.lin_class(torch.cat([g, ag], dim=-1))  # [b, n, k, c]
+        if self.last:
+            return out.squeeze(-1)
+        af = einsum(adj, f[:, cols], "b i j, b j d -> b i d")
+        shared = self.lin_shared(torch.cat([f, af, g.mean(2), ag.mean(2)], dim=-1))
+        out = out + shared.unsqueeze(2)
+        shape = out.shape
+        out = self.norm(out.reshape(-1, shape[-1])).reshape(shape)
+        return F.leaky_relu(out, 0.01)
+
+
+@register_method("gnn")
+class GNN(FewShotMethod):
+    """The GNN of Garcia & Bruna (ICLR 2018): node classification on the episode graph.
+
+    Every support and query is a node. Node features start as the embedding concatenated with
+    the label encoding (one-hot for supports, uniform over the classes for queries). Each layer
+    ``l`` learns an adjacency from the current features and applies the graph convolution of
+    the operator family :math:`\\{I, A^{(l)}\\}`; new features are concatenated to the old ones
+    (the paper's dense connections); the last layer outputs one score per class for the queries:
+
+    .. math::
+        A^{(l)}_{ij} &= \\operatorname{softmax}_{j \\in \\mathcal N(i)}
+            \\operatorname{MLP}^{(l)}\\big(\\lvert x^{(l)}_i - x^{(l)}_j \\rvert\\big) \\\\
+        x^{(l+1)}_i &= \\Big[\\, x^{(l)}_i,\\; \\rho\\big(\\mathrm{BN}(\\theta^{(l)}
+            [\\, x^{(l)}_i, (A^{(l)} x^{(l)})_i \\,])\\big) \\Big]
+
+    with :math:`\\rho` the leaky ReLU and :math:`\\mathcal N(i)` the nodes ``i`` receives from
+    (:func:`receive_mask`, without ``i`` itself, as in the reference code).
+
+    **Class equivariance.** A linear layer reading the one-hot label dimensions ties the model to
+    one ``n_way`` and does not permute its scores when the classes are relabelled. Here the label
+    part of every node is kept per class: node ``i`` holds shared features :math:`f_i` (the
+    embedding) and, for each class ``k``, features :math:`g_{ik}` (initially the label encoding
+    :math:`\\ell_{ik}`, then the new channels). :math:`\\theta` acts on
+    :math:`x_{ik} = [f_i, g_{ik}]` with weights shared over classes, plus the class mean of the
+    same input (the most general equivariant linear map, DeepSets); the kernel reads
+    :math:`[f_i, \\operatorname{mean}_k g_{ik}, \\max_k g_{ik}]`; the read-out is a linear score
+    of :math:`[g_{qk}, (A g)_{qk}]` per class ``k``. Relabelling the classes permutes the
+    scores exactly, and one model runs episodes of any ``n_way``.
+
+    **One pass.** All queries of all episodes are scored in one pass (the reference code builds
+    one graph per query). Inductive (default): supports receive from supports, queries from
+    supports, so queries cannot influence each other; only the pairs that carry messages are
+    evaluated by the kernel (``n x s`` instead of ``n x n``). Transductive: the full graph.
+
+    Args:
+        backbone: the encoder.
+        nf: the paper's width ``nf``: each layer adds ``nf // 2`` channels per class, the kernel
+            MLPs have hidden sizes ``(2 nf, 2 nf, nf, nf)`` (default 96, as for Omniglot).
+        layers: hidden GNN layers before the read-out layer (default 2, as the paper).
+        kernel_hidden: hidden sizes of the kernel MLPs (default from ``nf``).
+        transductive: let queries exchange messages.
+        embed_dim: embedding size (default ``backbone.out_dim``).
+        chunk: rows per chunk of the kernel (see :class:`~relgraph.graph.LearnedKernel`).
+
+    Shapes:
+        episode ``support [b, s, *x]``, ``query [b, q, *x]`` -> logits ``[b, q, n_way]``.
+
+    Example:
+        >>> from relgraph.backbones import build_backbone
+        >>> model = GNN(build_backbone("conv4"), nf=96, layers=2)
+    """
+
+    def __init__(self, backbone: nn.Module, nf: int = 96, layers: int = 2,
+                 kernel_hidden: Sequence[int] | None = None, transductive: bool = False,
+                 embed_dim: int | None = None, chunk: int | None = 64) -> None:
+        super().__init__(backbone)
+        if nf < 2:
+            raise ValueError(f"expected nf >= 2, got {nf}")
+        if layers < 0:
+            raise ValueError(f"expected layers >= 0, got {layers}")
+        d = embed_dim if embed_dim is not None else getattr(backbone, "out_dim", None)
+        if d is None or int(d) < 1:
+            raise ValueError("expected embed_dim >= 1 or a backbone with an out_dim, got "
+                             f"{d!r}")
+        self.embed_dim = d = int(d)
+        self.nf = nf
+        self.transductive = bool(transductive)
+        hidden = tuple(kernel_hidden) if kernel_hidden is not None else (2 * nf, 2 * nf, nf, nf)
+        c = nf // 2
+        self.kernels = nn.ModuleList()
+        self.convs = nn.ModuleList()
+        e = 1
+        for layer in range(layers + 1):
+            last = layer == layers
+            self.kernels.append(LearnedKernel(d + 2 * e, hidden, out_dim=1, chunk=chunk))
+            self.convs.append(_GraphConv(d, e, 1 if last else c, last))
+            e += c
+
+    def graph(self, episode: Episode) -> EpisodeGraph:
+        """Embed the episodes and build their graphs (uniform query labels, as the paper)."""
+        support = self.embed(episode.support).float()
+        query = self.embed(episode.query).float()
+        return EpisodeGraph.from_episode(episode, support, query, self.transductive,
+                                         query_label="uniform")
+
+    def run(self, graph: EpisodeGraph) -> tuple[Tensor, list[Tensor]]:
+        """Scores of every node and the adjacency of every layer.
+
+        Returns:
+            ``(scores [b, n, n_way], [A [b, n, n] per layer])``; the adjacencies are 0 on the
+            edges that carry no message, and their rows sum to 1 over the others.
+        """
+        f = graph.x
+        g = graph.node_labels.unsqueeze(-1)  # [b, n, k, 1]
+        mask = receive_mask(graph, self_loops=False)
+        cols = mask.any(dim=1).any(dim=0)  # nodes that send at least one message
+        sub = mask[:, :, cols]
+        adjacencies = []
+        for kernel, conv in zip(self.kernels, self.convs, strict=True):
+            node = torch.cat([f, g.mean(2), g.amax(2)], dim=-1)
+            scores = kernel(node, node[:, cols]).squeeze(-1)  # [b, n, m]
+            adj = masked_softmax(scores, sub)
+            full = adj.new_zeros(mask.shape)
+            full[:, :, cols] = adj
+            adjacencies.append(full)
+            out = conv(f, g, adj, cols)
+            if conv.last:
+                return out, adjacencies
+            g = torch.cat([g, out], dim=-1)
+        raise AssertionError("unreachable")
+
+    def forward(self, episode: Episode) -> Tensor:
+        graph = self.graph(episode)
+        scores, _ = self.run(graph)
+        return scores[:, graph.n_support:]
+
+    def adjacencies(self, episode: Episode) -> list[Tensor]:
+        """The learned adjacency ``[b, n, n]`` of every layer (for inspection and plots)."""
+        return self.run(self.graph(episode))[1]
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, nf={self.nf}, layers={len(self.convs) - 1}, "
+                f"transductive={self.transductive}")
+
+
+@register_method("gnn_transductive")
+def gnn_transductive(backbone: nn.Module, **kwargs) -> GNN:  # noqa: ANN003
+    """:class:`GNN` with ``transductive=True``: queries exchange messages."""
+    return GNN(backbone, transductive=True, **kwargs)
+

@@ -16,7 +16,6 @@ from PIL import Image
 from relgraph.cli import main
 
 
-
 def run(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     captured = capsys.readouterr()

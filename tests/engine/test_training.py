@@ -120,3 +120,19 @@ def test_bad_settings_fail_before_training(tiny_data, tmp_path):
     config = tiny_config(tiny_data, optimizer="lbfgs")
     with pytest.raises(ValueError, match="unknown optimizer"):
         train(config, tmp_path / "run2", progress=False)
+
+
+def test_resume_is_exact_with_augmentation(tiny_data, tmp_path):
+    config = tiny_config(tiny_data)
+    config.data.augment = {"rotate": 10, "scale": 0.1, "shear": 5, "translate": 0.1}
+    train(config, tmp_path / "a", progress=False)
+    train(config, tmp_path / "b", progress=False, stop_after=3)
+    train(config, tmp_path / "b", progress=False)
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    plain = tiny_config(tiny_data)
+    train(plain, tmp_path / "c", progress=False)
+    assert metrics(tmp_path / "c") != metrics(tmp_path / "a")  # augmentation did something
+    config.data.augment = {"blur": 1}
+    with pytest.raises(ValueError, match="data.augment accepts"):
+        train(config, tmp_path / "d", progress=False)
