@@ -1,1 +1,392 @@
-"""Placeholder: being implemented."""
+"""Edge-Labeling Graph Neural Network (Kim, Kim, Kim & Yoo, CVPR 2019)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import Tensor, nn
+
+from relgraph.data.episode import Episode
+from relgraph.graph.episode_graph import EpisodeGraph
+from relgraph.methods.base import FewShotMethod, register_method
+
+__all__ = ["EdgeLabelingGNN", "balanced_edge_loss", "initial_edges", "pair_index"]
+
+CLASS_SCORES = ("sum", "mean")
+_TINY = 1e-12  # guards the L1 normalisations of empty rows
+_EDGE_EPS = 1e-6  # added before the final L1 normalisation of an edge (reference code)
+
+
+def initial_edges(graph: EpisodeGraph, senders: int | None = None) -> Tensor:
+    """Initial edge features :math:`e^0_{ij} = [e_{sim}, e_{dis}]` from the support labels.
+
+    ``[1, 0]`` for two supports of the same class (and for every self-loop), ``[0, 1]`` for two
+    supports of different classes, ``[0.5, 0.5]`` where a query is involved.
+
+    Args:
+        graph: the episode graph (supports first).
+        senders: keep the edges towards the first ``senders`` nodes only (the supports, for an
+            inductive graph); default all nodes.
+
+    Shapes:
+        ``graph`` with ``n`` nodes -> ``[b, n, senders, 2]``
+    """
+    m = graph.num_nodes if senders is None else senders
+    e = graph.edge_labels[:, :, :m].float()
+    return torch.stack([e, 1.0 - e], dim=-1)
+
+
+def balanced_edge_loss(sim: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Class-balanced binary cross-entropy of edge similarities (the EGNN edge loss).
+
+    .. math::
+        \\mathcal{L}_e = \\frac{1}{|P|} \\sum_{(i,j) \\in P} \\mathrm{BCE}(e_{ij1}, 1)
+        + \\frac{1}{|N|} \\sum_{(i,j) \\in N} \\mathrm{BCE}(e_{ij1}, 0)
+
+    with :math:`P` / :math:`N` the positive (same class) / negative edges selected by ``mask``,
+    pooled over the whole batch of episodes, as in the reference code. Logs are clamped at -100
+    like :class:`torch.nn.BCELoss`; an empty set contributes 0.
+
+    Args:
+        sim: predicted similarities in ``[0, 1]``.
+        target: 1 for same class, 0 for different classes.
+        mask: bool, the edges that count.
+
+    Shapes:
+        ``sim, target, mask``: any one shape -> scalar.
+    """
+    if not (sim.shape == target.shape == mask.shape):
+        raise ValueError(f"sim, target and mask must have the same shape, got "
+                         f"{tuple(sim.shape)}, {tuple(target.shape)}, {tuple(mask.shape)}")
+    p = sim.float()
+    t = target.float()
+    bce = -(t * torch.log(p).clamp_min(-100.0) + (1.0 - t) * torch.log1p(-p).clamp_min(-100.0))
+    pos = mask & (t > 0.5)
+    neg = mask & (t <= 0.5)
+    zero = torch.zeros_like(bce)
+    return (torch.where(pos, bce, zero).sum() / pos.sum().clamp_min(1)
+            + torch.where(neg, bce, zero).sum() / neg.sum().clamp_min(1))
+
+
+def pair_index(n: int, m: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """The unordered node pairs of an ``n x m`` edge block (senders ``j < m``), each once.
+
+    Returns ``pairs [2, P]``, the pairs ``(i, j)`` with ``j < m`` and ``i > j`` (every other
+    off-diagonal entry is the mirror ``(j, i)`` of one of them), and ``lookup [n, m]``, the
+    pair of every entry (``P``, one past the last pair, on the diagonal). A symmetric pair
+    function evaluated on ``pairs`` is expanded to the block by ``values[..., lookup]``.
+
+    Shapes:
+        ``-> [2, P], [n, m]`` with ``P = m (m - 1) / 2 + (n - m) m``
+    """
+    pairs = torch.tril_indices(n, m, offset=-1, device=device)
+    table = torch.full((n, m), pairs.shape[1], dtype=torch.long, device=device)
+    table[pairs[0], pairs[1]] = torch.arange(pairs.shape[1], device=device)
+    rows = torch.arange(n, device=device).unsqueeze(1)
+    cols = torch.arange(m, device=device).unsqueeze(0)
+    lookup = table[torch.maximum(rows, cols), torch.minimum(rows, cols)]
+    return pairs, lookup  # the diagonal keeps the default P
+
+
+def _mlp(dims: Sequence[int]) -> list[nn.Module]:
+    """``Linear -> BatchNorm -> LeakyReLU`` per width (the reference's 1x1 convolutions).
+
+    Applied to ``[rows, d]`` matrices. LeakyReLU runs in place: BatchNorm's backward needs its
+    input, not its output, so this keeps one activation per layer instead of two.
+    """
+    layers: list[nn.Module] = []
+    for a, h in zip(dims[:-1], dims[1:], strict=True):
+        layers += [nn.Linear(a, h, bias=False), nn.BatchNorm1d(h),
+                   nn.LeakyReLU(0.01, inplace=True)]
+    return layers
+
+
+def _rows(module: nn.Module, x: Tensor) -> Tensor:
+    """Apply ``module`` to the last dimension of ``x [..., d]`` as one ``[rows, d]`` matrix."""
+    out = module(x.reshape(-1, x.shape[-1]))
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class _NodeUpdate(nn.Module):
+    """Edge-to-node step: aggregate neighbours by both edge channels, then the MLP :math:`f_v`.
+
+    Shapes:
+        ``x [b, n, d], edges [b, n, m, 2]`` (self-loops already removed) -> ``[b, n, d_out]``
+    """
+
+    def __init__(self, in_dim: int, dims: Sequence[int]) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(*_mlp((3 * in_dim, *dims)))
+
+    def forward(self, x: Tensor, edges: Tensor) -> Tensor:
+        m = edges.shape[2]
+        weights = edges / edges.sum(dim=2, keepdim=True).clamp_min(_TINY)  # per channel
+        agg = einsum(weights.to(x.dtype), x[:, :m], "b i j c, b j d -> b i c d")
+        return _rows(self.mlp, torch.cat([rearrange(agg, "b i c d -> b i (c d)"), x], dim=-1))
+
+
+class _EdgeUpdate(nn.Module):
+    """Node-to-edge step: multiplicative, row-normalised update of both edge channels.
+
+    The similarity :math:`f_e(|v_i - v_j|)` is symmetric, so it is evaluated once per
+    unordered pair (see :func:`pair_index`): half the work of all ``n x n`` ordered pairs in
+    a full graph. In training mode BatchNorm therefore normalises over the unordered pairs.
+
+    Shapes:
+        ``x [b, n, d], edges [b, n, m, 2], off_diag [n, m, 1], pairs [2, P], lookup [n, m]``
+        -> ``[b, n, m, 2]``
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(*_mlp((in_dim, *hidden)),
+                                 nn.Linear(hidden[-1] if hidden else in_dim, 1))
+
+    def similarity(self, x: Tensor, pairs: Tensor, lookup: Tensor) -> Tensor:
+        """:math:`s_{ij} = \\sigma(f_e(|v_i - v_j|))` on the block, 0 on the diagonal.
+
+        Shapes:
+            ``x [b, n, d], pairs [2, P], lookup [n, m] -> [b, n, m]``
+        """
+        diff = (x.index_select(1, pairs[0]) - x.index_select(1, pairs[1])).abs()  # [b, P, d]
+        sim = torch.sigmoid(_rows(self.mlp, diff).squeeze(-1).float())
+        sim = torch.cat([sim, sim.new_zeros(sim.shape[0], 1)], dim=1)
+        return sim.index_select(1, lookup.flatten()).reshape(sim.shape[0], *lookup.shape)
+
+    def forward(self, x: Tensor, edges: Tensor, off_diag: Tensor, pairs: Tensor,
+                lookup: Tensor) -> Tensor:
+        sim = self.similarity(x, pairs, lookup).unsqueeze(-1)  # [b, n, m, 1]
+        e = edges * off_diag
+        upd = torch.cat([sim, 1.0 - sim], dim=-1) * e
+        upd = upd / upd.sum(dim=2, keepdim=True).clamp_min(_TINY) * e.sum(dim=2, keepdim=True)
+        self_loop = (1.0 - off_diag) * off_diag.new_tensor([1.0, 0.0])  # [n, m, 2]
+        upd = upd + self_loop + _EDGE_EPS
+        return upd / upd.sum(dim=-1, keepdim=True)
+
+
+@register_method("edge_gnn")
+class EdgeLabelingGNN(FewShotMethod):
+    """Edge-Labeling GNN (Kim et al., CVPR 2019): predict edge labels, classify by edges.
+
+    Every episode is a fully connected graph of support and query nodes. Node features start
+    as the embeddings, :math:`v^0_i = f_{emb}(x_i)` (optionally projected), and each edge
+    carries two features, similarity and dissimilarity, initialised from the support labels:
+    :math:`e^0_{ij} = [1, 0]` for two supports of the same class (and self-loops),
+    :math:`[0, 1]` for different classes and :math:`[0.5, 0.5]` where a query is involved.
+    ``num_layers`` layers then alternate a node and an edge update. The node update aggregates
+    the neighbours by both edge channels, normalised per row without self-loops:
+
+    .. math::
+        \\tilde e_{ijp} = \\frac{e^{l-1}_{ijp}}{\\sum_{k \\ne i} e^{l-1}_{ikp}}, \\qquad
+        v^l_i = f^l_v\\Big(\\big[\\textstyle\\sum_{j \\ne i} \\tilde e_{ij1} v^{l-1}_j \\,;\\,
+        \\sum_{j \\ne i} \\tilde e_{ij2} v^{l-1}_j \\,;\\, v^{l-1}_i\\big]\\Big)
+
+    and the edge update rescales both channels by a learned similarity
+    :math:`s_{ij} = f^l_e(|v^l_i - v^l_j|) \\in (0, 1)`, keeping each row's mass:
+
+    .. math::
+        \\bar e_{ij1} = \\frac{s_{ij}\\, e^{l-1}_{ij1}}{\\sum_{k \\ne i} s_{ik}\\, e^{l-1}_{ik1}}
+        \\sum_{k \\ne i} e^{l-1}_{ik1}, \\qquad
+        \\bar e_{ij2} = \\frac{(1 - s_{ij})\\, e^{l-1}_{ij2}}
+        {\\sum_{k \\ne i} (1 - s_{ik})\\, e^{l-1}_{ik2}} \\sum_{k \\ne i} e^{l-1}_{ik2},
+
+    .. math::
+        \\bar e_{ii} = [1, 0], \\qquad
+        e^l_{ij} = \\frac{\\bar e_{ij} + \\epsilon}{\\lVert \\bar e_{ij} + \\epsilon \\rVert_1}
+        \\quad (\\epsilon = 10^{-6}, \\text{ as the reference code}).
+
+    :math:`f_v` is ``Linear -> BatchNorm -> LeakyReLU`` per entry of ``node_dims`` (the
+    paper's 1x1 convolutions), :math:`f_e` the same MLP with hidden widths ``edge_hidden``, a
+    last ``Linear`` to one channel and a sigmoid, evaluated once per unordered node pair (as
+    :class:`~relgraph.graph.LearnedKernel`, but symmetric: half the work on a full graph).
+    A query's class scores sum its final similarity edges to the supports of each class,
+    computed with one-hot support labels (unbalanced supports work):
+
+    .. math::
+        p(y_i = c) = \\frac{\\sum_{j \\in S_c} e^L_{ij1}}{\\sum_{c'} \\sum_{j \\in S_{c'}}
+        e^L_{ij1}}, \\qquad \\mathrm{logits}_{ic} = \\log(p(y_i = c) + \\epsilon_{\\log}).
+
+    :meth:`forward` returns these log-probabilities (argmax = the paper's prediction; a
+    softmax of them gives back ``p`` up to ``eps``). :meth:`loss` is the class-balanced edge
+    loss of every layer (:func:`balanced_edge_loss`) on the edges with at least one query
+    end, :math:`\\mathcal{L} = \\sum_l \\lambda_l \\mathcal{L}_e(E^l)`, optionally plus
+    ``node_loss_weight`` times the cross-entropy of the logits.
+
+    **Inductive mode** (default): one pass for all queries, instead of the reference code's
+    one graph per query. Supports exchange messages with supports only, and each query hears
+    the supports (and itself), never another query or a query's effect on a support: a
+    query's prediction depends on the support set and that query alone (in eval mode). The
+    edges then only run from every node to the supports, ``[b, n, s, 2]`` instead of
+    ``[b, n, n, 2]``, which is both the message mask (no query-query edges, no query-to-support
+    messages) and ``n / s`` times less work. It differs from the reference, whose supports also
+    hear the single query of their graph. **Transductive mode** (``transductive=True``, or the
+    ``"edge_gnn_transductive"`` registry entry): all ``[b, n, n, 2]`` edges carry messages.
+
+    Everything is batched over episodes; the only Python loop runs over the layers.
+
+    Args:
+        backbone: the encoder.
+        num_layers: node/edge update layers ``L``. Default ``3`` (the paper).
+        node_dims: widths of :math:`f_v`; the last is the node feature size. Default
+            ``(192, 96)`` (the reference code).
+        edge_hidden: hidden widths of :math:`f_e`. Default ``(192, 192, 96, 96)`` (reference).
+        proj_dim: project the embeddings with ``Linear -> BatchNorm`` to this size first
+            (the reference encoder's last layer); ``None`` (default) uses them as they are.
+        in_dim: embedding size; ``None`` (default) reads ``backbone.out_dim``.
+        transductive: let queries exchange messages. Default ``False``.
+        layer_weights: :math:`\\lambda_l` of the per-layer edge losses; default ``0.5`` for
+            every layer but the last, ``1.0`` for the last (the reference code).
+        node_loss_weight: weight of the query cross-entropy added to the loss. Default ``0``
+            (the paper trains on the edge loss only).
+        class_scores: ``"sum"`` of the similarity edges to a class's supports (the paper,
+            default) or their ``"mean"`` (not biased towards larger classes of an unbalanced
+            support set).
+        eps: :math:`\\epsilon_{\\log}` of the logits. Default ``1e-6``.
+
+    Shapes:
+        episode ``support [b, s, *x]``, ``support_labels [b, s]``, ``query [b, q, *x]`` ->
+        logits ``[b, q, n_way]``; :meth:`propagate` ``x [b, n, d], edges [b, n, m, 2]`` ->
+        ``L`` x ``[b, n, m, 2]``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_layers: int = 3,
+                 node_dims: Sequence[int] = (192, 96),
+                 edge_hidden: Sequence[int] = (192, 192, 96, 96),
+                 proj_dim: int | None = None, in_dim: int | None = None,
+                 transductive: bool = False, layer_weights: Sequence[float] | None = None,
+                 node_loss_weight: float = 0.0, class_scores: str = "sum",
+                 eps: float = 1e-6) -> None:
+        super().__init__(backbone)
+        if num_layers < 1:
+            raise ValueError(f"expected num_layers >= 1, got {num_layers}")
+        node_dims, edge_hidden = tuple(node_dims), tuple(edge_hidden)
+        if not node_dims or min(node_dims) < 1:
+            raise ValueError(f"expected node_dims to be positive sizes, at least one, got "
+                             f"{node_dims}")
+        if edge_hidden and min(edge_hidden) < 1:
+            raise ValueError(f"expected edge_hidden to be positive sizes, got {edge_hidden}")
+        if proj_dim is not None and proj_dim < 1:
+            raise ValueError(f"expected proj_dim >= 1 or None, got {proj_dim}")
+        if layer_weights is None:
+            layer_weights = (0.5,) * (num_layers - 1) + (1.0,)
+        layer_weights = tuple(float(w) for w in layer_weights)
+        if len(layer_weights) != num_layers or min(layer_weights) < 0:
+            raise ValueError(f"expected {num_layers} non-negative layer_weights, got "
+                             f"{layer_weights}")
+        if node_loss_weight < 0:
+            raise ValueError(f"expected node_loss_weight >= 0, got {node_loss_weight}")
+        if class_scores not in CLASS_SCORES:
+            raise ValueError(f"class_scores must be one of {', '.join(CLASS_SCORES)}, got "
+                             f"{class_scores!r}")
+        if eps <= 0:
+            raise ValueError(f"expected eps > 0, got {eps}")
+        if in_dim is None:
+            in_dim = getattr(backbone, "out_dim", None)
+            if not isinstance(in_dim, int):
+                raise ValueError(f"could not read the embedding size of "
+                                 f"{type(backbone).__name__} (no out_dim); pass in_dim=...")
+        if in_dim < 1:
+            raise ValueError(f"expected in_dim >= 1, got {in_dim}")
+        self.transductive = transductive
+        self.layer_weights = layer_weights
+        self.node_loss_weight = float(node_loss_weight)
+        self.class_scores = class_scores
+        self.eps = float(eps)
+        self.proj: nn.Module = nn.Identity()
+        if proj_dim is not None:
+            self.proj = nn.Sequential(nn.Linear(in_dim, proj_dim), nn.BatchNorm1d(proj_dim))
+            in_dim = proj_dim
+        self.node_layers = nn.ModuleList()
+        self.edge_layers = nn.ModuleList()
+        for _ in range(num_layers):
+            self.node_layers.append(_NodeUpdate(in_dim, node_dims))
+            in_dim = node_dims[-1]
+            self.edge_layers.append(_EdgeUpdate(in_dim, edge_hidden))
+
+    @property
+    def num_layers(self) -> int:
+        """Number of node/edge update layers ``L``."""
+        return len(self.node_layers)
+
+    def propagate(self, x: Tensor, edges: Tensor) -> list[Tensor]:
+        """Run the ``L`` layers: the edge features after each layer.
+
+        Node ``j`` sends to node ``i`` where ``edges[:, i, j]`` exists, i.e. for
+        ``j < m``: ``m = n`` is the full graph, ``m = s`` the inductive one.
+
+        Args:
+            x: ``[b, n, d]`` initial node features.
+            edges: ``[b, n, m, 2]`` initial edge features (see :func:`initial_edges`).
+
+        Shapes:
+            ``[b, n, d], [b, n, m, 2] -> L x [b, n, m, 2]``
+        """
+        b, n, m, c = edges.shape
+        if x.dim() != 3 or x.shape[:2] != (b, n) or c != 2 or m > n:
+            raise ValueError(f"expected x [b, n, d] and edges [b, n, m <= n, 2], got "
+                             f"{tuple(x.shape)} and {tuple(edges.shape)}")
+        off_diag = 1.0 - torch.eye(n, m, device=edges.device, dtype=edges.dtype).unsqueeze(-1)
+        pairs, lookup = pair_index(n, m, edges.device)
+        out = []
+        for node_layer, edge_layer in zip(self.node_layers, self.edge_layers, strict=True):
+            x = node_layer(x, edges * off_diag)
+            edges = edge_layer(x, edges, off_diag, pairs, lookup)
+            out.append(edges)
+        return out
+
+    def _edges(self, episode: Episode) -> tuple[EpisodeGraph, list[Tensor]]:
+        s = episode.support.shape[1]
+        x = torch.cat([self.embed(episode.support), self.embed(episode.query)], dim=1).float()
+        x = _rows(self.proj, x)  # one BatchNorm batch for supports and queries
+        support, query = x[:, :s], x[:, s:]
+        graph = EpisodeGraph.from_episode(episode, support, query, self.transductive)
+        m = graph.num_nodes if self.transductive else graph.n_support
+        return graph, self.propagate(graph.x, initial_edges(graph, m))
+
+    def _logits(self, graph: EpisodeGraph, edges: Tensor, episode: Episode) -> Tensor:
+        s = graph.n_support
+        onehot = F.one_hot(episode.support_labels, episode.n_way).float()  # [b, s, c]
+        with torch.autocast(edges.device.type, enabled=False):  # float32 under mixed precision
+            scores = einsum(edges[:, s:, :s, 0].float(), onehot, "b q s, b s c -> b q c")
+        if self.class_scores == "mean":
+            scores = scores / onehot.sum(dim=1, keepdim=True).clamp_min(1.0)
+        probs = scores / scores.sum(dim=-1, keepdim=True).clamp_min(_TINY)
+        return torch.log(probs + self.eps)
+
+    def forward(self, episode: Episode) -> Tensor:
+        graph, layers = self._edges(episode)
+        return self._logits(graph, layers[-1], episode)
+
+    def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """Weighted class-balanced edge losses of all layers (+ optional node loss)."""
+        graph, layers = self._edges(episode)
+        n, m = layers[0].shape[1:3]
+        target = graph.target_edges[:, :, :m]
+        diag = torch.eye(n, m, dtype=torch.bool, device=target.device)
+        with_query = graph.is_query.unsqueeze(2) | graph.is_query[:, :m].unsqueeze(1)
+        mask = with_query & ~diag
+        loss = sum(w * balanced_edge_loss(e[..., 0], target, mask)
+                   for w, e in zip(self.layer_weights, layers, strict=True))
+        logits = self._logits(graph, layers[-1], episode)
+        if self.node_loss_weight > 0:
+            loss = loss + self.node_loss_weight * F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), episode.query_labels.reshape(-1))
+        return loss, logits
+
+    def extra_repr(self) -> str:
+        return (f"layers={self.num_layers}, layer_weights={self.layer_weights}, "
+                f"node_loss_weight={self.node_loss_weight}, "
+                f"class_scores={self.class_scores!r}, {super().extra_repr()}")
+
+
+@register_method("edge_gnn_transductive")
+def edge_gnn_transductive(backbone: nn.Module, **kwargs: Any) -> EdgeLabelingGNN:
+    """:class:`EdgeLabelingGNN` with ``transductive=True``: queries exchange messages."""
+    if kwargs.pop("transductive", True) is not True:
+        raise ValueError("edge_gnn_transductive is transductive; use 'edge_gnn' for the "
+                         "inductive model")
+    return EdgeLabelingGNN(backbone, transductive=True, **kwargs)
