@@ -188,6 +188,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from relgraph.bench import benchmark, format_sweep, format_table, machine_info, sweep
+
+    kwargs: dict[str, Any] = {
+        "device": args.device, "image_size": args.image_size, "steps": args.steps,
+        "warmup": args.warmup, "backbone": args.backbone, "channels": args.channels,
+        "memory": not args.no_memory, "seed": args.seed}
+    if args.sweep:
+        ways = [int(w) for w in _split_list(args.sweep_ways) or []]
+        if not ways:
+            raise ValueError(f"--sweep-ways expects comma-separated ints, got {args.sweep_ways!r}")
+        result = sweep(args.method, ways, args.shots, args.queries, args.batch, **kwargs)
+        text = format_sweep(result)
+    else:
+        result = benchmark(args.method, args.ways, args.shots, args.queries, args.batch,
+                           **kwargs)
+        text = format_table(result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(text)
+        print(f"machine: {machine_info()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``relgraph`` command."""
     from relgraph import __version__
@@ -258,6 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a very short run, for smoke tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="episodes per second and peak memory of a method")
+    p.add_argument("--method", required=True, help="registered method, e.g. protonet")
+    p.add_argument("--backbone", default="conv4", help="registered backbone (default: conv4)")
+    p.add_argument("--ways", type=int, default=5, help="classes per episode (default 5)")
+    p.add_argument("--shots", type=int, default=1, help="support examples per class (default 1)")
+    p.add_argument("--queries", type=int, default=15, help="queries per class (default 15)")
+    p.add_argument("--batch", type=int, default=1, help="episodes per step (default 1)")
+    p.add_argument("--image-size", type=int, default=28, help="image side (default 28)")
+    p.add_argument("--channels", type=int, default=1, help="image channels (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps, medians (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and images")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--sweep", action="store_true",
+                   help="repeat over --sweep-ways and fit time ~ nodes^k")
+    p.add_argument("--sweep-ways", default="5,10,20,30,50", metavar="N,N,...",
+                   help="ways of the sweep (default 5,10,20,30,50)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
