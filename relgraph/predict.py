@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from relgraph.data import Episode, ImageFolderDataset, build_dataset, resize_images
-from relgraph.data.folder import IGNORED_FILES
+from relgraph.data.folder import is_ignored
 from relgraph.data.io import decode_image, is_image_file
 from relgraph.methods import FewShotMethod
 from relgraph.utils import atomic_write_text
@@ -37,8 +37,8 @@ def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str,
 def _query_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"query folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p.name)
-                   and not p.name.startswith(".") and p.name not in IGNORED_FILES)
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and is_image_file(p.name) and not is_ignored(p.name))
     if not files:
         raise ValueError(f"no images found in query folder {folder}")
     return files

@@ -138,6 +138,16 @@ class Backbone(nn.Module, abc.ABC):
                              "and a known in_channels")
         return tuple(probe(self, (self.in_channels, *size), "forward_map").shape[1:])  # type: ignore[return-value]
 
+    def _map_size(self, image_size: int | Sequence[int] | None) -> tuple[int, int]:
+        """``image_size`` (or the built one) as ``(h, w)``, checked against ``min_size``."""
+        size = as_size(image_size) or self.image_size
+        if size is None:
+            raise ValueError("expected an image_size (none was given or built in), got None")
+        if min(size) < self.min_size:
+            raise ValueError(f"expected images of at least {self.min_size}x{self.min_size}, "
+                             f"got {size[0]}x{size[1]}")
+        return size
+
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is ``[m, in_channels, h, w]`` of an accepted size."""
         if x.dim() != 4:

@@ -101,12 +101,7 @@ class Conv4(Backbone):
 
     def map_shape(self, image_size: int | Sequence[int] | None = None) -> tuple[int, int, int]:
         """Shape ``(out_channels, H', W')`` of the feature map for ``image_size``."""
-        size = as_size(image_size) or self.image_size
-        if size is None:
-            raise ValueError("expected an image_size (none was given or built in), got None")
-        if min(size) < self.min_size:
-            raise ValueError(f"expected images of at least {self.min_size}x{self.min_size}, "
-                             f"got {size[0]}x{size[1]}")
+        size = self._map_size(image_size)
         pools = 4 if self.pool_last else 3
         h, w = size
         for _ in range(pools):

@@ -121,12 +121,7 @@ class ResNet12(Backbone):
 
     def map_shape(self, image_size: int | Sequence[int] | None = None) -> tuple[int, int, int]:
         """Shape ``(widths[-1], H', W')`` of the feature map for ``image_size``."""
-        size = as_size(image_size) or self.image_size
-        if size is None:
-            raise ValueError("expected an image_size (none was given or built in), got None")
-        if min(size) < self.min_size:
-            raise ValueError(f"expected images of at least {self.min_size}x{self.min_size}, "
-                             f"got {size[0]}x{size[1]}")
+        size = self._map_size(image_size)
         return (self.out_channels, size[0] // self.min_size, size[1] // self.min_size)
 
     def forward_map(self, x: Tensor) -> Tensor:

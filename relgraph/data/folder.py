@@ -14,13 +14,14 @@ from relgraph.data.base import FewShotDataset, resize_images, warn_or_raise
 from relgraph.data.catalog import register_dataset
 from relgraph.data.io import decode_image, is_image_file
 
-__all__ = ["ImageFolderDataset", "IGNORED_FILES"]
+__all__ = ["ImageFolderDataset", "IGNORED_FILES", "is_ignored"]
 
 #: Files that operating systems leave in folders; skipped silently.
 IGNORED_FILES = frozenset({"Thumbs.db", "desktop.ini"})
 
 
-def _ignored(name: str) -> bool:
+def is_ignored(name: str) -> bool:
+    """Whether a file name is operating-system clutter (hidden files, Thumbs.db, ...)."""
     return name.startswith(".") or name in IGNORED_FILES
 
 
@@ -68,7 +69,7 @@ class ImageFolderDataset(FewShotDataset):
                 raise ValueError(f"{root} is not a folder; the folder dataset reads "
                                  "root/<class>/<image> trees")
             for entry in sorted(root.iterdir()):
-                if _ignored(entry.name):
+                if is_ignored(entry.name):
                     continue
                 if not entry.is_dir():
                     warn_or_raise(f"{entry} is a file directly under the root; expected one "
@@ -76,7 +77,7 @@ class ImageFolderDataset(FewShotDataset):
                     continue
                 files = []
                 for f in sorted(entry.rglob("*")):
-                    if f.is_dir() or _ignored(f.name):
+                    if f.is_dir() or is_ignored(f.name):
                         continue
                     if not is_image_file(f.name):
                         warn_or_raise(f"{f} is not a supported image file (by its extension); "
