@@ -88,6 +88,8 @@ class TrainConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
         amp: mixed precision on GPU (fp16 autocast with loss scaling); ignored on CPU.
         grad_clip: clip the gradient norm to this value (0: off).
+        within_alphabet: draw all classes of a training episode from one alphabet (harder
+            episodes, as in the Omniglot challenge; needs a dataset with alphabets).
     """
 
     ways: int = 20
@@ -109,6 +111,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     grad_clip: float = 0.0
+    within_alphabet: bool = False
 
 
 @dataclass
@@ -120,6 +123,8 @@ class EvalConfig:
         episodes: number of episodes (1,000 for reports; 600 or 10,000 also common).
         seed: seed of the evaluation episodes (independent of training).
         episodes_per_batch: episodes evaluated at once (speed only; results do not change).
+        within_alphabet: all classes of an episode from one alphabet (the Omniglot challenge's
+            protocol); also used for the validation episodes during training.
     """
 
     ways: int = 5
@@ -128,6 +133,7 @@ class EvalConfig:
     episodes: int = 1000
     seed: int = 0
     episodes_per_batch: int = 20
+    within_alphabet: bool = False
 
 
 @dataclass

@@ -256,14 +256,15 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
                              num_batches=t.steps, seed=t.seed, rank=info.rank,
-                             world_size=info.world_size)
+                             world_size=info.world_size, within_alphabet=t.within_alphabet)
     val_eval = config.eval
     try:
         augment = AffineAugment(**config.data.augment)
     except TypeError as exc:
         raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
     if val_ds is not None:  # fail now, not after the first training interval
-        EpisodeSampler(val_ds, val_eval.ways, val_eval.shots, val_eval.queries)
+        EpisodeSampler(val_ds, val_eval.ways, val_eval.shots, val_eval.queries,
+                       within_alphabet=val_eval.within_alphabet)
 
     step, history, best, bad = 0, [], {"step": None, "val_acc": -math.inf, "val_ci95": None}, 0
     running = {"loss_sum": 0.0, "acc_sum": 0.0, "count": 0}
@@ -341,7 +342,7 @@ def train(
                 res = evaluate(model, val_ds, val_eval.ways, val_eval.shots, val_eval.queries,
                                t.val_episodes, seed=VAL_SEED,
                                episodes_per_batch=val_eval.episodes_per_batch, device=device,
-                               amp=use_amp)
+                               amp=use_amp, within_alphabet=val_eval.within_alphabet)
                 row["val_acc"], row["val_ci95"] = res["accuracy"], res["ci95"]
                 improved = res["accuracy"] > best["val_acc"]
             else:

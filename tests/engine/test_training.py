@@ -136,3 +136,20 @@ def test_resume_is_exact_with_augmentation(tiny_data, tmp_path):
     config.data.augment = {"blur": 1}
     with pytest.raises(ValueError, match="data.augment accepts"):
         train(config, tmp_path / "d", progress=False)
+
+
+def test_within_alphabet_training_and_validation(tiny_data, tmp_path):
+    groups = {c: "ABC"[c // 4] for c in range(12)}  # three alphabets of four classes
+    data = {"dataset": "tensors", "roots": [str(tiny_data)], "val_alphabets": ["C"],
+            "options": {"class_alphabets": groups}}
+    config = tiny_config(tiny_data, within_alphabet=True)
+    config = type(config).from_dict({**config.to_dict(), "data": data,
+                                     "eval": {**config.to_dict()["eval"],
+                                              "within_alphabet": True}})
+    train(config, tmp_path / "ok", progress=False)
+    assert (tmp_path / "ok" / "checkpoint.pt").is_file()
+    too_wide = type(config).from_dict({**config.to_dict(), "train": {
+        **config.to_dict()["train"], "ways": 5}})
+    with pytest.raises(ValueError, match="within_alphabet"):
+        train(too_wide, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()
