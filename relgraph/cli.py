@@ -132,10 +132,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          torch.arange(n).unsqueeze(0), n_way=n, k_shot=1).to(device)
             return model(ep)
 
-        with torch.no_grad():
+        from relgraph.engine.tta import with_tta
+
+        with torch.no_grad(), with_tta(model, args.tta):
             result = evaluate_lake_runs(runs, predict, one_at_a_time=True)
         result = {"error_rate": result["error_rate"], "accuracy": result["accuracy"],
                   "runs": result["runs"], "per_run_error": result["per_run_error"],
+                  "tta": args.tta,
                   "protocol": "Lake et al. 2015 one-shot runs, 20-way 1-shot within alphabet, "
                               "one test image at a time (inductive)",
                   "checkpoint": str(args.checkpoint)}
@@ -151,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         queries = args.queries or ev.get("queries", 15)
         result = evaluate(model, ds, ways, shots, queries, args.episodes, seed=args.seed,
                           device=device, progress=not args.no_progress,
-                          within_alphabet=args.within_alphabet)
+                          within_alphabet=args.within_alphabet, tta=args.tta)
         result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
                        "roots": args.root, "checkpoint": str(args.checkpoint)})
         text = (f"{ways}-way {shots}-shot, {queries} queries, {result['episodes']} episodes: "
@@ -264,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     p.add_argument("--within-alphabet", action="store_true",
                    help="draw every episode's classes from a single alphabet")
+    p.add_argument("--tta", type=int, default=1, metavar="VIEWS",
+                   help="test-time augmentation: average each image's embedding over this many "
+                        "fixed small warps (1 = off; per image, so inductive stays inductive)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

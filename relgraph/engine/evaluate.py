@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from relgraph.data.base import FewShotDataset
 from relgraph.data.sampler import EpisodeSampler
+from relgraph.engine.tta import with_tta
 from relgraph.methods.base import FewShotMethod
 
 __all__ = ["evaluate", "confidence_interval", "episode_accuracies"]
@@ -51,12 +52,15 @@ def episode_accuracies(
     amp: bool = False,
     progress: bool = False,
     within_alphabet: bool = False,
+    tta: int = 1,
 ) -> Tensor:
     """Accuracy of ``model`` on each of ``episodes`` fixed episodes: ``[episodes]`` float.
 
     The model is put in ``eval()`` mode (BatchNorm uses running statistics, so in an
     inductive method no query influences another) and restored to its mode afterwards.
-    Episode ``e`` is the same for every model and every ``episodes_per_batch``.
+    Episode ``e`` is the same for every model and every ``episodes_per_batch``. ``tta > 1``
+    averages each image's embedding over that many fixed warps
+    (:mod:`relgraph.engine.tta`; per image, so inductive methods stay inductive).
     """
     device = torch.device(device)
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed=seed,
@@ -70,7 +74,7 @@ def episode_accuracies(
         for start in bar:
             ids = range(start, min(start + episodes_per_batch, episodes))
             episode = sampler.read(dataset, ids).to(device)
-            with autocast_context(device, amp):
+            with autocast_context(device, amp), with_tta(model, tta):
                 logits = model(episode)
             correct = (logits.argmax(-1) == episode.query_labels).float()
             accs.append(correct.mean(dim=1).cpu())
@@ -92,15 +96,16 @@ def evaluate(
     amp: bool = False,
     progress: bool = False,
     within_alphabet: bool = False,
+    tta: int = 1,
 ) -> dict[str, Any]:
     """Evaluate on fixed episodes; returns accuracy (%), its 95% CI and the protocol.
 
     Returns:
         ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries", "seed",
-        "transductive", "within_alphabet"}`` with accuracy and ci95 in percent.
+        "transductive", "within_alphabet", "tta"}`` with accuracy and ci95 in percent.
     """
     accs = episode_accuracies(model, dataset, ways, shots, queries, episodes, seed,
-                              episodes_per_batch, device, amp, progress, within_alphabet)
+                              episodes_per_batch, device, amp, progress, within_alphabet, tta)
     return {
         "accuracy": 100.0 * float(accs.mean()) if accs.numel() else float("nan"),
         "ci95": 100.0 * confidence_interval(accs),
@@ -111,4 +116,5 @@ def evaluate(
         "seed": seed,
         "transductive": bool(model.transductive),
         "within_alphabet": within_alphabet,
+        "tta": tta,
     }
