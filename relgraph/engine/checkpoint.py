@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors and plain Python values::
 
     {"format": "relgraph-checkpoint", "version": 1,
      "config": Config.to_dict(), "preprocessing": {...},   # everything needed to use it
+     "num_classes": int,   # training classes (for methods with a classifier over them)
      "model": state_dict, "step": int, "best": {...}, "history": [...],
      # for resuming only (in last.pt):
      "optimizer": ..., "scheduler": ..., "rng": {...}, "scaler": ...}

@@ -91,15 +91,20 @@ def build_datasets(data: DataConfig) -> tuple[FewShotDataset, FewShotDataset | N
     return train, val
 
 
-def build_model(config: Config, preprocessing: dict[str, Any]) -> FewShotMethod:
-    """The method of ``config`` on its backbone, for inputs described by ``preprocessing``."""
+def build_model(config: Config, preprocessing: dict[str, Any],
+                num_classes: int | None = None) -> FewShotMethod:
+    """The method of ``config`` on its backbone, for inputs described by ``preprocessing``.
+
+    ``num_classes`` (training classes) reaches the methods that declare ``needs_num_classes``.
+    """
     backbone_args = dict(config.backbone_args)
     if "channels" in preprocessing:
         backbone_args.setdefault("in_channels", int(preprocessing["channels"]))
     if preprocessing.get("image_size"):
         backbone_args.setdefault("image_size", int(preprocessing["image_size"]))
     backbone = build_backbone(config.backbone, **backbone_args)
-    return build_method(config.method, backbone, **config.method_args)
+    return build_method(config.method, backbone, num_classes=num_classes,
+                        **config.method_args)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"
@@ -111,7 +116,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     ckpt = load_checkpoint(path)
     try:
         config = Config.from_dict(ckpt["config"])
-        model = build_model(config, ckpt["preprocessing"])
+        model = build_model(config, ckpt["preprocessing"], ckpt.get("num_classes"))
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ValueError(f"checkpoint {path} does not match this relgraph's models: {exc}") from exc
@@ -248,7 +253,7 @@ def train(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        model = build_model(config, preprocessing)
+        model = build_model(config, preprocessing, num_classes=train_ds.num_classes)
     model.to(device)
     opt = _optimizer(config, model.parameters())
     sched = _scheduler(config, opt)
@@ -291,6 +296,7 @@ def train(
         if info.is_main:
             save_checkpoint(last, {
                 "config": config.to_dict(), "preprocessing": preprocessing,
+                "num_classes": train_ds.num_classes,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "history": history, "best": best, "bad": bad,
@@ -354,6 +360,7 @@ def train(
                 if info.is_main:
                     save_checkpoint(out / "checkpoint.pt", {
                         "config": config.to_dict(), "preprocessing": preprocessing,
+                        "num_classes": train_ds.num_classes,
                         "model": model.state_dict(), "step": step, "best": best,
                         "history": history})
             else:

@@ -3,10 +3,13 @@
 from relgraph.methods import (  # noqa: F401  (importing registers the methods)
     edge_gnn,
     gnn,
+    maml,
     matching,
+    mtl,
     protonet,
     pyg_conv,
     relation,
+    transfer,
 )
 from relgraph.methods.base import (
     METHODS,

@@ -43,6 +43,11 @@ class FewShotMethod(nn.Module, abc.ABC):
 
     transductive: bool = False
 
+    #: Methods that train a classifier over all training classes (Baseline, fine-tuning) set
+    #: this; :func:`build_method` then passes ``num_classes``, the number of training classes
+    #: (``Episode.class_ids`` index them).
+    needs_num_classes: bool = False
+
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
@@ -85,9 +90,21 @@ METHODS: Registry[FewShotMethod] = Registry("method")
 register_method = METHODS.register
 
 
-def build_method(name: str, backbone: nn.Module, **kwargs: Any) -> FewShotMethod:
-    """Build the method registered as ``name`` on ``backbone`` (unknown names list choices)."""
-    return METHODS.build(name, backbone=backbone, **kwargs)
+def build_method(name: str, backbone: nn.Module, num_classes: int | None = None,
+                 **kwargs: Any) -> FewShotMethod:
+    """Build the method registered as ``name`` on ``backbone`` (unknown names list choices).
+
+    ``num_classes`` (the number of training classes) is passed on only to methods that declare
+    ``needs_num_classes``; they cannot be built without it.
+    """
+    factory = METHODS.get(name)
+    if getattr(factory, "needs_num_classes", False):
+        if num_classes is None:
+            raise ValueError(f"method {name!r} trains a classifier over the training classes "
+                             "and needs num_classes (the training loop passes it; pass "
+                             "num_classes=... when building it yourself)")
+        kwargs["num_classes"] = num_classes
+    return factory(backbone=backbone, **kwargs)
 
 
 def list_methods() -> list[str]:

@@ -15,7 +15,7 @@ N, K, Q, B = 4, 2, 3, 2
 def make_method(name: str) -> FewShotMethod:
     torch.manual_seed(0)
     backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8, out_channels=8)
-    return build_method(name, backbone)
+    return build_method(name, backbone, num_classes=N)  # used by methods that need it
 
 
 def make_episode(seed: int = 0) -> Episode:
@@ -58,6 +58,8 @@ def test_every_parameter_gets_a_gradient(name):
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     for pname, p in model.named_parameters():
+        if not p.requires_grad:  # frozen by design (Meta-Transfer Learning's backbone)
+            continue
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
@@ -79,13 +81,15 @@ def test_support_permutation_and_relabelling(name):
         perm = torch.randperm(N * K, generator=torch.Generator().manual_seed(1))
         permuted = Episode(ep.support[:, perm], ep.support_labels[:, perm], ep.query,
                            ep.query_labels, ep.class_ids, N, K)
-        assert torch.allclose(model(permuted), base, atol=1e-5)
+        # 5e-4: gradient steps through the backbone at test time (fine-tuning) amplify float32
+        # summation-order noise to ~1e-4 (exact in float64: tests/methods/test_transfer.py)
+        assert torch.allclose(model(permuted), base, atol=5e-4)
     # relabel classes by sigma: logits' columns permute by sigma
     sigma = torch.tensor([2, 0, 3, 1])
     relabelled = Episode(ep.support, sigma[ep.support_labels], ep.query, sigma[ep.query_labels],
                          ep.class_ids, N, K)
     out = model(relabelled)
-    assert torch.allclose(out[..., sigma], base, atol=1e-5)
+    assert torch.allclose(out[..., sigma], base, atol=5e-4)  # 5e-4: as above
 
 
 def test_inductive_queries_do_not_influence_each_other(name):
