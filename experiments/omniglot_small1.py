@@ -58,7 +58,8 @@ def run_method(name: str, out_root: Path, skip_training: bool) -> dict:
                                          episodes=1000, seed=0)
     history = ckpt["history"]
     return {"method": name, "config": str(config.relative_to(ROOT)),
-            "train_seconds": seconds, "best_step": ckpt["best"]["step"],
+            "train_seconds": seconds if seconds is not None else
+            (history[-1]["time_s"] if history else None), "best_step": ckpt["best"]["step"],
             "best_val": ckpt["best"]["val_acc"], "steps": history[-1]["step"] if history else None,
             "transductive": results["5w1s"]["transductive"], "results": results}
 
@@ -82,7 +83,7 @@ def write_table(rows: dict[str, dict]) -> None:
     for r in rows.values():
         a, b = r["results"]["5w1s"], r["results"]["20w1s"]
         secs = r["train_seconds"]
-        t = f"{secs / 60:.1f} min" if secs else "not re-run"
+        t = f"{secs / 60:.1f} min" if secs else "not recorded"
         mode = "transductive" if r["transductive"] else "inductive"
         lines.append(f"| {r['method']} | {mode} | {a['accuracy']:.2f} +- {a['ci95']:.2f} | "
                      f"{b['accuracy']:.2f} +- {b['ci95']:.2f} | {t} | {r['best_step']} |")

@@ -1,0 +1,165 @@
+"""The Omniglot challenge (Lake et al. 2015): 20-way 1-shot within one alphabet, error in %.
+
+Two training conditions, each one config:
+
+- ``full``: the whole background set (30 alphabets; five held out for validation),
+  ``experiments/configs/omniglot_challenge_full.yaml``;
+- ``minimal``: the minimal set ``images_background_small1.zip`` alone (one of its five
+  alphabets held out for validation), ``experiments/configs/omniglot_challenge_minimal.yaml``.
+
+Evaluation, once, at the end: the 20 evaluation alphabets (``full/images_evaluation.npz``, never
+used for training or tuning), 20-way 1-shot episodes whose 20 classes all come from one
+alphabet, 1,000 fixed episodes (seed 0), 15 queries per class, inductive: each test image is
+classified on its own against the 20 training images, as people did it (the method's
+inductive guarantee makes the other queries irrelevant; they only tighten the CI). Error in %
+with 95% CI (1.96 std / sqrt(1000)).
+
+Usage (from the project root)::
+
+    python experiments/omniglot_challenge.py                  # both conditions
+    python experiments/omniglot_challenge.py minimal          # one
+    python experiments/omniglot_challenge.py --skip-training full   # re-evaluate a saved run
+
+Runs go to ``runs/omniglot_challenge/<condition>/``; results to
+``experiments/results/omniglot_challenge.md`` / ``.json`` / ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_SET = ROOT.parent / "shared" / "data" / "omniglot" / "full" / "images_evaluation.npz"
+RESULTS = ROOT / "experiments" / "results"
+TABLE = RESULTS / "omniglot_challenge.md"
+STATE = RESULTS / "omniglot_challenge.json"
+PLOT = RESULTS / "omniglot_challenge.png"
+CONDITIONS = {"full": 6.0, "minimal": 10.0}  # target error (%)
+
+#: Published error rates (%) on the original 20 within-alphabet runs (Lake et al. 2015, 2019).
+ANCHORS = [
+    ("people", 4.5), ("Bayesian Program Learning", 3.3), ("siamese convnet", 8.0),
+    ("deep convnet", 13.5), ("deep nets, minimal set (reported)", 23.0),
+]
+
+
+def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int) -> dict:
+    from relgraph.data import build_dataset
+    from relgraph.engine import evaluate, load_model
+
+    config = ROOT / "experiments" / "configs" / f"omniglot_challenge_{name}.yaml"
+    out = out_root / name
+    if not skip_training:
+        cmd = [sys.executable, "-m", "relgraph.cli", "train", "--config", str(config),
+               "--out", str(out), "--no-resume", "--no-progress"]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    model, ckpt = load_model(out / "checkpoint.pt")
+    history = ckpt["history"]
+    test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    started = time.perf_counter()
+    res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
+                   device=device, within_alphabet=True)
+    res["seconds"] = round(time.perf_counter() - started, 1)
+    return {"condition": name, "config": str(config.relative_to(ROOT)),
+            "method": ckpt["config"]["method"] if "config" in ckpt else None,
+            "train_seconds": history[-1]["time_s"] if history else None,
+            "train_steps": history[-1]["step"] if history else None,
+            "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
+            "device": torch.cuda.get_device_name() if device == "cuda" else
+            f"CPU, {torch.get_num_threads()} threads",
+            "error": 100.0 - res["accuracy"], "result": res}
+
+
+def write_table(rows: dict) -> None:
+    from relgraph.utils import atomic_write_text
+
+    lines = [
+        "# The Omniglot challenge: 20-way 1-shot within one alphabet",
+        "",
+        "Protocol: train on background data only (validation on held-out background alphabets); "
+        "evaluate once on the 20 evaluation alphabets of `full/images_evaluation.npz`: 1,000 "
+        "fixed 20-way 1-shot episodes (seed 0) whose classes all come from one alphabet, 15 "
+        "queries per class, inductive (each test image classified on its own), BatchNorm in "
+        "eval mode. Error in % with 95% CI (1.96 std / sqrt(1000)).",
+        "",
+        "| training data | method | error (%) | target | validation acc. (held-out background "
+        "alphabets) | training | device |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        res = r["result"]
+        met = "met" if r["error"] <= CONDITIONS[name] else "missed"
+        lines.append(
+            f"| {name} | {r['method']} | {r['error']:.2f} +- {res['ci95']:.2f} | "
+            f"<= {CONDITIONS[name]:.0f} ({met}) | {r['best_val']:.2f} (step {r['best_step']}) | "
+            f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {r['device']} |")
+    lines += ["", "Anchors (error %, Lake et al. 2015 / 2019, original 20 runs): "
+              + "; ".join(f"{n} {e}" for n, e in ANCHORS) + ".",
+              "", "Configs: `experiments/configs/omniglot_challenge_<condition>.yaml` "
+              f"(each trains with `relgraph train --config ...`). Machine: torch "
+              f"{torch.__version__}, {platform.machine()}. Plot: `omniglot_challenge.png`.",
+              "", "Reproduce: `python experiments/omniglot_challenge.py [full|minimal]`.", ""]
+    atomic_write_text(TABLE, "\n".join(lines))
+    atomic_write_text(STATE, json.dumps(rows, indent=2) + "\n")
+
+
+def plot(rows: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from relgraph.viz import save_figure
+
+    names = [n for n, _ in ANCHORS] + [f"relgraph ({c})" for c in rows]
+    errors = [e for _, e in ANCHORS] + [r["error"] for r in rows.values()]
+    cis = [0.0] * len(ANCHORS) + [r["result"]["ci95"] for r in rows.values()]
+    colors = ["0.6"] * len(ANCHORS) + ["C0"] * len(rows)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.barh(range(len(names)), errors, xerr=cis, color=colors)
+    for c, target in CONDITIONS.items():
+        ax.axvline(target, ls="--", lw=1, color="C3")
+        ax.text(target, len(names) - 0.4, f" target {c}", color="C3", fontsize=8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("20-way 1-shot within-alphabet error (%)")
+    fig.tight_layout()
+    save_figure(fig, PLOT)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("conditions", nargs="*", help="full and/or minimal (default: both)")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "omniglot_challenge"))
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--episodes", type=int, default=1000)
+    args = parser.parse_args()
+    if not EVAL_SET.is_file():
+        sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs "
+                 "../shared/data")
+    unknown = [c for c in args.conditions if c not in CONDITIONS]
+    if unknown:
+        sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
+    rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+    for name in args.conditions or list(CONDITIONS):
+        rows[name] = run_condition(name, Path(args.out), args.skip_training, args.episodes)
+        write_table(rows)
+        plot(rows)
+        r = rows[name]
+        print(f"{name}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
