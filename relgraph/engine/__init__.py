@@ -4,7 +4,7 @@ from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig, EvalConfig, TrainConfig, load_config
 from relgraph.engine.distributed import DistInfo, init_distributed, resolve_device
 from relgraph.engine.evaluate import confidence_interval, episode_accuracies, evaluate
-from relgraph.engine.trainer import build_datasets, build_model, load_model, train
+from relgraph.engine.trainer import build_datasets, build_model, init_backbone, load_model, train
 
 __all__ = [
     "Config",
@@ -17,6 +17,7 @@ __all__ = [
     "confidence_interval",
     "episode_accuracies",
     "evaluate",
+    "init_backbone",
     "init_distributed",
     "load_checkpoint",
     "load_config",

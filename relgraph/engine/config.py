@@ -90,6 +90,9 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this value (0: off).
         within_alphabet: draw all classes of a training episode from one alphabet (harder
             episodes, as in the Omniglot challenge; needs a dataset with alphabets).
+        init_from: start the backbone from the weights of another run's ``checkpoint.pt``
+            (e.g. a ProtoNet run, before training a relational head on top); its backbone
+            must have the same architecture. ``None``: random initialisation.
     """
 
     ways: int = 20
@@ -112,6 +115,7 @@ class TrainConfig:
     amp: bool = True
     grad_clip: float = 0.0
     within_alphabet: bool = False
+    init_from: str | None = None
 
 
 @dataclass

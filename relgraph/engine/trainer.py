@@ -42,7 +42,7 @@ from relgraph.engine.evaluate import autocast_context, evaluate
 from relgraph.methods import FewShotMethod, build_method
 from relgraph.utils import atomic_write_text
 
-__all__ = ["train", "build_model", "build_datasets", "load_model", "VAL_SEED"]
+__all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED"]
 
 #: Seed of the fixed validation episodes and of the validation class hold-out.
 VAL_SEED = 12345
@@ -105,6 +105,25 @@ def build_model(config: Config, preprocessing: dict[str, Any],
     backbone = build_backbone(config.backbone, **backbone_args)
     return build_method(config.method, backbone, num_classes=num_classes,
                         **config.method_args)
+
+
+def init_backbone(model: FewShotMethod, path: str | Path) -> None:
+    """Copy the backbone weights of the run checkpoint ``path`` into ``model.backbone``.
+
+    Raises:
+        ValueError: the checkpoint has no backbone, or one of another architecture.
+    """
+    state = load_checkpoint(path)
+    weights = {k[len("backbone."):]: v for k, v in state.get("model", {}).items()
+               if k.startswith("backbone.")}
+    if not weights:
+        raise ValueError(f"train.init_from: {path} holds no backbone weights; give the "
+                         "checkpoint.pt of a relgraph training run")
+    try:
+        model.backbone.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"train.init_from: the backbone in {path} does not fit this config's "
+                         f"backbone (same backbone and backbone_args needed): {exc}") from exc
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"
@@ -254,6 +273,8 @@ def train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
         model = build_model(config, preprocessing, num_classes=train_ds.num_classes)
+    if t.init_from:
+        init_backbone(model, t.init_from)
     model.to(device)
     opt = _optimizer(config, model.parameters())
     sched = _scheduler(config, opt)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from relgraph.engine import load_checkpoint, load_model, train
+from relgraph.engine import Config, load_checkpoint, load_model, train
 
 
 def metrics(out: Path) -> list[dict[str, str]]:
@@ -153,3 +153,26 @@ def test_within_alphabet_training_and_validation(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="within_alphabet"):
         train(too_wide, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_init_from_copies_the_backbone(tiny_data, tmp_path):
+    from relgraph.engine import build_model, init_backbone
+
+    train(tiny_config(tiny_data), tmp_path / "proto", progress=False)
+    ckpt = tmp_path / "proto" / "checkpoint.pt"
+    config = tiny_config(tiny_data, init_from=str(ckpt))
+    config.method = "gnn"
+    pre = load_checkpoint(ckpt)["preprocessing"]
+    model = build_model(config, pre)
+    init_backbone(model, ckpt)
+    source = weights(ckpt)
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, source[f"backbone.{k}"]), k
+    train(config, tmp_path / "gnn", progress=False)  # trains from there
+    wider = Config.from_dict({**config.to_dict(), "backbone_args": {
+        **config.backbone_args, "hidden": 16}})
+    with pytest.raises(ValueError, match="does not fit"):
+        train(wider, tmp_path / "bad", progress=False)
+    missing = tiny_config(tiny_data, init_from=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        train(missing, tmp_path / "bad2", progress=False)
