@@ -70,6 +70,18 @@ def config_path(method: str, shots: int) -> Path:
     return ROOT / "experiments" / "configs" / f"omniglot_{method}_{shots}shot.yaml"
 
 
+def run_time(out: Path) -> tuple[float | None, int | None]:
+    """Training seconds and steps of the run in ``out``: the last row of its metrics.csv."""
+    import csv
+
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return None, None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return (float(rows[-1]["time_s"]), int(rows[-1]["step"])) if rows else (None, None)
+
+
 def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
               episodes: int) -> dict:
     from relgraph.data import build_dataset
@@ -82,7 +94,6 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                "--out", str(out), "--no-resume", "--no-progress"]
         subprocess.run(cmd, check=True, cwd=ROOT)
     model, ckpt = load_model(out / "checkpoint.pt")
-    history = ckpt["history"]
     test = build_dataset("omniglot", [DATA / "images_background.npz",
                                       DATA / "images_evaluation.npz"],
                          split="test", rotations=True,
@@ -97,8 +108,7 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
         res["seconds"] = round(time.perf_counter() - started, 1)
         results[f"{ways}w{shots}s"] = res
     return {"method": method, "shots": shots, "config": str(config.relative_to(ROOT)),
-            "train_seconds": history[-1]["time_s"] if history else None,
-            "train_steps": history[-1]["step"] if history else None,
+            "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
             f"CPU, {torch.get_num_threads()} threads",

@@ -51,6 +51,18 @@ ANCHORS = [
 ]
 
 
+def run_time(out: Path) -> tuple[float | None, int | None]:
+    """Training seconds and steps of the run in ``out``: the last row of its metrics.csv."""
+    import csv
+
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return None, None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return (float(rows[-1]["time_s"]), int(rows[-1]["step"])) if rows else (None, None)
+
+
 def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int) -> dict:
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_model
@@ -62,7 +74,6 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int)
                "--out", str(out), "--no-resume", "--no-progress"]
         subprocess.run(cmd, check=True, cwd=ROOT)
     model, ckpt = load_model(out / "checkpoint.pt")
-    history = ckpt["history"]
     test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -72,8 +83,7 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int)
     res["seconds"] = round(time.perf_counter() - started, 1)
     return {"condition": name, "config": str(config.relative_to(ROOT)),
             "method": ckpt["config"]["method"] if "config" in ckpt else None,
-            "train_seconds": history[-1]["time_s"] if history else None,
-            "train_steps": history[-1]["step"] if history else None,
+            "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
             f"CPU, {torch.get_num_threads()} threads",
