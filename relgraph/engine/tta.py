@@ -109,6 +109,9 @@ def with_tta(model: nn.Module, views: int) -> Iterator[nn.Module]:
         return
     if not hasattr(model, "backbone"):
         raise ValueError("test-time augmentation needs a method with a .backbone")
+    if not getattr(model, "supports_tta", True):
+        raise ValueError(f"{type(model).__name__} adapts its backbone per episode and does not "
+                         "support test-time augmentation; evaluate it with tta=1 (--tta 1)")
     original = model.backbone
     model.backbone = TTABackbone(original, views)
     try:

@@ -68,6 +68,9 @@ class GradientMetaLearner(FewShotMethod):
         episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
+    #: Adapts the backbone per episode by parameter name: no test-time augmentation wrapper.
+    supports_tta = False
+
     first_order: bool = False
 
     def __init__(self, backbone: nn.Module, inner_steps: int = 1, eval_inner_steps: int = 3,

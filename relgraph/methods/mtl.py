@@ -66,6 +66,9 @@ class MTL(FewShotMethod):
         episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
+    #: Scales and shifts the backbone's convolutions by name: no test-time augmentation wrapper.
+    supports_tta = False
+
     def __init__(self, backbone: nn.Module, pretrained: str | None = None, inner_steps: int = 10,
                  eval_inner_steps: int = 100, inner_lr: float = 1.0) -> None:
         super().__init__(backbone)

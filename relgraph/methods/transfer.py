@@ -216,6 +216,9 @@ class FineTune(Baseline):
         finetune_lr: their step size :math:`\\eta`. Default ``0.01``.
     """
 
+    #: Fine-tunes the backbone per episode by parameter name: no test-time augmentation wrapper.
+    supports_tta = False
+
     def __init__(self, backbone: nn.Module, num_classes: int, classifier: str | None = None,
                  scale: float | None = None, head: str = "logistic", head_steps: int = 100,
                  head_lr: float = 1.0, head_weight_decay: float = 0.0, finetune_steps: int = 5,

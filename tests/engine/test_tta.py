@@ -74,3 +74,11 @@ def test_context_restores_backbone_and_keeps_queries_isolated():
     with pytest.raises(RuntimeError), with_tta(model, 3):
         raise RuntimeError("boom")
     assert model.backbone is backbone
+
+
+@pytest.mark.parametrize("name", ["maml", "mtl", "finetune"])
+def test_methods_that_adapt_the_backbone_refuse_tta(name):
+    model = build_method(name, Conv4(hidden=8, out_channels=8), num_classes=5)
+    with pytest.raises(ValueError, match="test-time augmentation"), with_tta(model, 3):
+        pass
+    assert isinstance(model.backbone, Conv4)
