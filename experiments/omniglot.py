@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import run_time
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "omniglot" / "full"
@@ -68,18 +69,6 @@ def parse_cells(args: list[str]) -> list[tuple[str, int]]:
 
 def config_path(method: str, shots: int) -> Path:
     return ROOT / "experiments" / "configs" / f"omniglot_{method}_{shots}shot.yaml"
-
-
-def run_time(out: Path) -> tuple[float | None, int | None]:
-    """Training seconds and steps of the run in ``out``: the last row of its metrics.csv."""
-    import csv
-
-    path = out / "metrics.csv"
-    if not path.is_file():
-        return None, None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return (float(rows[-1]["time_s"]), int(rows[-1]["step"])) if rows else (None, None)
 
 
 def run_model(method: str, shots: int, out_root: Path, skip_training: bool,

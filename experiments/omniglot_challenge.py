@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import run_time
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SET = ROOT.parent / "shared" / "data" / "omniglot" / "full" / "images_evaluation.npz"
@@ -49,18 +50,6 @@ ANCHORS = [
     ("people", 4.5), ("Bayesian Program Learning", 3.3), ("siamese convnet", 8.0),
     ("deep convnet", 13.5), ("deep nets, minimal set (reported)", 23.0),
 ]
-
-
-def run_time(out: Path) -> tuple[float | None, int | None]:
-    """Training seconds and steps of the run in ``out``: the last row of its metrics.csv."""
-    import csv
-
-    path = out / "metrics.csv"
-    if not path.is_file():
-        return None, None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return (float(rows[-1]["time_s"]), int(rows[-1]["step"])) if rows else (None, None)
 
 
 def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int) -> dict:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import run_time
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "omniglot"
@@ -34,18 +35,6 @@ TEST_ROOT = DATA / "images_background_small2.zip"
 TEST_ALPHABETS = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
 RESULTS = ROOT / "experiments" / "results" / "omniglot_small1.md"
 STATE = ROOT / "experiments" / "results" / "omniglot_small1.json"
-
-
-def run_time(out: Path) -> tuple[float | None, int | None]:
-    """Training seconds and steps of the run in ``out``: the last row of its metrics.csv."""
-    import csv
-
-    path = out / "metrics.csv"
-    if not path.is_file():
-        return None, None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return (float(rows[-1]["time_s"]), int(rows[-1]["step"])) if rows else (None, None)
 
 
 def run_method(name: str, out_root: Path, skip_training: bool) -> dict:
