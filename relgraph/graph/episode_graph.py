@@ -1,7 +1,8 @@
 """The episode graph: every episode becomes a fully connected graph of support and query nodes.
 
-Nodes ``0..s-1`` are the supports (in episode order), nodes ``s..n-1`` the queries, ``n = s + q``.
-Built once per batch from an :class:`~relgraph.data.Episode` and the node embeddings.
+Nodes ``0..s-1`` are the supports (in episode order, then any generated supports), nodes
+``s..n-1`` the queries, ``n = s + q``. Built once per batch from an
+:class:`~relgraph.data.Episode` and the node embeddings.
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ class EpisodeGraph:
         mask: ``[b, n, n]`` bool, ``mask[b, i, j]``: node ``i`` receives messages from node
             ``j`` (see :func:`message_mask`).
         n_way: classes per episode.
-        n_support: support nodes per episode ``s``.
+        n_support: support nodes per episode ``s`` (generated ones included).
         transductive: whether queries may exchange messages.
+        is_generated: ``[b, n]`` bool, the support nodes that were generated (hallucinated,
+            see :mod:`relgraph.generative`) rather than given; ``None``: none were.
+        node_weights: ``[b, n]`` weight of every node (1 for real nodes, ``augment.weight``
+            for generated ones); ``None``: all 1.
     """
 
     x: Tensor
@@ -71,31 +76,54 @@ class EpisodeGraph:
     n_way: int
     n_support: int
     transductive: bool
+    is_generated: Tensor | None = None
+    node_weights: Tensor | None = None
 
     @classmethod
     def from_episode(cls, episode: Episode, support: Tensor, query: Tensor,
                      transductive: bool = False, query_label: str = "zero",
-                     unknown: float = 0.5) -> EpisodeGraph:
+                     unknown: float = 0.5, support_labels: Tensor | None = None,
+                     is_generated: Tensor | None = None,
+                     support_weights: Tensor | None = None) -> EpisodeGraph:
         """Build the graph of a batch of episodes from their embeddings.
 
         Args:
             episode: the episodes (for labels).
-            support: ``[b, s, d]`` support embeddings.
+            support: ``[b, s, d]`` support embeddings (generated ones included, if any).
             query: ``[b, q, d]`` query embeddings.
             transductive: let queries exchange messages.
             query_label: ``"zero"`` or ``"uniform"`` label encoding for query nodes.
             unknown: edge label where a query is involved.
+            support_labels: ``[b, s]`` labels of ``support`` when it is not the episode's own
+                support set (e.g. with generated examples, see
+                :meth:`relgraph.methods.FewShotMethod.augment_support`); default
+                ``episode.support_labels``.
+            is_generated: ``[b, s]`` bool, which supports were generated; default none.
+            support_weights: ``[b, s]`` weights of the supports; default 1. Queries weigh 1.
         """
         if query_label not in ("zero", "uniform"):
             raise ValueError(f"query_label must be 'zero' or 'uniform', got {query_label!r}")
         b, s, _ = support.shape
         q = query.shape[1]
         n_way = episode.n_way
+        if support_labels is None:
+            support_labels = episode.support_labels
+        for name, t in (("support_labels", support_labels), ("is_generated", is_generated),
+                        ("support_weights", support_weights)):
+            if t is not None and tuple(t.shape) != (b, s):
+                raise ValueError(f"expected {name} of shape {(b, s)} (one per support "
+                                 f"embedding), got {tuple(t.shape)}")
         x = torch.cat([support, query], dim=1)
         device = x.device
         is_query = torch.zeros(b, s + q, dtype=torch.bool, device=device)
         is_query[:, s:] = True
-        labels = torch.cat([episode.support_labels, episode.query_labels], dim=1).to(device)
+        generated = torch.zeros(b, s + q, dtype=torch.bool, device=device)
+        if is_generated is not None:
+            generated[:, :s] = is_generated.to(device)
+        weights = torch.ones(b, s + q, dtype=x.dtype, device=device)
+        if support_weights is not None:
+            weights[:, :s] = support_weights.to(device=device, dtype=x.dtype)
+        labels = torch.cat([support_labels.to(device), episode.query_labels.to(device)], dim=1)
         node_labels = F.one_hot(labels, n_way).to(x.dtype)
         node_labels[:, s:] = 0.0 if query_label == "zero" else 1.0 / n_way
         same = (labels.unsqueeze(2) == labels.unsqueeze(1)).to(x.dtype)
@@ -105,7 +133,7 @@ class EpisodeGraph:
         return cls(x=x, is_query=is_query, labels=labels, node_labels=node_labels,
                    edge_labels=edge_labels, edge_known=known,
                    mask=message_mask(is_query, transductive), n_way=n_way, n_support=s,
-                   transductive=transductive)
+                   transductive=transductive, is_generated=generated, node_weights=weights)
 
     @property
     def num_nodes(self) -> int:

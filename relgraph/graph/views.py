@@ -66,8 +66,8 @@ def to_pyg(graph: EpisodeGraph, similarity: Tensor | None = None,
 
     Each graph has ``x [n, d]``, ``y [n]`` (the labels, queries' included: targets only),
     ``node_labels [n, n_way]`` (the label encoding a model may see), ``is_query [n]``,
-    ``edge_index [2, E]`` (``source -> target``: node ``target`` receives from ``source``) and,
-    with ``similarity``, ``edge_attr [E]``.
+    ``is_generated [n]`` (generated supports), ``edge_index [2, E]`` (``source -> target``:
+    node ``target`` receives from ``source``) and, with ``similarity``, ``edge_attr [E]``.
     """
     from torch_geometric.data import Batch, Data
 
@@ -77,15 +77,24 @@ def to_pyg(graph: EpisodeGraph, similarity: Tensor | None = None,
         if similarity is None:
             raise ValueError("knn needs a similarity to choose the nearest neighbours")
         mask = knn_mask(mask, similarity, knn)
+    generated = _generated(graph)
     data = []
     for e in range(mask.shape[0]):
         target, source = mask[e].nonzero(as_tuple=True)
         item = Data(x=graph.x[e], y=graph.labels[e], node_labels=graph.node_labels[e],
-                    is_query=graph.is_query[e], edge_index=torch.stack([source, target]))
+                    is_query=graph.is_query[e], is_generated=generated[e],
+                    edge_index=torch.stack([source, target]))
         if similarity is not None:
             item.edge_attr = similarity[e, target, source]
         data.append(item)
     return Batch.from_data_list(data)
+
+
+def _generated(graph: EpisodeGraph) -> Tensor:
+    """``[b, n]`` bool, the generated support nodes (all False when the graph has none)."""
+    if graph.is_generated is None:
+        return torch.zeros_like(graph.is_query)
+    return graph.is_generated
 
 
 def _predicted_labels(predictions: Tensor | None, index: int, q: int) -> list[int] | None:
@@ -104,8 +113,9 @@ def to_networkx(graph: EpisodeGraph, index: int = 0, similarity: Tensor | None =
                 predictions: Tensor | None = None) -> nx.Graph:
     """Episode ``index`` as an undirected :class:`networkx.Graph`.
 
-    Nodes ``0..n-1`` (supports first) carry ``role`` (``"support"`` or ``"query"``), ``label``
-    (the true class in ``0..n_way-1``) and ``prediction`` (queries, when ``predictions`` is
+    Nodes ``0..n-1`` (supports first) carry ``role`` (``"support"`` or ``"query"``),
+    ``generated`` (a generated support), ``label`` (the true class in ``0..n_way-1``) and
+    ``prediction`` (queries, when ``predictions`` is
     given; ``None`` otherwise). There is an edge between ``i != j`` when either may message the
     other, with ``weight`` the similarity (1.0 without one).
 
@@ -121,10 +131,12 @@ def to_networkx(graph: EpisodeGraph, index: int = 0, similarity: Tensor | None =
     s, n = graph.n_support, graph.num_nodes
     preds = _predicted_labels(predictions, index, n - s)
     labels = graph.labels[index].tolist()
+    generated = _generated(graph)[index].tolist()
     g = nx.Graph()
     for i in range(n):
         query = i >= s
-        g.add_node(i, role="query" if query else "support", label=int(labels[i]),
+        g.add_node(i, role="query" if query else "support", generated=bool(generated[i]),
+                   label=int(labels[i]),
                    prediction=preds[i - s] if (query and preds is not None) else None)
     mask = graph.mask[index]
     edges = torch.triu(mask | mask.T, diagonal=1).nonzero().tolist()
@@ -141,7 +153,8 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
                        title: str | None = None):
     """Draw episode ``index``: supports coloured by class, queries by prediction.
 
-    Supports are filled circles in their class colour. Queries are squares with a white face
+    Supports are filled circles in their class colour (generated supports smaller, with a
+    dashed outline). Queries are squares with a white face
     and their true class colour as outline, or, with ``predictions``, filled with the predicted
     class colour, a red ring marking the wrong ones. Each node's ``top_edges`` most similar
     neighbours are joined by lines whose width and opacity grow with the similarity. The layout
@@ -212,9 +225,15 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
                 alpha=0.12 + 0.6 * float(w), zorder=1, solid_capstyle="round")
 
     labels = graph.labels[index].tolist()
+    fake = _generated(graph)[index].tolist()
     xy = torch.stack([torch.as_tensor(pos[i], dtype=torch.float32) for i in range(n)])
-    ax.scatter(xy[:s, 0], xy[:s, 1], s=230, c=[colour[labels[i]] for i in range(s)],
+    real = [i for i in range(s) if not fake[i]]
+    made = [i for i in range(s) if fake[i]]
+    ax.scatter(xy[real, 0], xy[real, 1], s=230, c=[colour[labels[i]] for i in real],
                edgecolors="black", linewidths=1.2, zorder=3)
+    if made:
+        ax.scatter(xy[made, 0], xy[made, 1], s=110, c=[colour[labels[i]] for i in made],
+                   edgecolors="black", linewidths=1.0, linestyles="--", zorder=3)
     preds = [g.nodes[i]["prediction"] for i in range(s, n)]
     if predictions is None:
         ax.scatter(xy[s:, 0], xy[s:, 1], s=110, marker="s", c="white",
@@ -235,6 +254,9 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
                       markersize=9, label=names[k]) for k in range(n_way)]
     handles.append(Line2D([], [], marker="o", ls="", color="0.6", markeredgecolor="black",
                           markersize=9, label="support"))
+    if made:
+        handles.append(Line2D([], [], marker="o", ls="", color="0.6", markeredgecolor="black",
+                              markersize=6, label="generated support"))
     face = "0.6" if predictions is not None else "white"
     handles.append(Line2D([], [], marker="s", ls="", color=face, markeredgecolor="0.3",
                           markeredgewidth=2, markersize=8,
@@ -250,8 +272,10 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
             "opacity\ngrow with the similarity", transform=ax.transAxes, fontsize=7,
             color="0.4", va="bottom")
     if title is None:
-        k_shot = s // n_way if n_way else 0
+        k_shot = len(real) // n_way if n_way else 0
         title = f"{n_way}-way {k_shot}-shot episode, {n - s} queries"
+        if made:
+            title += f", {len(made)} generated supports"
         if predictions is not None:
             correct = sum(int(p == labels[i]) for i, p in zip(range(s, n), preds, strict=True))
             title += f": {correct}/{n - s} correct"

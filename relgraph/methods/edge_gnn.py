@@ -226,6 +226,13 @@ class EdgeLabelingGNN(FewShotMethod):
     hear the single query of their graph. **Transductive mode** (``transductive=True``, or the
     ``"edge_gnn_transductive"`` registry entry): all ``[b, n, n, 2]`` edges carry messages.
 
+    **Generated supports** (``augment``): generated examples (made from the backbone's
+    embeddings, before ``proj``) become extra support nodes with known labels, so their edges
+    to other supports start at ``[1, 0]`` / ``[0, 1]`` and the edge loss also covers their
+    edges to the queries; they are flagged in :attr:`EpisodeGraph.is_generated`. In the class
+    scores a support ``j`` counts with its weight :math:`w_j` (``augment.weight`` for generated
+    ones, 1 for real ones): :math:`\\sum_{j \\in S_c} w_j e^L_{ij1}`.
+
     Everything is batched over episodes; the only Python loop runs over the layers.
 
     Args:
@@ -246,6 +253,8 @@ class EdgeLabelingGNN(FewShotMethod):
             default) or their ``"mean"`` (not biased towards larger classes of an unbalanced
             support set).
         eps: :math:`\\epsilon_{\\log}` of the logits. Default ``1e-6``.
+        augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
+            (see :doc:`/generative`); ``None`` (default): none.
 
     Shapes:
         episode ``support [b, s, *x]``, ``support_labels [b, s]``, ``query [b, q, *x]`` ->
@@ -253,13 +262,15 @@ class EdgeLabelingGNN(FewShotMethod):
         ``L`` x ``[b, n, m, 2]``.
     """
 
+    supports_augment = True
+
     def __init__(self, backbone: nn.Module, num_layers: int = 3,
                  node_dims: Sequence[int] = (192, 96),
                  edge_hidden: Sequence[int] = (192, 192, 96, 96),
                  proj_dim: int | None = None, in_dim: int | None = None,
                  transductive: bool = False, layer_weights: Sequence[float] | None = None,
                  node_loss_weight: float = 0.0, class_scores: str = "sum",
-                 eps: float = 1e-6) -> None:
+                 eps: float = 1e-6, augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if num_layers < 1:
             raise ValueError(f"expected num_layers >= 1, got {num_layers}")
@@ -291,6 +302,7 @@ class EdgeLabelingGNN(FewShotMethod):
                                  f"{type(backbone).__name__} (no out_dim); pass in_dim=...")
         if in_dim < 1:
             raise ValueError(f"expected in_dim >= 1, got {in_dim}")
+        embed_dim = in_dim
         self.transductive = transductive
         self.layer_weights = layer_weights
         self.node_loss_weight = float(node_loss_weight)
@@ -306,6 +318,8 @@ class EdgeLabelingGNN(FewShotMethod):
             self.node_layers.append(_NodeUpdate(in_dim, node_dims))
             in_dim = node_dims[-1]
             self.edge_layers.append(_EdgeUpdate(in_dim, edge_hidden))
+        if augment is not None:
+            self._setup_augment(augment, embed_dim)
 
     @property
     def num_layers(self) -> int:
@@ -338,18 +352,26 @@ class EdgeLabelingGNN(FewShotMethod):
             out.append(edges)
         return out
 
-    def _edges(self, episode: Episode) -> tuple[EpisodeGraph, list[Tensor]]:
-        s = episode.support.shape[1]
-        x = torch.cat([self.embed(episode.support), self.embed(episode.query)], dim=1).float()
-        x = _rows(self.proj, x)  # one BatchNorm batch for supports and queries
-        support, query = x[:, :s], x[:, s:]
-        graph = EpisodeGraph.from_episode(episode, support, query, self.transductive)
+    def _edges(self, episode: Episode) -> tuple[EpisodeGraph, list[Tensor], Tensor]:
+        """The graph, the edges after every layer and the hallucinator's auxiliary loss."""
+        support = self.embed(episode.support).float()
+        query = self.embed(episode.query).float()
+        aux = self.augment_loss(support, episode.support_labels, query, episode.query_labels)
+        support, labels, generated, weights = self.augment_support(
+            support, episode.support_labels, episode.n_way)
+        s = support.shape[1]
+        x = _rows(self.proj, torch.cat([support, query], dim=1))  # one BatchNorm batch
+        graph = EpisodeGraph.from_episode(episode, x[:, :s], x[:, s:], self.transductive,
+                                          support_labels=labels, is_generated=generated,
+                                          support_weights=weights)
         m = graph.num_nodes if self.transductive else graph.n_support
-        return graph, self.propagate(graph.x, initial_edges(graph, m))
+        return graph, self.propagate(graph.x, initial_edges(graph, m)), aux
 
     def _logits(self, graph: EpisodeGraph, edges: Tensor, episode: Episode) -> Tensor:
         s = graph.n_support
-        onehot = F.one_hot(episode.support_labels, episode.n_way).float()  # [b, s, c]
+        onehot = F.one_hot(graph.labels[:, :s], episode.n_way).float()  # [b, s, c]
+        if graph.node_weights is not None:
+            onehot = onehot * graph.node_weights[:, :s, None].float()
         with torch.autocast(edges.device.type, enabled=False):  # float32 under mixed precision
             scores = einsum(edges[:, s:, :s, 0].float(), onehot, "b q s, b s c -> b q c")
         if self.class_scores == "mean":
@@ -358,12 +380,16 @@ class EdgeLabelingGNN(FewShotMethod):
         return torch.log(probs + self.eps)
 
     def forward(self, episode: Episode) -> Tensor:
-        graph, layers = self._edges(episode)
-        return self._logits(graph, layers[-1], episode)
+        return self.forward_with_aux(episode)[0]
+
+    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        graph, layers, aux = self._edges(episode)
+        return self._logits(graph, layers[-1], episode), aux
 
     def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        """Weighted class-balanced edge losses of all layers (+ optional node loss)."""
-        graph, layers = self._edges(episode)
+        """Weighted class-balanced edge losses of all layers (+ optional node loss, + the
+        hallucinator's auxiliary loss with ``augment``)."""
+        graph, layers, aux = self._edges(episode)
         n, m = layers[0].shape[1:3]
         target = graph.target_edges[:, :, :m]
         diag = torch.eye(n, m, dtype=torch.bool, device=target.device)
@@ -375,7 +401,7 @@ class EdgeLabelingGNN(FewShotMethod):
         if self.node_loss_weight > 0:
             loss = loss + self.node_loss_weight * F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), episode.query_labels.reshape(-1))
-        return loss, logits
+        return loss + aux, logits
 
     def extra_repr(self) -> str:
         return (f"layers={self.num_layers}, layer_weights={self.layer_weights}, "
@@ -390,3 +416,6 @@ def edge_gnn_transductive(backbone: nn.Module, **kwargs: Any) -> EdgeLabelingGNN
         raise ValueError("edge_gnn_transductive is transductive; use 'edge_gnn' for the "
                          "inductive model")
     return EdgeLabelingGNN(backbone, transductive=True, **kwargs)
+
+
+edge_gnn_transductive.supports_augment = True  # type: ignore[attr-defined]  # read by build_method

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,12 @@ class GNN(FewShotMethod):
     supports, so queries cannot influence each other; only the pairs that carry messages are
     evaluated by the kernel (``n x s`` instead of ``n x n``). Transductive: the full graph.
 
+    **Generated supports** (``augment``): generated examples become extra support nodes with
+    their one-hot labels (flagged in :attr:`EpisodeGraph.is_generated`); a node ``j`` of
+    weight :math:`w_j` (``augment.weight`` for generated ones, 1 for real ones) enters every
+    adjacency softmax with its score plus :math:`\\log w_j`,
+    :math:`A_{ij} \\propto w_j\\, e^{\\operatorname{MLP}(\\ldots)}`.
+
     Args:
         backbone: the encoder.
         nf: the paper's width ``nf``: each layer adds ``nf // 2`` channels per class, the kernel
@@ -113,6 +120,8 @@ class GNN(FewShotMethod):
         transductive: let queries exchange messages.
         embed_dim: embedding size (default ``backbone.out_dim``).
         chunk: rows per chunk of the kernel (see :class:`~relgraph.graph.LearnedKernel`).
+        augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
+            (see :doc:`/generative`); ``None`` (default): none.
 
     Shapes:
         episode ``support [b, s, *x]``, ``query [b, q, *x]`` -> logits ``[b, q, n_way]``.
@@ -122,9 +131,12 @@ class GNN(FewShotMethod):
         >>> model = GNN(build_backbone("conv4"), nf=96, layers=2)
     """
 
+    supports_augment = True
+
     def __init__(self, backbone: nn.Module, nf: int = 96, layers: int = 2,
                  kernel_hidden: Sequence[int] | None = None, transductive: bool = False,
-                 embed_dim: int | None = None, chunk: int | None = 64) -> None:
+                 embed_dim: int | None = None, chunk: int | None = 64,
+                 augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if nf < 2:
             raise ValueError(f"expected nf >= 2, got {nf}")
@@ -147,13 +159,25 @@ class GNN(FewShotMethod):
             self.kernels.append(LearnedKernel(d + 2 * e, hidden, out_dim=1, chunk=chunk))
             self.convs.append(_GraphConv(d, e, 1 if last else c, last))
             e += c
+        if augment is not None:
+            self._setup_augment(augment, d)
 
     def graph(self, episode: Episode) -> EpisodeGraph:
-        """Embed the episodes and build their graphs (uniform query labels, as the paper)."""
+        """Embed the episodes and build their graphs (uniform query labels, as the paper),
+        generated supports included."""
+        return self.graph_with_aux(episode)[0]
+
+    def graph_with_aux(self, episode: Episode) -> tuple[EpisodeGraph, Tensor]:
+        """:meth:`graph` and the hallucinator's auxiliary loss (0 without ``augment``)."""
         support = self.embed(episode.support).float()
         query = self.embed(episode.query).float()
-        return EpisodeGraph.from_episode(episode, support, query, self.transductive,
-                                         query_label="uniform")
+        aux = self.augment_loss(support, episode.support_labels, query, episode.query_labels)
+        support, labels, generated, weights = self.augment_support(
+            support, episode.support_labels, episode.n_way)
+        graph = EpisodeGraph.from_episode(episode, support, query, self.transductive,
+                                          query_label="uniform", support_labels=labels,
+                                          is_generated=generated, support_weights=weights)
+        return graph, aux
 
     def run(self, graph: EpisodeGraph) -> tuple[Tensor, list[Tensor]]:
         """Scores of every node and the adjacency of every layer.
@@ -167,10 +191,14 @@ class GNN(FewShotMethod):
         mask = receive_mask(graph, self_loops=False)
         cols = mask.any(dim=1).any(dim=0)  # nodes that send at least one message
         sub = mask[:, :, cols]
+        w = graph.node_weights
+        log_w = None if w is None else w[:, cols].log().unsqueeze(1)  # [b, 1, m]
         adjacencies = []
         for kernel, conv in zip(self.kernels, self.convs, strict=True):
             node = torch.cat([f, g.mean(2), g.amax(2)], dim=-1)
             scores = kernel(node, node[:, cols]).squeeze(-1)  # [b, n, m]
+            if log_w is not None:
+                scores = scores + log_w
             adj = masked_softmax(scores, sub)
             full = adj.new_zeros(mask.shape)
             full[:, :, cols] = adj
@@ -182,9 +210,12 @@ class GNN(FewShotMethod):
         raise AssertionError("unreachable")
 
     def forward(self, episode: Episode) -> Tensor:
-        graph = self.graph(episode)
+        return self.forward_with_aux(episode)[0]
+
+    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        graph, aux = self.graph_with_aux(episode)
         scores, _ = self.run(graph)
-        return scores[:, graph.n_support:]
+        return scores[:, graph.n_support:], aux
 
     def adjacencies(self, episode: Episode) -> list[Tensor]:
         """The learned adjacency ``[b, n, n]`` of every layer (for inspection and plots)."""
@@ -199,4 +230,7 @@ class GNN(FewShotMethod):
 def gnn_transductive(backbone: nn.Module, **kwargs) -> GNN:  # noqa: ANN003
     """:class:`GNN` with ``transductive=True``: queries exchange messages."""
     return GNN(backbone, transductive=True, **kwargs)
+
+
+gnn_transductive.supports_augment = True  # type: ignore[attr-defined]  # build_method reads it
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from relgraph.data.episode import Episode
 from relgraph.graph.kernels import cosine_similarity
-from relgraph.methods.base import FewShotMethod, register_method
+from relgraph.methods.base import FewShotMethod, embedding_size, register_method
 
 __all__ = ["MatchingNet", "matching_log_probs"]
 
@@ -92,6 +92,12 @@ class MatchingNet(FewShotMethod):
     ``fce=True`` the predictions depend on the order of the support set (the paper's choice;
     ``support_order_dependent`` is then ``True``). Without FCE the method is invariant to it.
 
+    **Generated supports** (``augment``): generated examples join the support set (after the
+    real ones, also in the FCE sequence), and a support of weight :math:`w_i`
+    (``augment.weight`` for generated ones, 1 for real ones) enters the attention as
+    :math:`a(\\hat x, x_i) \\propto w_i\\, e^{c(\\hat x, x_i)}` (its score plus
+    :math:`\\log w_i`).
+
     Args:
         backbone: the encoder :math:`f' = g'`, with an ``out_dim`` attribute when ``fce=True``.
         fce: use full context embeddings. Default ``False``.
@@ -102,17 +108,22 @@ class MatchingNet(FewShotMethod):
         scale: the scale :math:`s` of the cosine similarities (learned if ``learn_scale``).
             Default ``1`` (the paper).
         learn_scale: learn :math:`s`. Default ``False``.
+        augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
+            (see :doc:`/generative`); ``None`` (default): none. Needs ``backbone.out_dim``.
 
     Shapes:
         episode ``support [b, s, *x]``, ``support_labels [b, s]``, ``query [b, q, *x]`` ->
         logits (log-probabilities) ``[b, q, n_way]``.
     """
 
+    supports_augment = True
+
     #: Whether the predictions depend on the order of the support set (``True`` with FCE).
     support_order_dependent: bool = False
 
     def __init__(self, backbone: nn.Module, fce: bool = False, lstm_layers: int = 1,
-                 unrolling_steps: int = 5, scale: float = 1.0, learn_scale: bool = False) -> None:
+                 unrolling_steps: int = 5, scale: float = 1.0, learn_scale: bool = False,
+                 augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if lstm_layers < 1:
             raise ValueError(f"expected lstm_layers >= 1, got {lstm_layers}")
@@ -134,6 +145,8 @@ class MatchingNet(FewShotMethod):
             self.support_lstm = nn.LSTM(dim, dim, num_layers=lstm_layers, batch_first=True,
                                         bidirectional=True)
             self.query_lstm = nn.LSTMCell(2 * dim, dim)
+        if augment is not None:
+            self._setup_augment(augment, embedding_size(backbone))
 
     def encode_support(self, support: Tensor) -> Tensor:
         """:math:`g(x_i, S)`: the bidirectional LSTM with a skip connection.
@@ -167,13 +180,20 @@ class MatchingNet(FewShotMethod):
         return rearrange(h, "(b q) d -> b q d", b=b)
 
     def forward(self, episode: Episode) -> Tensor:
+        return self.forward_with_aux(episode)[0]
+
+    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
         support = self.embed(episode.support).float()
         query = self.embed(episode.query).float()
+        aux = self.augment_loss(support, episode.support_labels, query, episode.query_labels)
+        support, labels, _, weights = self.augment_support(support, episode.support_labels,
+                                                           episode.n_way)
         if self.fce:
             support = self.encode_support(support)
             query = self.encode_query(query, support)
         scores = self.scale * cosine_similarity(query, support)  # [b, q, s]
-        return matching_log_probs(scores, episode.support_labels, episode.n_way)
+        scores = scores + weights.log().unsqueeze(1)
+        return matching_log_probs(scores, labels, episode.n_way), aux
 
     def extra_repr(self) -> str:
         return (f"fce={self.fce}, unrolling_steps={self.unrolling_steps}, "
@@ -186,3 +206,6 @@ def matching_fce(backbone: nn.Module, **kwargs: Any) -> MatchingNet:
     if "fce" in kwargs:
         raise ValueError("'matching_fce' sets fce=True itself; use method 'matching' to choose")
     return MatchingNet(backbone, fce=True, **kwargs)
+
+
+matching_fce.supports_augment = True  # type: ignore[attr-defined]  # build_method reads it

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,25 +21,33 @@ LOSSES = ("mse", "ce")
 AGGREGATES = ("sum", "mean")
 
 
-def class_maps(maps: Tensor, labels: Tensor, n_way: int, aggregate: str = "sum") -> Tensor:
+def class_maps(maps: Tensor, labels: Tensor, n_way: int, aggregate: str = "sum",
+               weights: Tensor | None = None) -> Tensor:
     """Per-class feature maps of the support set: the element-wise sum (or mean) of its shots.
 
-    .. math:: m_k = \\sum_{(x_i, y_i) \\in S_k} f(x_i)
+    .. math:: m_k = \\sum_{(x_i, y_i) \\in S_k} w_i f(x_i)
 
-    Computed with one-hot labels, so unbalanced support sets work.
+    (the mean divides by :math:`\\sum_{i \\in S_k} w_i`). Computed with one-hot labels, so
+    unbalanced support sets work.
 
     Args:
         maps: ``[b, s, C, H, W]`` support feature maps.
         labels: ``[b, s]`` labels in ``0..n_way-1``.
         n_way: number of classes.
         aggregate: ``"sum"`` (the paper) or ``"mean"``. Default ``"sum"``.
+        weights: ``[b, s]`` weights :math:`w_i` of the shots; default 1.
 
     Shapes:
-        ``[b, s, C, H, W], [b, s] -> [b, n_way, C, H, W]``
+        ``[b, s, C, H, W], [b, s], [b, s] -> [b, n_way, C, H, W]``
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
     onehot = F.one_hot(labels, n_way).to(maps.dtype)  # [b, s, n]
+    if weights is not None:
+        if weights.shape != labels.shape:
+            raise ValueError(f"expected weights of shape {tuple(labels.shape)}, got "
+                             f"{tuple(weights.shape)}")
+        onehot = onehot * weights.to(maps.dtype).unsqueeze(-1)
     sums = einsum(onehot, maps, "b s n, b s c h w -> b n c h w")
     if aggregate == "mean":
         sums = sums / onehot.sum(dim=1).clamp_min(1.0)[..., None, None, None]
@@ -82,6 +92,12 @@ class RelationNet(FewShotMethod):
     Inductive: a pair's score depends only on the support set and that query (BatchNorm uses its
     running statistics in eval mode).
 
+    **Generated supports** (``augment``): the hallucinator works on the flattened support
+    feature maps (size :math:`C H W`); its outputs are reshaped to maps and summed into their
+    class maps like real shots, weighted by ``augment.weight``
+    (:func:`class_maps`). With ``aggregate="sum"`` a class map then adds up ``k + m`` shots,
+    as it did during training when training used the same ``augment``.
+
     Args:
         backbone: the encoder; its :meth:`~relgraph.backbones.Backbone.forward_map` is used.
         loss: ``"mse"`` (the paper, default) or ``"ce"``.
@@ -92,15 +108,20 @@ class RelationNet(FewShotMethod):
         fc_hidden: width of its hidden fully connected layer. Default ``8``.
         map_shape: ``(C, H, W)`` of the backbone's feature map; ``None`` (default) asks
             ``backbone.map_shape()``. Fixes the input size of the first fully connected layer.
+        augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
+            (see :doc:`/generative`); ``None`` (default): none.
 
     Shapes:
         episode ``support [b, s, c, h, w]``, ``support_labels [b, s]``, ``query [b, q, c, h, w]``
         -> logits ``[b, q, n_way]``.
     """
 
+    supports_augment = True
+
     def __init__(self, backbone: nn.Module, loss: str = "mse", aggregate: str = "sum",
                  hidden: int = 64, fc_hidden: int = 8,
-                 map_shape: Sequence[int] | None = None) -> None:
+                 map_shape: Sequence[int] | None = None,
+                 augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -134,6 +155,8 @@ class RelationNet(FewShotMethod):
                                 nn.Linear(fc_hidden, 1))
         init_weights(self.conv1)
         init_weights(self.conv2)
+        if augment is not None:
+            self._setup_augment(augment, math.prod(map_shape))
 
     def feature_maps(self, x: Tensor) -> Tensor:
         """Backbone feature maps of every example of a batch of episodes.
@@ -177,21 +200,33 @@ class RelationNet(FewShotMethod):
         return F.max_pool2d(z, 2) if min(z.shape[-2:]) >= 2 else z
 
     def forward(self, episode: Episode) -> Tensor:
+        return self.forward_with_aux(episode)[0]
+
+    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
         support = self.feature_maps(episode.support)
         query = self.feature_maps(episode.query)
-        classes = class_maps(support, episode.support_labels, episode.n_way, self.aggregate)
-        return self.relation_logits(classes, query)
+        labels, weights = episode.support_labels, None
+        if self.hallucinator is not None:
+            flat_s, flat_q = support.flatten(2).float(), query.flatten(2).float()
+            aux = self.augment_loss(flat_s, labels, flat_q, episode.query_labels)
+            flat_s, labels, _, weights = self.augment_support(flat_s, labels, episode.n_way)
+            support = flat_s.to(support.dtype).unflatten(2, self.map_shape)
+        else:
+            aux = query.new_zeros((), dtype=torch.float32)
+        classes = class_maps(support, labels, episode.n_way, self.aggregate, weights)
+        return self.relation_logits(classes, query), aux
 
     def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        """MSE of the relation scores against one-hot labels (``"mse"``), or cross-entropy."""
-        logits = self(episode)
+        """MSE of the relation scores against one-hot labels (``"mse"``), or cross-entropy,
+        plus the hallucinator's auxiliary loss with ``augment``."""
+        logits, aux = self.forward_with_aux(episode)
         if self.criterion == "ce":
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                    episode.query_labels.reshape(-1))
         else:
             target = F.one_hot(episode.query_labels, episode.n_way).float()
             loss = F.mse_loss(torch.sigmoid(logits.float()), target)
-        return loss, logits
+        return loss + aux, logits
 
     def extra_repr(self) -> str:
         return (f"loss={self.criterion!r}, aggregate={self.aggregate!r}, "

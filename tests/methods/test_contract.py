@@ -7,15 +7,26 @@ import torch
 
 from relgraph.backbones import build_backbone
 from relgraph.data import Episode
-from relgraph.methods import FewShotMethod, build_method, list_methods
+from relgraph.methods import METHODS, FewShotMethod, build_method, list_methods
 
 N, K, Q, B = 4, 2, 3, 2
 
+#: Generated supports (issue 7): every method that takes ``augment``, with each hallucinator.
+#: ``per_class`` is a multiple of K, so the generated set does not depend on the support order.
+AUGMENTS = {"vae": {"hallucinator": "vae", "per_class": 2 * K, "hidden": 16},
+            "gan": {"hallucinator": "gan", "per_class": 2 * K, "hidden": 16, "critic": True,
+                    "weight": 0.5}}
+AUGMENTED = [f"{m}+{h}" for m in list_methods() if getattr(METHODS.get(m), "supports_augment",
+                                                            False) for h in AUGMENTS]
+
 
 def make_method(name: str) -> FewShotMethod:
+    """``name`` is a registered method, or ``"<method>+<hallucinator>"`` (see AUGMENTS)."""
     torch.manual_seed(0)
     backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8, out_channels=8)
-    return build_method(name, backbone, num_classes=N)  # used by methods that need it
+    method, _, hallucinator = name.partition("+")
+    kwargs = {"augment": AUGMENTS[hallucinator]} if hallucinator else {}
+    return build_method(method, backbone, num_classes=N, **kwargs)  # num_classes: if needed
 
 
 def make_episode(seed: int = 0) -> Episode:
@@ -40,7 +51,7 @@ def train_a_little(model: FewShotMethod) -> None:
     model.eval()
 
 
-@pytest.fixture(params=list_methods())
+@pytest.fixture(params=list_methods() + AUGMENTED)
 def name(request) -> str:
     return request.param
 
