@@ -93,6 +93,11 @@ class TrainConfig:
         init_from: start the backbone from the weights of another run's ``checkpoint.pt``
             (e.g. a ProtoNet run, before training a relational head on top); its backbone
             must have the same architecture. ``None``: random initialisation.
+        backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (the
+            rest of the model uses ``lr``); below 1 keeps a pre-trained backbone (see
+            ``init_from``) close to its start while a relational head learns on top. 0 freezes
+            the backbone's weights (its BatchNorm running statistics still follow the training
+            images).
     """
 
     ways: int = 20
@@ -116,6 +121,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     within_alphabet: bool = False
     init_from: str | None = None
+    backbone_lr_scale: float = 1.0
 
 
 @dataclass

@@ -162,6 +162,30 @@ class _LossModule(nn.Module):
         return self.method.loss(episode)
 
 
+def _param_groups(model: FewShotMethod, lr: float, backbone_lr_scale: float) -> list[dict]:
+    """Optimiser parameter groups: the backbone at ``lr * backbone_lr_scale``, the rest at ``lr``.
+
+    A scale of 0 freezes the backbone (``requires_grad=False``, no optimiser state).
+    """
+    if backbone_lr_scale < 0:
+        raise ValueError(f"train.backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
+    if backbone_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    backbone = {id(p) for p in model.backbone.parameters()}
+    head = [p for p in model.parameters() if id(p) not in backbone]
+    groups = [{"params": head}] if head else []
+    if backbone_lr_scale == 0:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+    else:
+        groups.append({"params": list(model.backbone.parameters()),
+                       "lr": lr * backbone_lr_scale})
+    if not groups:
+        raise ValueError("train.backbone_lr_scale: 0 freezes the backbone, and this method has "
+                         "no other parameters to train; use a scale > 0")
+    return groups
+
+
 def _optimizer(config: Config, params) -> torch.optim.Optimizer:  # noqa: ANN001
     t = config.train
     if t.optimizer == "adam":
@@ -276,7 +300,7 @@ def train(
     if t.init_from:
         init_backbone(model, t.init_from)
     model.to(device)
-    opt = _optimizer(config, model.parameters())
+    opt = _optimizer(config, _param_groups(model, t.lr, t.backbone_lr_scale))
     sched = _scheduler(config, opt)
     use_amp = t.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

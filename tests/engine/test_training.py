@@ -176,3 +176,27 @@ def test_init_from_copies_the_backbone(tiny_data, tmp_path):
     missing = tiny_config(tiny_data, init_from=str(tmp_path / "nope.pt"))
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train(missing, tmp_path / "bad2", progress=False)
+
+
+def test_backbone_lr_scale_freezes_or_slows_the_backbone(tiny_data, tmp_path):
+    from relgraph.engine.trainer import _param_groups
+
+    train(tiny_config(tiny_data), tmp_path / "proto", progress=False)
+    ckpt = tmp_path / "proto" / "checkpoint.pt"
+    config = tiny_config(tiny_data, init_from=str(ckpt), backbone_lr_scale=0.0)
+    config.method = "gnn"
+    train(config, tmp_path / "frozen", progress=False)
+    before, after = weights(ckpt), weights(tmp_path / "frozen" / "checkpoint.pt")
+    convs = [k for k in before if k.startswith("backbone.") and k.endswith("weight")]
+    assert convs and all(torch.equal(before[k], after[k]) for k in convs)
+
+    from relgraph.engine import build_model
+    model = build_model(config, load_checkpoint(ckpt)["preprocessing"])
+    groups = _param_groups(model, 1e-3, 0.1)
+    assert [g.get("lr") for g in groups] == [None, pytest.approx(1e-4)]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match=">= 0"):
+        _param_groups(model, 1e-3, -1.0)
+    config.method = "protonet"
+    with pytest.raises(ValueError, match="no other parameters"):
+        train(config, tmp_path / "bad", progress=False)
