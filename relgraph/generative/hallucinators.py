@@ -222,9 +222,12 @@ class DeltaVAE(Hallucinator):
     episodes by
 
     .. math::
-        \\mathcal L = \\mathbb E_{(a, b)}\\Big[\\lVert \\hat x_a - x_a \\rVert^2
-            + \\beta\\, \\mathrm{KL}\\big(q(z \\mid x_a, x_b) \\,\\|\\, \\mathcal N(0, I)\\big)
-            \\Big].
+        \\mathcal L = \\frac{1}{d}\\, \\mathbb E_{(a, b)}\\Big[\\lVert \\hat x_a - x_a
+            \\rVert^2 + \\beta\\, \\mathrm{KL}\\big(q(z \\mid x_a, x_b) \\,\\|\\,
+            \\mathcal N(0, I)\\big)\\Big]
+
+    (the usual VAE objective, divided by the feature size :math:`d` only so that its size
+    is comparable to a classification loss in the logged training loss).
 
     The features are **detached** in :meth:`aux_loss`: this objective trains the VAE only and
     never moves the backbone. To generate, :math:`z \\sim \\mathcal N(0, I)` is decoded onto a
@@ -296,7 +299,7 @@ class DeltaVAE(Hallucinator):
         z = mu + eps * (0.5 * logvar).exp()
         recon = (self.decode(z, x_b) - x_a).pow(2).sum(-1).mean()
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
-        return recon + self.beta * kl
+        return (recon + self.beta * kl) / self.dim
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, beta={self.beta}"

@@ -65,6 +65,7 @@ def plot_generated_features(real: Tensor, real_labels: Tensor, generated: Tensor
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     if real.shape[0] != real_labels.shape[0] or generated.shape[0] != generated_labels.shape[0]:
         raise ValueError(f"expected one label per feature vector, got {real.shape[0]} real "
@@ -82,22 +83,34 @@ def plot_generated_features(real: Tensor, real_labels: Tensor, generated: Tensor
     else:
         fig = ax.figure
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    handles = []
     for pos, c in enumerate(classes):
         colour = cmap(pos % cmap.N)
         name = class_names[pos] if class_names is not None else f"class {c}"
+        name = name if len(name) <= 30 else name[:12] + "\u2026" + name[-17:]
         r = real2[real_labels.cpu() == c]
         g = gen2[generated_labels.cpu() == c]
-        ax.scatter(r[:, 0], r[:, 1], s=14, color=colour, alpha=0.55, label=f"{name}: real")
-        ax.scatter(g[:, 0], g[:, 1], s=34, color=colour, marker="x", linewidths=1.4,
-                   label=f"{name}: generated")
+        ax.scatter(r[:, 0], r[:, 1], s=14, color=colour, alpha=0.55)
+        ax.scatter(g[:, 0], g[:, 1], s=34, color=colour, marker="x", linewidths=1.4)
         if sup2:
             s = sup2[0][support_labels.cpu() == c]
             ax.scatter(s[:, 0], s[:, 1], s=140, facecolors="none", edgecolors=colour,
                        linewidths=2.0)
+        handles.append(Line2D([], [], marker="s", ls="", color=colour, markersize=7,
+                              label=name))
+    handles.append(Line2D([], [], marker="o", ls="", color="0.5", alpha=0.55, markersize=4,
+                          label="real"))
+    handles.append(Line2D([], [], marker="x", ls="", color="0.3", markersize=6,
+                          markeredgewidth=1.4, label="generated"))
+    if sup2:
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="none",
+                              markeredgecolor="0.3", markeredgewidth=2.0, markersize=10,
+                              label="seed support"))
     ax.set_xlabel("PC 1 (of the real features)")
     ax.set_ylabel("PC 2")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
     if title is not None:
         ax.set_title(title, fontsize=10)
     return fig
