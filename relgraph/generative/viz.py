@@ -79,7 +79,7 @@ def plot_generated_features(real: Tensor, real_labels: Tensor, generated: Tensor
     if class_names is not None and len(class_names) < len(classes):
         raise ValueError(f"expected {len(classes)} class names, got {len(class_names)}")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.0, 4.8))
+        fig, ax = plt.subplots(figsize=(7.6, 4.8), layout="constrained")  # room for the legend
     else:
         fig = ax.figure
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
