@@ -79,7 +79,7 @@ def generation_slots(support_labels: Tensor, n_way: int, m: int) -> tuple[Tensor
     rounds = torch.arange(m, device=device).view(1, m, 1)
     valid = rounds * k.unsqueeze(1) + rank.unsqueeze(1) < m  # [b, m, s]
     # exactly n_way * m valid (round, support) cells per episode; keep them in (r, i) order
-    order = torch.argsort((~valid).flatten(1).to(torch.uint8), dim=1, stable=True)
+    order = torch.argsort((~valid).flatten(1).int(), dim=1, stable=True)
     cells = order[:, : n_way * m]
     anchor = cells % s
     return anchor, cells // s, support_labels.gather(1, anchor)
