@@ -118,9 +118,12 @@ class _NodeUpdate(nn.Module):
         ``x [b, n, d], edges [b, n, m, 2]`` (self-loops already removed) -> ``[b, n, d_out]``
     """
 
-    def __init__(self, in_dim: int, dims: Sequence[int]) -> None:
+    def __init__(self, in_dim: int, dims: Sequence[int], dropout: float = 0.0) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(*_mlp((3 * in_dim, *dims)))
+        layers = _mlp((3 * in_dim, *dims))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, edges: Tensor) -> Tensor:
         m = edges.shape[2]
@@ -253,6 +256,8 @@ class EdgeLabelingGNN(FewShotMethod):
             default) or their ``"mean"`` (not biased towards larger classes of an unbalanced
             support set).
         eps: :math:`\\epsilon_{\\log}` of the logits. Default ``1e-6``.
+        dropout: dropout after the node MLP :math:`f_v` of every layer but the last (training
+            only; the reference code uses it on miniImageNet). Default ``0``.
         augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
             (see :doc:`/generative`); ``None`` (default): none.
 
@@ -270,7 +275,8 @@ class EdgeLabelingGNN(FewShotMethod):
                  proj_dim: int | None = None, in_dim: int | None = None,
                  transductive: bool = False, layer_weights: Sequence[float] | None = None,
                  node_loss_weight: float = 0.0, class_scores: str = "sum",
-                 eps: float = 1e-6, augment: dict[str, Any] | None = None) -> None:
+                 eps: float = 1e-6, dropout: float = 0.0,
+                 augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if num_layers < 1:
             raise ValueError(f"expected num_layers >= 1, got {num_layers}")
@@ -295,6 +301,8 @@ class EdgeLabelingGNN(FewShotMethod):
                              f"{class_scores!r}")
         if eps <= 0:
             raise ValueError(f"expected eps > 0, got {eps}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"expected 0 <= dropout < 1, got {dropout}")
         if in_dim is None:
             in_dim = getattr(backbone, "out_dim", None)
             if not isinstance(in_dim, int):
@@ -315,7 +323,8 @@ class EdgeLabelingGNN(FewShotMethod):
         self.node_layers = nn.ModuleList()
         self.edge_layers = nn.ModuleList()
         for _ in range(num_layers):
-            self.node_layers.append(_NodeUpdate(in_dim, node_dims))
+            last = len(self.node_layers) == num_layers - 1
+            self.node_layers.append(_NodeUpdate(in_dim, node_dims, 0.0 if last else dropout))
             in_dim = node_dims[-1]
             self.edge_layers.append(_EdgeUpdate(in_dim, edge_hidden))
         if augment is not None:

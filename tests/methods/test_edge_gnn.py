@@ -239,6 +239,7 @@ def test_unbalanced_supports(scores):
     {"node_loss_weight": -1.0},
     {"class_scores": "max"},
     {"eps": 0.0},
+    {"dropout": 1.0},
 ])
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
@@ -264,3 +265,12 @@ def test_projection_and_batching():
     ep = feature_episode([0, 1, 2], n_query=3, n_way=3, b=3)
     both = model(ep)
     assert torch.allclose(both[1:2], model(ep[1]), atol=1e-6)
+
+
+def test_dropout_in_every_node_update_but_the_last():
+    model = tiny_model(num_layers=3, dropout=0.5)
+    has = [any(isinstance(m, nn.Dropout) for m in layer.modules()) for layer in model.node_layers]
+    assert has == [True, True, False]
+    ep = feature_episode([0, 1, 2], 4, 3)
+    model.eval()
+    assert torch.equal(model(ep), model(ep))  # dropout off in eval mode
