@@ -29,6 +29,48 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 # Offline builds: no intersphinx inventories are fetched, so external types stay plain text.
 nitpicky = False
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_small1_table.rst"]
 html_theme = "alabaster"
 html_static_path = ["_static"]
+
+
+def _small1_table() -> None:
+    """Write ``_small1_table.rst`` (included by families.rst) from the measured results.
+
+    The numbers come from ``experiments/results/omniglot_small1.json`` (written by
+    ``experiments/omniglot_small1.py``), so the docs never hold a number typed by hand.
+    """
+    import json
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    state = here.parent / "experiments" / "results" / "omniglot_small1.json"
+    rows = json.loads(state.read_text()) if state.is_file() else {}
+    families = {"protonet": "metric", "matching": "graph", "relation": "graph",
+                "gnn": "graph", "edge_gnn": "graph", "maml": "meta-learning",
+                "fomaml": "meta-learning", "reptile": "meta-learning", "mtl": "meta-learning",
+                "baseline": "transfer", "baseline_pp": "transfer", "finetune": "transfer"}
+    lines = [".. list-table::", "   :header-rows: 1", "",
+             "   * - method", "     - family", "     - mode", "     - 5-way 1-shot",
+             "     - 5-way 5-shot", "     - 20-way 1-shot", "     - training (2-core CPU)"]
+    order = list(families)
+    for r in sorted(rows.values(), key=lambda r: order.index(r["method"])
+                    if r["method"] in order else len(order)):
+        cells = []
+        for key in ("5w1s", "5w5s", "20w1s"):
+            a = r["results"].get(key)
+            cells.append(f"{a['accuracy']:.2f} ± {a['ci95']:.2f}" if a else "not run")
+        secs = r.get("train_seconds")
+        mode = "transductive" if r["transductive"] else "inductive"
+        lines += [f"   * - ``{r['method']}``", f"     - {families.get(r['method'], '?')}",
+                  f"     - {mode}", *(f"     - {c}" for c in cells),
+                  f"     - {secs / 60:.1f} min" if secs else "     - not recorded"]
+    if not rows:
+        lines = ["(No results yet: run ``python experiments/omniglot_small1.py``.)"]
+    out = here / "_small1_table.rst"
+    text = "\n".join(lines) + "\n"
+    if not out.is_file() or out.read_text() != text:
+        out.write_text(text)
+
+
+_small1_table()
