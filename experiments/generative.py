@@ -299,9 +299,11 @@ def main() -> int:
     out_root, results_dir = Path(args.out), Path(args.results)
     if not args.figure_only:
         state = results_dir / "generative.json"
-        rows = json.loads(state.read_text()) if state.is_file() else {}
         for key in select(args.runs):
-            rows[key] = run(key, out_root, args.skip_training, overrides, args.episodes)
+            row = run(key, out_root, args.skip_training, overrides, args.episodes)
+            # re-read just before writing: another process may have added rows meanwhile
+            rows = json.loads(state.read_text()) if state.is_file() else {}
+            rows[key] = row
             write_results(rows, results_dir)
             r = rows[key]["results"]
             print(f"{key}: 5w1s {_fmt(r['5w1s'])}, 5w5s {_fmt(r['5w5s'])}", flush=True)

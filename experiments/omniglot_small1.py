@@ -157,9 +157,11 @@ def main() -> int:
     args = parser.parse_args()
     if not TEST_ROOT.is_file():
         sys.exit(f"Omniglot data not found at {DATA}; this experiment needs ../shared/data")
-    rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for name in args.methods:
-        rows[name] = run_method(name, Path(args.out), args.skip_training)
+        row = run_method(name, Path(args.out), args.skip_training)
+        # re-read just before writing: another process may have added rows meanwhile
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        rows[name] = row
         write_table(rows)
         r = rows[name]["results"]
         print(f"{name}: " + ", ".join(f"{k} {v['accuracy']:.2f} +- {v['ci95']:.2f}"
