@@ -42,6 +42,17 @@ FAMILIES = {"protonet": "metric", "matching": "graph", "relation": "graph", "gnn
             "baseline_pp": "transfer", "finetune": "transfer"}
 RESULTS = ROOT / "experiments" / "results" / "omniglot_small1.md"
 STATE = ROOT / "experiments" / "results" / "omniglot_small1.json"
+#: Per-episode accuracies of every method (for paired comparisons), one compact line each.
+EPISODES = ROOT / "experiments" / "results" / "omniglot_small1_episodes.json"
+
+
+def load_rows() -> dict[str, dict]:
+    """The table's rows so far, with their per-episode accuracies."""
+    rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+    episodes = json.loads(EPISODES.read_text()) if EPISODES.is_file() else {}
+    for name, row in rows.items():
+        row.setdefault("per_episode", episodes.get(name, {}))
+    return rows
 
 
 def run_method(name: str, out_root: Path, skip_training: bool) -> dict:
@@ -146,7 +157,11 @@ def write_table(rows: dict[str, dict]) -> None:
               f"{platform.machine()}.",
               "", "Reproduce: `python experiments/omniglot_small1.py <method> [<method> ...]`.", ""]
     atomic_write_text(RESULTS, "\n".join(lines))
-    atomic_write_text(STATE, json.dumps(rows, indent=2) + "\n")
+    summary = {k: {f: v for f, v in r.items() if f != "per_episode"} for k, r in rows.items()}
+    atomic_write_text(STATE, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(EPISODES, "{\n" + ",\n".join(
+        f"{json.dumps(k)}: {json.dumps(r.get('per_episode', {}))}" for k, r in rows.items())
+        + "\n}\n")
 
 
 def main() -> int:
@@ -160,7 +175,7 @@ def main() -> int:
     for name in args.methods:
         row = run_method(name, Path(args.out), args.skip_training)
         # re-read just before writing: another process may have added rows meanwhile
-        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        rows = load_rows()
         rows[name] = row
         write_table(rows)
         r = rows[name]["results"]
