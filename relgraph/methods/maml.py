@@ -12,6 +12,8 @@ training loop, its optimisers and schedulers, and DistributedDataParallel all ap
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -228,16 +230,30 @@ class Reptile(GradientMetaLearner):
         eval_inner_steps: inner steps in evaluation. Default ``10``.
         inner_lr: inner step size. Default ``0.1``.
         bn: ``"support"`` or ``"transductive"`` (see :class:`GradientMetaLearner`).
+        train_on_queries: in training, adapt on the support and query examples together
+            (Reptile has no outer query loss, so a training episode's queries are simply more
+            labelled data for the inner loop, as the paper's larger "train shots"; the
+            reported training accuracy is then on examples the inner loop has seen).
+            Evaluation always adapts on the support set only. Default ``True``.
     """
 
     first_order = True
 
     def __init__(self, backbone: nn.Module, inner_steps: int = 5, eval_inner_steps: int = 10,
-                 inner_lr: float = 0.1, bn: str = "support") -> None:
+                 inner_lr: float = 0.1, bn: str = "support", train_on_queries: bool = True
+                 ) -> None:
         super().__init__(backbone, inner_steps, eval_inner_steps, inner_lr, bn)
+        self.train_on_queries = bool(train_on_queries)
 
     def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
+            if self.train_on_queries:
+                # Reptile has no query loss: in training the inner loop sees every labelled
+                # example of the episode (the paper's "train shots" > "shots")
+                episode = replace(
+                    episode, support=torch.cat([episode.support, episode.query], dim=1),
+                    support_labels=torch.cat([episode.support_labels, episode.query_labels],
+                                             dim=1))
             adapted, logits = self._adapt_and_predict(episode)
         theta = self.meta_parameters()
         total = sum(

@@ -155,16 +155,20 @@ def test_second_order_maml_matches_reference_and_finite_differences():
     assert not torch.allclose(fo.backbone.module[0].weight.grad, grad, atol=1e-4)
 
 
-def test_reptile_gradient_is_theta_minus_mean_adapted():
-    model = Reptile(tiny_mlp(), inner_steps=4, inner_lr=0.3)
+@pytest.mark.parametrize("train_on_queries", [False, True])
+def test_reptile_gradient_is_theta_minus_mean_adapted(train_on_queries):
+    model = Reptile(tiny_mlp(), inner_steps=4, inner_lr=0.3, train_on_queries=train_on_queries)
     ep = vector_episode()
     loss, logits = model.loss(ep)
     loss.backward()
     lin = model.backbone.module[0]
     A = lin.weight.detach().clone().requires_grad_(True)
     a = lin.bias.detach().clone().requires_grad_(True)
-    adapted = [reference_adapt(A, a, ep.support[e], ep.support_labels[e], ep.n_way, 4, 0.3,
-                               False) for e in range(ep.batch_size)]
+    x, y = ep.support, ep.support_labels
+    if train_on_queries:  # the inner loop sees supports and queries
+        x, y = torch.cat([x, ep.query], 1), torch.cat([y, ep.query_labels], 1)
+    adapted = [reference_adapt(A, a, x[e], y[e], ep.n_way, 4, 0.3, False)
+               for e in range(ep.batch_size)]
     mean_A = torch.stack([r[0].detach() for r in adapted]).mean(0)
     mean_a = torch.stack([r[1].detach() for r in adapted]).mean(0)
     assert torch.allclose(lin.weight.grad, A.detach() - mean_A, atol=1e-6)
