@@ -55,7 +55,8 @@ def load_rows() -> dict[str, dict]:
     return rows
 
 
-def run_method(name: str, out_root: Path, skip_training: bool) -> dict:
+def run_method(name: str, out_root: Path, skip_training: bool,
+               settings: list[tuple[int, int]] = SETTINGS) -> dict:
     from relgraph.data import build_dataset
     from relgraph.engine import confidence_interval, episode_accuracies, load_model
 
@@ -72,7 +73,7 @@ def run_method(name: str, out_root: Path, skip_training: bool) -> dict:
     test = build_dataset("omniglot", [TEST_ROOT], alphabets=TEST_ALPHABETS,
                          image_size=ckpt["preprocessing"]["image_size"])
     results, per_episode = {}, {}
-    for ways, shots in SETTINGS:
+    for ways, shots in settings:
         accs = episode_accuracies(model, test, ways=ways, shots=shots, queries=15,
                                   episodes=1000, seed=0)
         key = f"{ways}w{shots}s"
@@ -85,7 +86,7 @@ def run_method(name: str, out_root: Path, skip_training: bool) -> dict:
             "train_seconds": seconds if seconds is not None else run_time(out)[0],
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "steps": run_time(out)[1],
-            "transductive": results["5w1s"]["transductive"], "results": results,
+            "transductive": bool(model.transductive), "results": results,
             "per_episode": per_episode}
 
 
@@ -183,11 +184,19 @@ def main() -> int:
     parser.add_argument("methods", nargs="+")
     parser.add_argument("--out", default=str(ROOT / "runs" / "omniglot_small1"))
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--settings", default="5w1s,5w5s,20w1s",
+                        help="comma-separated test settings to evaluate (others show 'not run')")
     args = parser.parse_args()
+    settings = []
+    for item in args.settings.split(","):
+        ways, _, shots = item.strip().rstrip("s").partition("w")
+        if not (ways.isdigit() and shots.isdigit()):
+            sys.exit(f"--settings: cannot read {item!r}; write e.g. 5w1s,20w1s")
+        settings.append((int(ways), int(shots)))
     if not TEST_ROOT.is_file():
         sys.exit(f"Omniglot data not found at {DATA}; this experiment needs ../shared/data")
     for name in args.methods:
-        row = run_method(name, Path(args.out), args.skip_training)
+        row = run_method(name, Path(args.out), args.skip_training, settings)
         # re-read just before writing: another process may have added rows meanwhile
         rows = load_rows()
         rows[name] = row
