@@ -40,29 +40,27 @@ def _small1_table() -> None:
     The numbers come from ``experiments/results/omniglot_small1.json`` (written by
     ``experiments/omniglot_small1.py``), so the docs never hold a number typed by hand.
     """
-    import json
+    import sys
     from pathlib import Path
 
     here = Path(__file__).resolve().parent
-    state = here.parent / "experiments" / "results" / "omniglot_small1.json"
-    rows = json.loads(state.read_text()) if state.is_file() else {}
-    families = {"protonet": "metric", "matching": "graph", "relation": "graph",
-                "gnn": "graph", "edge_gnn": "graph", "maml": "meta-learning",
-                "fomaml": "meta-learning", "reptile": "meta-learning", "mtl": "meta-learning",
-                "baseline": "transfer", "baseline_pp": "transfer", "finetune": "transfer"}
+    sys.path.insert(0, str(here.parent / "experiments"))
+    from omniglot_small1 import FAMILIES, SETTINGS, load_rows  # the table's own definitions
+
+    rows = load_rows()
     lines = [".. list-table::", "   :header-rows: 1", "",
-             "   * - method", "     - family", "     - mode", "     - 5-way 1-shot",
-             "     - 5-way 5-shot", "     - 20-way 1-shot", "     - training (2-core CPU)"]
-    order = list(families)
+             "   * - method", "     - family", "     - mode",
+             *(f"     - {w}-way {k}-shot" for w, k in SETTINGS), "     - training (2-core CPU)"]
+    order = list(FAMILIES)
     for r in sorted(rows.values(), key=lambda r: order.index(r["method"])
                     if r["method"] in order else len(order)):
         cells = []
-        for key in ("5w1s", "5w5s", "20w1s"):
-            a = r["results"].get(key)
+        for w, k in SETTINGS:
+            a = r["results"].get(f"{w}w{k}s")
             cells.append(f"{a['accuracy']:.2f} ± {a['ci95']:.2f}" if a else "not run")
         secs = r.get("train_seconds")
         mode = "transductive" if r["transductive"] else "inductive"
-        lines += [f"   * - ``{r['method']}``", f"     - {families.get(r['method'], '?')}",
+        lines += [f"   * - ``{r['method']}``", f"     - {FAMILIES.get(r['method'], '?')}",
                   f"     - {mode}", *(f"     - {c}" for c in cells),
                   f"     - {secs / 60:.1f} min" if secs else "     - not recorded"]
     if not rows:
