@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -101,12 +101,17 @@ class FewShotMethod(nn.Module, abc.ABC):
     def embed(self, x: Tensor) -> Tensor:
         """Embed every example of a batch of episodes: ``[b, m, *x] -> [b, m, d]``."""
         b = x.shape[0]
-        flat = rearrange(x, "b m ... -> (b m) ...")
-        if self.training or flat.shape[0] <= self.eval_chunk:
-            z = self.backbone(flat)
-        else:
-            z = torch.cat([self.backbone(part) for part in flat.split(self.eval_chunk)])
+        z = self.run_backbone(self.backbone, rearrange(x, "b m ... -> (b m) ..."))
         return rearrange(z, "(b m) d -> b m d", b=b)
+
+    def run_backbone(self, fn: Callable[[Tensor], Tensor], flat: Tensor) -> Tensor:
+        """``fn(flat)`` for a flat batch of examples ``[N, *x]``, in chunks of
+        :attr:`eval_chunk` examples in eval mode (exact: BatchNorm uses running statistics
+        there); one call in training mode. ``fn`` is the backbone or one of its methods
+        (e.g. ``forward_map``)."""
+        if self.training or flat.shape[0] <= self.eval_chunk:
+            return fn(flat)
+        return torch.cat([fn(part) for part in flat.split(self.eval_chunk)])
 
     @abc.abstractmethod
     def forward(self, episode: Episode) -> Tensor:

@@ -64,6 +64,10 @@ class GradientMetaLearner(FewShotMethod):
         inner_steps: inner gradient steps :math:`T` during training. Default ``1``.
         eval_inner_steps: inner steps in eval mode (validation, test). Default ``3``.
         inner_lr: inner step size :math:`\\alpha`. Default ``0.4`` (Finn et al., Omniglot).
+        eval_inner_lr: inner step size in eval mode; ``None`` (default) uses ``inner_lr``.
+            A smaller test-time step can be chosen on validation episodes: the learned
+            initialisation is tuned for the training shot, and with more shots at test time
+            the training step size can overshoot.
         bn: ``"support"`` (inductive) or ``"transductive"``, see above.
 
     Shapes:
@@ -76,7 +80,8 @@ class GradientMetaLearner(FewShotMethod):
     first_order: bool = False
 
     def __init__(self, backbone: nn.Module, inner_steps: int = 1, eval_inner_steps: int = 3,
-                 inner_lr: float = 0.4, bn: str = "support") -> None:
+                 inner_lr: float = 0.4, bn: str = "support", eval_inner_lr: float | None = None
+                 ) -> None:
         super().__init__(backbone)
         if bn not in BN_MODES:
             raise ValueError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
@@ -85,6 +90,9 @@ class GradientMetaLearner(FewShotMethod):
                              f"eval_inner_steps={eval_inner_steps}")
         if inner_lr <= 0:
             raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
+        if eval_inner_lr is not None and eval_inner_lr <= 0:
+            raise ValueError(f"eval_inner_lr must be > 0 (or None for inner_lr), got "
+                             f"{eval_inner_lr}")
         out_dim = getattr(backbone, "out_dim", None)
         if not isinstance(out_dim, int):
             raise ValueError(f"{type(self).__name__} needs a backbone with an integer out_dim "
@@ -94,12 +102,14 @@ class GradientMetaLearner(FewShotMethod):
         self.inner_steps = inner_steps
         self.eval_inner_steps = eval_inner_steps
         self.inner_lr = inner_lr
+        self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
         self.bn = bn
         self.transductive = bn == "transductive"
 
     def extra_repr(self) -> str:
         return (f"inner_steps={self.inner_steps}, eval_inner_steps={self.eval_inner_steps}, "
-                f"inner_lr={self.inner_lr}, bn={self.bn!r}, {super().extra_repr()}")
+                f"inner_lr={self.inner_lr}, eval_inner_lr={self.eval_inner_lr}, "
+                f"bn={self.bn!r}, {super().extra_repr()}")
 
     def meta_parameters(self) -> Params:
         """The initialisation :math:`\\theta` that the inner loop starts from (the backbone's
@@ -123,6 +133,8 @@ class GradientMetaLearner(FewShotMethod):
         .. math:: \\theta'_{t+1} = \\theta'_t - \\alpha \\nabla \\mathcal{L}_S(\\theta'_t),
             \\quad \\theta'_0 = (\\theta, W = 0, c = 0)
 
+        with :math:`\\alpha` = ``inner_lr`` in training mode and ``eval_inner_lr`` in eval mode.
+
         Args:
             support: ``[s, *x]`` support inputs of one episode.
             labels: ``[s]`` labels in ``0..n_way-1``.
@@ -137,8 +149,9 @@ class GradientMetaLearner(FewShotMethod):
             return F.cross_entropy(at_least_float32(self._logits(p, support, None)), labels)
 
         with torch.enable_grad():
-            return inner_loop(support_loss, self._initial(n_way, support), steps,
-                              self.inner_lr, create_graph)
+            lr = self.inner_lr if self.training else self.eval_inner_lr
+            return inner_loop(support_loss, self._initial(n_way, support), steps, lr,
+                              create_graph)
 
     def predict(self, params: Params, support: Tensor, query: Tensor) -> Tensor:
         """Query logits ``[q, n]`` of one episode under adapted ``params`` (BatchNorm as ``bn``)."""
@@ -229,6 +242,7 @@ class Reptile(GradientMetaLearner):
         inner_steps: inner SGD steps per episode in training. Default ``5``.
         eval_inner_steps: inner steps in evaluation. Default ``10``.
         inner_lr: inner step size. Default ``0.1``.
+        eval_inner_lr: inner step size in evaluation; ``None`` (default) uses ``inner_lr``.
         bn: ``"support"`` or ``"transductive"`` (see :class:`GradientMetaLearner`).
         train_on_queries: in training, adapt on the support and query examples together
             (Reptile has no outer query loss, so a training episode's queries are simply more
@@ -240,9 +254,9 @@ class Reptile(GradientMetaLearner):
     first_order = True
 
     def __init__(self, backbone: nn.Module, inner_steps: int = 5, eval_inner_steps: int = 10,
-                 inner_lr: float = 0.1, bn: str = "support", train_on_queries: bool = True
-                 ) -> None:
-        super().__init__(backbone, inner_steps, eval_inner_steps, inner_lr, bn)
+                 inner_lr: float = 0.1, bn: str = "support", train_on_queries: bool = True,
+                 eval_inner_lr: float | None = None) -> None:
+        super().__init__(backbone, inner_steps, eval_inner_steps, inner_lr, bn, eval_inner_lr)
         self.train_on_queries = bool(train_on_queries)
 
     def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:

@@ -165,7 +165,7 @@ class RelationNet(FewShotMethod):
             ``[b, m, c, h, w] -> [b, m, C, H, W]``
         """
         b = x.shape[0]
-        z = self.backbone.forward_map(rearrange(x, "b m ... -> (b m) ..."))
+        z = self.run_backbone(self.backbone.forward_map, rearrange(x, "b m ... -> (b m) ..."))
         if tuple(z.shape[1:]) != self.map_shape:
             raise ValueError(f"expected feature maps of shape {self.map_shape} (set at "
                              f"construction), got {tuple(z.shape[1:])}; build the method for "

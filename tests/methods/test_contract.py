@@ -81,6 +81,19 @@ def test_eval_mode_is_deterministic(name):
     assert torch.equal(model(ep), model(ep))
 
 
+def test_eval_chunking_is_exact(name):
+    # in eval mode the backbone embeds a batch in chunks of eval_chunk examples (cache-friendly
+    # on CPU); BatchNorm uses running statistics there, so chunks must not change the logits
+    model = make_method(name)
+    train_a_little(model)
+    ep = make_episode()
+    with torch.no_grad():
+        whole = model(ep)
+        model.eval_chunk = 5
+        chunked = model(ep)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
 def test_support_permutation_and_relabelling(name):
     model = make_method(name)
     train_a_little(model)

@@ -122,6 +122,27 @@ def test_first_order_maml_matches_a_hand_written_reference():
     assert torch.allclose(lin.bias.grad, a.grad, atol=1e-6)
 
 
+def test_eval_inner_lr_is_used_in_eval_mode_only():
+    ep = vector_episode()
+    small = FOMAML(tiny_mlp(), inner_steps=3, eval_inner_steps=3, inner_lr=0.5,
+                   eval_inner_lr=0.05)
+    same = FOMAML(tiny_mlp(), inner_steps=3, eval_inner_steps=3, inner_lr=0.05)
+    assert small.eval_inner_lr == 0.05 and same.eval_inner_lr == 0.05
+    with torch.no_grad():
+        assert torch.allclose(small.eval()(ep), same.eval()(ep), atol=1e-6)
+        assert not torch.allclose(small.train()(ep), same.train()(ep), atol=1e-4)
+    lin = small.backbone.module[0]
+    A = lin.weight.detach().clone().requires_grad_(True)
+    a = lin.bias.detach().clone().requires_grad_(True)
+    A2, a2, W, c = reference_adapt(A, a, ep.support[0], ep.support_labels[0], ep.n_way,
+                                   3, 0.05, False)
+    expected = torch.tanh(ep.query[0] @ A2.T + a2) @ W.T + c
+    with torch.no_grad():
+        assert torch.allclose(small.eval()(ep)[0], expected.detach(), atol=1e-5)
+    with pytest.raises(ValueError, match="eval_inner_lr"):
+        FOMAML(tiny_mlp(), eval_inner_lr=0.0)
+
+
 def test_second_order_maml_matches_reference_and_finite_differences():
     model = MAML(tiny_mlp(dtype=torch.float64), inner_steps=2, inner_lr=0.5)
     ep = vector_episode(dtype=torch.float64)
