@@ -202,8 +202,10 @@ def main() -> int:
         sys.exit("no config for: " + ", ".join(missing))
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for method, shots in cells:
-        rows[f"{method}:{shots}"] = run_model(method, shots, Path(args.out), args.skip_training,
-                                              args.episodes)
+        row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes)
+        # re-read before writing: several invocations may fill the table in parallel
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        rows[f"{method}:{shots}"] = row
         write_table(rows)
         plot(rows)
         for cell, res in rows[f"{method}:{shots}"]["results"].items():
