@@ -126,7 +126,7 @@ def test_dataset(image_size: int):  # noqa: ANN201
 def run(key: str, out_root: Path, skip_training: bool, overrides: dict[str, Any],
         episodes: int) -> dict[str, Any]:
     """Train (unless skipped) and evaluate run ``key``; returns its table row."""
-    from relgraph.engine import evaluate, load_model, train
+    from relgraph.engine import confidence_interval, episode_accuracies, load_model, train
 
     out = run_dir(out_root, key)
     config = run_config(key, overrides)
@@ -139,16 +139,35 @@ def run(key: str, out_root: Path, skip_training: bool, overrides: dict[str, Any]
         raise SystemExit(f"no trained run at {out}; train it first (drop --skip-training)")
     model, ckpt = load_model(out / "checkpoint.pt")
     test = test_dataset(ckpt["preprocessing"]["image_size"])
-    results = {f"5w{k}s": evaluate(model, test, ways=5, shots=k, queries=15, episodes=episodes,
-                                   seed=0)
-               for k in SHOTS}
+    results, per_episode = {}, {}
+    for k in SHOTS:
+        accs = episode_accuracies(model, test, ways=5, shots=k, queries=15, episodes=episodes,
+                                  seed=0)
+        results[f"5w{k}s"] = {"accuracy": 100.0 * float(accs.mean()),
+                              "ci95": 100.0 * confidence_interval(accs),
+                              "episodes": int(accs.numel()), "ways": 5, "shots": k,
+                              "queries": 15, "seed": 0,
+                              "transductive": bool(model.transductive)}
+        per_episode[f"5w{k}s"] = [round(float(a), 5) for a in accs]
     method, hallucinator, m = key.split(":")
     recorded, steps = run_time(out)
     return {"key": key, "method": method, "hallucinator": hallucinator, "per_class": int(m),
             "augment": config.method_args.get("augment"), "out": str(out),
             "train_seconds": recorded if recorded is not None else seconds, "steps": steps,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
-            "overrides": overrides, "results": results}
+            "overrides": overrides, "results": results, "per_episode": per_episode}
+
+
+def paired_delta(row: dict[str, Any], base: dict[str, Any], key: str = "5w1s") -> str:
+    """``row - base`` accuracy on the same episodes: the mean per-episode difference with its
+    95% CI when both rows carry per-episode accuracies, else the plain difference."""
+    from relgraph.engine import confidence_interval
+
+    a, b = row.get("per_episode", {}).get(key), base.get("per_episode", {}).get(key)
+    if a and b and len(a) == len(b):
+        d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+        return f"{100 * float(d.mean()):+.2f} +- {100 * confidence_interval(d):.2f}"
+    return f"{row['results'][key]['accuracy'] - base['results'][key]['accuracy']:+.2f}"
 
 
 def _fmt(r: dict[str, Any]) -> str:
@@ -169,7 +188,9 @@ def write_results(rows: dict[str, dict[str, Any]], results_dir: Path) -> None:
         "Accuracy in % with 95% CI (1.96 std / sqrt(episodes)). `m`: generated examples per "
         "class, added as extra support nodes in training and at test time (m = 0: no "
         "generation, the baseline, trained with the same base config). delta: 5-way 1-shot "
-        "accuracy minus the same method's baseline. Target of issue 7: +1 point on 5-way "
+        "accuracy minus the same method's baseline on the same 1,000 episodes, as the mean "
+        "per-episode difference with its 95% CI (paired; a CI containing 0 means no "
+        "measurable change). Target of issue 7: +1 point on 5-way "
         "1-shot.",
         "",
         "| method | hallucinator | m | 5-way 1-shot | 5-way 5-shot | delta 5w1s | training "
@@ -183,7 +204,7 @@ def write_results(rows: dict[str, dict[str, Any]], results_dir: Path) -> None:
         one = r["results"]["5w1s"]
         delta = "-"
         if base is not None and r["per_class"] > 0:
-            delta = f"{one['accuracy'] - base['results']['5w1s']['accuracy']:+.2f}"
+            delta = paired_delta(r, base)
         secs = r["train_seconds"]
         t = f"{secs / 60:.1f} min" if secs else "not recorded"
         h = "-" if r["per_class"] == 0 else r["hallucinator"]
@@ -201,7 +222,7 @@ def write_results(rows: dict[str, dict[str, Any]], results_dir: Path) -> None:
             continue
         gain, best = max(gains, key=lambda g: g[0])
         met = "met" if gain >= 1.0 else "NOT met"
-        lines.append(f"- {method}: best 5-way 1-shot change {gain:+.2f} points "
+        lines.append(f"- {method}: best 5-way 1-shot change {paired_delta(best, base)} points "
                      f"({best['hallucinator']}, m = {best['per_class']}) over "
                      f"{len(gains)} generating run(s): target (+1 point) {met}.")
     overridden = sorted({json.dumps(r["overrides"], sort_keys=True) for r in ordered
@@ -225,7 +246,24 @@ def write_results(rows: dict[str, dict[str, Any]], results_dir: Path) -> None:
               "", "Reproduce: `python experiments/generative.py [<method>[:<hallucinator>[:<m>]] "
               "...]`.", ""]
     atomic_write_text(results_dir / "generative.md", "\n".join(lines))
-    atomic_write_text(results_dir / "generative.json", json.dumps(rows, indent=2) + "\n")
+    summary = {k: {f: v for f, v in r.items() if f != "per_episode"} for k, r in rows.items()}
+    atomic_write_text(results_dir / "generative.json", json.dumps(summary, indent=2) + "\n")
+    episodes = {k: r["per_episode"] for k, r in rows.items() if r.get("per_episode")}
+    atomic_write_text(results_dir / "generative_episodes.json",
+                      json.dumps(episodes, separators=(",", ":")) + "\n")
+
+
+def load_rows(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """The rows saved in ``generative.json``, with their per-episode accuracies
+    (``generative_episodes.json``) where recorded."""
+    state = results_dir / "generative.json"
+    rows = json.loads(state.read_text()) if state.is_file() else {}
+    episodes_file = results_dir / "generative_episodes.json"
+    episodes = json.loads(episodes_file.read_text()) if episodes_file.is_file() else {}
+    for key, row in rows.items():
+        if key in episodes:
+            row["per_episode"] = episodes[key]
+    return rows
 
 
 def draw_figure(out_root: Path, results_dir: Path) -> Path | None:
@@ -298,11 +336,10 @@ def main() -> int:
         overrides[key.strip()] = yaml.safe_load(value)
     out_root, results_dir = Path(args.out), Path(args.results)
     if not args.figure_only:
-        state = results_dir / "generative.json"
         for key in select(args.runs):
             row = run(key, out_root, args.skip_training, overrides, args.episodes)
             # re-read just before writing: another process may have added rows meanwhile
-            rows = json.loads(state.read_text()) if state.is_file() else {}
+            rows = load_rows(results_dir)
             rows[key] = row
             write_results(rows, results_dir)
             r = rows[key]["results"]
