@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from relgraph.data.episode import Episode
 from relgraph.graph.episode_graph import EpisodeGraph
-from relgraph.graph.kernels import LearnedKernel
+from relgraph.graph.kernels import LearnedKernel, squared_euclidean
 from relgraph.methods.base import FewShotMethod, register_method
 
 __all__ = ["GNN", "receive_mask", "masked_softmax"]
@@ -105,6 +105,20 @@ class GNN(FewShotMethod):
     supports, so queries cannot influence each other; only the pairs that carry messages are
     evaluated by the kernel (``n x s`` instead of ``n x n``). Transductive: the full graph.
 
+    **Distance bias** (``distance_bias=True``, not in the paper): every layer's kernel score
+    gets :math:`-\\alpha^{(l)} \\lVert f_i - f_j \\rVert^2` added, the squared Euclidean
+    distance of the embeddings scaled by a learned :math:`\\alpha^{(l)} > 0` (initially 1):
+
+    .. math::
+        A^{(l)}_{ij} = \\operatorname{softmax}_{j \\in \\mathcal N(i)}
+            \\big(\\operatorname{MLP}^{(l)}(\\ldots) - \\alpha^{(l)}
+            \\lVert f_i - f_j \\rVert^2\\big).
+
+    With the kernel MLP's output constant, a 1-shot query's adjacency over the supports is then
+    exactly Prototypical Networks' class distribution (Snell et al. 2017), so the GNN starts
+    from the metric that ProtoNet's backbone was trained for (``train.init_from``) instead of
+    learning it anew from ``|x_i - x_j|``.
+
     **Generated supports** (``augment``): generated examples become extra support nodes with
     their one-hot labels (flagged in :attr:`EpisodeGraph.is_generated`); a node ``j`` of
     weight :math:`w_j` (``augment.weight`` for generated ones, 1 for real ones) enters every
@@ -120,6 +134,7 @@ class GNN(FewShotMethod):
         transductive: let queries exchange messages.
         embed_dim: embedding size (default ``backbone.out_dim``).
         chunk: rows per chunk of the kernel (see :class:`~relgraph.graph.LearnedKernel`).
+        distance_bias: add the learned-scale squared Euclidean distance term (see above).
         augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
             (see :doc:`/generative`); ``None`` (default): none.
 
@@ -136,6 +151,7 @@ class GNN(FewShotMethod):
     def __init__(self, backbone: nn.Module, nf: int = 96, layers: int = 2,
                  kernel_hidden: Sequence[int] | None = None, transductive: bool = False,
                  embed_dim: int | None = None, chunk: int | None = 64,
+                 distance_bias: bool = False,
                  augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if nf < 2:
@@ -159,6 +175,10 @@ class GNN(FewShotMethod):
             self.kernels.append(LearnedKernel(d + 2 * e, hidden, out_dim=1, chunk=chunk))
             self.convs.append(_GraphConv(d, e, 1 if last else c, last))
             e += c
+        self.distance_bias = bool(distance_bias)
+        if self.distance_bias:
+            # log alpha per layer; alpha = 1 at the start
+            self.log_alpha = nn.Parameter(torch.zeros(layers + 1))
         if augment is not None:
             self._setup_augment(augment, d)
 
@@ -193,10 +213,13 @@ class GNN(FewShotMethod):
         sub = mask[:, :, cols]
         w = graph.node_weights
         log_w = None if w is None else w[:, cols].log().unsqueeze(1)  # [b, 1, m]
+        dist = squared_euclidean(f, f[:, cols]) if self.distance_bias else None  # [b, n, m]
         adjacencies = []
-        for kernel, conv in zip(self.kernels, self.convs, strict=True):
+        for layer, (kernel, conv) in enumerate(zip(self.kernels, self.convs, strict=True)):
             node = torch.cat([f, g.mean(2), g.amax(2)], dim=-1)
             scores = kernel(node, node[:, cols]).squeeze(-1)  # [b, n, m]
+            if dist is not None:
+                scores = scores - self.log_alpha[layer].exp() * dist
             if log_w is not None:
                 scores = scores + log_w
             adj = masked_softmax(scores, sub)
@@ -223,7 +246,7 @@ class GNN(FewShotMethod):
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, nf={self.nf}, layers={len(self.convs) - 1}, "
-                f"transductive={self.transductive}")
+                f"transductive={self.transductive}, distance_bias={self.distance_bias}")
 
 
 @register_method("gnn_transductive")

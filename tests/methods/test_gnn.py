@@ -160,3 +160,29 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="embed_dim"):
         GNN(nn.Flatten())
     assert len(GNN(nn.Flatten(), embed_dim=D, layers=0).adjacencies(feature_episode())) == 1
+
+
+def test_distance_bias_gives_protonet_adjacency_when_the_kernel_is_constant():
+    """With the kernel MLPs' last layer zeroed, a 1-shot query's first adjacency over the
+    supports is softmax(-||q - s||^2): Prototypical Networks' class distribution."""
+    from relgraph.graph import squared_euclidean
+    from relgraph.methods.protonet import ProtoNet
+
+    model = make_gnn(distance_bias=True).eval()
+    for kernel in model.kernels:
+        last = [m for m in kernel.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    ep = feature_episode(k_shot=1, n_query=2)
+    adj = model.adjacencies(ep)[0]  # [b, n, n]
+    s = ep.support.shape[1]
+    expected = torch.softmax(-squared_euclidean(ep.query, ep.support), dim=-1)
+    torch.testing.assert_close(adj[:, s:, :s], expected)
+    proto = ProtoNet(nn.Flatten()).eval()(ep)
+    torch.testing.assert_close(adj[:, s:, :s], torch.softmax(proto, dim=-1))
+    # alpha is learned: it gets a gradient
+    model.train()
+    loss = model.loss(feature_episode(k_shot=1))[0]
+    loss.backward()
+    assert model.log_alpha.grad is not None and torch.isfinite(model.log_alpha.grad).all()
+    assert "distance_bias=True" in repr(model)
