@@ -100,7 +100,8 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
-            f"CPU, {torch.get_num_threads()} threads",
+            f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}",
+            "torch": torch.__version__,
             "transductive": results[f"5w{shots}s"]["transductive"], "results": results}
 
 
@@ -176,8 +177,11 @@ def write_table(rows: dict) -> None:
     lines += ["", "Training time: wall clock of the training loop incl. validation (metrics.csv). "
               "Other jobs on the same machine slow it, so treat CPU times as upper bounds.",
               "", "## Short of the papers", ""] + shortfalls(rows)
-    lines += ["", f"Machine: torch {torch.__version__}, {platform.machine()}. Plot: "
-              "`omniglot.png`.", "",
+    devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
+                      for r in rows.values()})
+    lines += ["", f"Software per device: {'; '.join(devices)} ({platform.machine()}). CPU rows "
+              "ran on this project's 2-core machine, GPU rows on a lent GPU machine with the "
+              "same configs (same steps and episodes). Plot: `omniglot.png`.", "",
               "Reproduce: `python experiments/omniglot.py` (all), or "
               "`python experiments/omniglot.py <method>[:<shots>] ...` for some models.", ""]
     atomic_write_text(TABLE, "\n".join(lines))
