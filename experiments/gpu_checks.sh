@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one short script (run on a CUDA machine from the project root):
-#   1. tests/test_cuda.py: every method, the kernels, training and evaluation on CUDA against
+#   1. tests/methods/test_cuda.py: every method, the kernels, training and evaluation on CUDA against
 #      the CPU (skipped on machines without CUDA, so CI never runs them);
 #   2. relgraph bench on CUDA: the graph methods on 20-way 5-shot 15-query episodes (n = 400)
 #      and the growth of their cost with n;
@@ -24,7 +24,7 @@ start=$SECONDS
   "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$out/machine.txt"
 
-timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$out/test_cuda.log" | tail -3
+timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/methods/test_cuda.py 2>&1 | tee "$out/test_cuda.log" | tail -3
 
 {
   for m in protonet gnn edge_gnn edge_gnn_transductive; do

@@ -41,6 +41,7 @@ STATE = RESULTS / "omniglot.json"
 PLOT = RESULTS / "omniglot.png"
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "maml"]
 SHOTS = [1, 5]
+WAYS = (5, 20)
 CELLS = ["5w1s", "5w5s", "20w1s", "20w5s"]
 
 #: Published accuracies (%) on this protocol: 5w1s, 5w5s, 20w1s, 20w5s.
@@ -73,7 +74,7 @@ def config_path(method: str, shots: int) -> Path:
 
 
 def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
-              episodes: int, ways_list: tuple[int, ...] = (5, 20)) -> dict:
+              episodes: int, ways_list: tuple[int, ...] = WAYS) -> dict:
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_model
 
@@ -91,6 +92,8 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     results = {}
+    threads = torch.get_num_threads()
+    train_seconds, train_steps = run_time(out)
     for ways in ways_list:
         started = time.perf_counter()
         res = evaluate(model, test, ways=ways, shots=shots, queries=15, episodes=episodes,
@@ -98,10 +101,10 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
         res["seconds"] = round(time.perf_counter() - started, 1)
         results[f"{ways}w{shots}s"] = res
     return {"method": method, "shots": shots, "config": str(config.relative_to(ROOT)),
-            "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
+            "train_seconds": train_seconds, "train_steps": train_steps,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
-            f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}",
+            f"CPU, {threads} thread{'s' if threads > 1 else ''}",
             "torch": torch.__version__,
             "transductive": next(iter(results.values()))["transductive"], "results": results}
 
@@ -224,7 +227,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "omniglot"))
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--ways", type=int, choices=(5, 20), action="append",
+    parser.add_argument("--ways", type=int, choices=WAYS, action="append",
                         help="evaluate only these ways (repeatable; default 5 and 20); the "
                              "model's other cells already in the table are kept, so two "
                              "processes can evaluate one model's cells in parallel")
@@ -239,7 +242,7 @@ def main() -> int:
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for method, shots in cells:
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
-                        tuple(args.ways or (5, 20)))
+                        tuple(args.ways or WAYS))
         # re-read before writing: several invocations may fill the table in parallel
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         old = rows.get(f"{method}:{shots}")

@@ -1,8 +1,8 @@
 """The same code on CUDA: every registered method, the kernels, training and evaluation.
 
 Skipped where no CUDA device is present (CI has none); run on a GPU machine with
-``pytest -q tests/test_cuda.py``. Each test compares CUDA with the CPU on the same weights and
-inputs, with TF32 switched off so both sides compute in full float32.
+``pytest -q tests/methods/test_cuda.py``. Each test compares CUDA with the CPU on the same
+weights and inputs, with TF32 switched off so both sides compute in full float32.
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import make_tiny_data, tiny_config
+from test_contract import B, K, N, Q, make_episode, make_method
 
-from relgraph.backbones import build_backbone
-from relgraph.data import Episode, build_dataset
+from relgraph.data import build_dataset
 from relgraph.engine import evaluate, load_model, train
 from relgraph.graph import EpisodeGraph, cosine_similarity, squared_euclidean
-from relgraph.methods import build_method, list_methods
+from relgraph.methods import list_methods
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-N, K, Q, B = 4, 2, 3, 2
-
 
 @pytest.fixture(autouse=True)
 def _full_float32():
@@ -30,29 +27,11 @@ def _full_float32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def episode(seed: int = 0) -> Episode:
-    """``B`` episodes of ``N`` noisy class centres: support ``[B, N*K, 1, 16, 16]``."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.rand(B, N, 1, 1, 16, 16, generator=g)
-    support = (centers + 0.2 * torch.randn(B, N, K, 1, 16, 16, generator=g)).flatten(1, 2)
-    query = (centers + 0.2 * torch.randn(B, N, Q, 1, 16, 16, generator=g)).flatten(1, 2)
-    labels = torch.arange(N)
-    return Episode(support, labels.repeat_interleave(K).expand(B, -1).clone(), query,
-                   labels.repeat_interleave(Q).expand(B, -1).clone(),
-                   labels.expand(B, -1).clone(), n_way=N, k_shot=K)
-
-
-def method(name: str):
-    torch.manual_seed(0)
-    backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8, out_channels=8)
-    return build_method(name, backbone, num_classes=N)
-
-
 @pytest.mark.parametrize("name", list_methods())
 def test_method_on_cuda_matches_cpu(name):
-    cpu = method(name)
-    gpu = method(name).cuda()
-    ep = episode()
+    cpu = make_method(name)
+    gpu = make_method(name).cuda()
+    ep = make_episode()
     # training step: the loss and every gradient agree
     loss_c, _ = cpu.loss(ep)
     loss_g, _ = gpu.loss(ep.to("cuda"))
@@ -67,8 +46,8 @@ def test_method_on_cuda_matches_cpu(name):
         assert pg.grad.device.type == "cuda", pname
         # Compared as whole tensors, not element by element: the graph methods' gradients are
         # sensitive to float32 rounding (on the CPU alone, 1e-6 noise on the images moves
-        # edge_gnn's backbone gradients by up to 4.5 % in norm: its edge BCE takes log(1 - p)
-        # of normalised edge values near 1), and CUDA sums in another order than the CPU.
+        # edge_gnn's backbone gradients by up to 4.5 % in norm, experiments/grad_sensitivity.py),
+        # and CUDA sums in another order than the CPU.
         err, ref = (pg.grad.cpu() - pc.grad).norm().item(), pc.grad.norm().item()
         assert err <= 0.1 * ref + 1e-5, f"{pname}: |grad_cuda - grad_cpu| = {err:.3g}, " \
                                         f"|grad_cpu| = {ref:.3g}"
@@ -85,7 +64,7 @@ def test_kernels_on_cuda_match_cpu():
     for kernel in (squared_euclidean, cosine_similarity):
         torch.testing.assert_close(kernel(x.cuda(), x.cuda()).cpu(), kernel(x, x),
                                    rtol=1e-4, atol=1e-4)
-    ep = episode()
+    ep = make_episode()
     s, q = torch.randn(B, N * K, 16, generator=g), torch.randn(B, N * Q, 16, generator=g)
     for transductive in (False, True):
         graph_c = EpisodeGraph.from_episode(ep, s, q, transductive=transductive)
