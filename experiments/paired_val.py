@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args()
 
     ref_key = data_key(args.runs[0])
@@ -53,9 +54,9 @@ def main() -> None:
         raise SystemExit(f"the config of {args.runs[0]} has no validation split")
     ref = None
     for run in args.runs:
-        model, _ = load_model(run / "checkpoint.pt")
+        model, _ = load_model(run / "checkpoint.pt", args.device)
         accs = episode_accuracies(model, val, args.ways, args.shots, args.queries, args.episodes,
-                                  args.seed).double()
+                                  args.seed, device=args.device).double().cpu()
         line = (f"{run}: {100 * float(accs.mean()):.2f} +- {100 * confidence_interval(accs):.2f}")
         if ref is None:
             ref = accs

@@ -12,11 +12,13 @@ from torch import Tensor, nn
 
 from relgraph.data.episode import Episode
 from relgraph.graph.episode_graph import EpisodeGraph
+from relgraph.graph.kernels import squared_euclidean
 from relgraph.methods.base import FewShotMethod, register_method
 
 __all__ = ["EdgeLabelingGNN", "balanced_edge_loss", "initial_edges", "pair_index"]
 
 CLASS_SCORES = ("sum", "mean")
+EDGE_INITS = ("uniform", "metric")
 _TINY = 1e-12  # guards the L1 normalisations of empty rows
 _EDGE_EPS = 1e-6  # added before the final L1 normalisation of an edge (reference code)
 
@@ -38,6 +40,26 @@ def initial_edges(graph: EpisodeGraph, senders: int | None = None) -> Tensor:
     m = graph.num_nodes if senders is None else senders
     e = graph.edge_labels[:, :, :m].float()
     return torch.stack([e, 1.0 - e], dim=-1)
+
+
+def _metric_edges(edges: Tensor, support: Tensor, query: Tensor, labels: Tensor, n_way: int,
+                  weights: Tensor | None) -> Tensor:
+    """``edges [b, n, m, 2]`` with every query-support edge set to ProtoNet's probability of
+    the support's class for that query (embeddings ``support [b, s, d]``, ``query [b, q, d]``,
+    support ``labels [b, s]``, node ``weights [b, n]`` or ``None``)."""
+    s = support.shape[1]
+    onehot = F.one_hot(labels, n_way).to(support.dtype)  # [b, s, c]
+    if weights is not None:
+        onehot = onehot * weights[:, :s, None].to(support.dtype)
+    protos = einsum(onehot, support, "b s c, b s d -> b c d") / onehot.sum(1).clamp_min(
+        _TINY).unsqueeze(-1)
+    probs = torch.softmax(-squared_euclidean(query, protos), dim=-1)  # [b, q, c]
+    sim = probs.gather(-1, labels.unsqueeze(1).expand(-1, probs.shape[1], -1))  # [b, q, s]
+    sim = sim.to(edges.dtype)
+    query_rows = torch.stack([sim, 1.0 - sim], dim=-1)  # [b, q, s, 2]
+    top = edges[:, :s]
+    bottom = torch.cat([query_rows, edges[:, s:, s:]], dim=2)
+    return torch.cat([top, bottom], dim=1)
 
 
 def balanced_edge_loss(sim: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -256,6 +278,13 @@ class EdgeLabelingGNN(FewShotMethod):
             default) or their ``"mean"`` (not biased towards larger classes of an unbalanced
             support set).
         eps: :math:`\\epsilon_{\\log}` of the logits. Default ``1e-6``.
+        edge_init: the initial similarity of a query-support edge: ``"uniform"`` (default,
+            the paper: 0.5) or ``"metric"`` (not in the paper): Prototypical Networks'
+            probability of the support's class for that query,
+            :math:`\\operatorname{softmax}_c(-\\lVert f_i - c_c \\rVert^2)` on the
+            backbone's embeddings, so with a ProtoNet backbone (``train.init_from``) the layers
+            refine ProtoNet's answer instead of starting from none. Query-query edges of the
+            transductive mode stay at 0.5.
         dropout: dropout after the node MLP :math:`f_v` of every layer but the last (training
             only; the reference code uses it on miniImageNet). Default ``0``.
         augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
@@ -275,9 +304,12 @@ class EdgeLabelingGNN(FewShotMethod):
                  proj_dim: int | None = None, in_dim: int | None = None,
                  transductive: bool = False, layer_weights: Sequence[float] | None = None,
                  node_loss_weight: float = 0.0, class_scores: str = "sum",
-                 eps: float = 1e-6, dropout: float = 0.0,
+                 eps: float = 1e-6, dropout: float = 0.0, edge_init: str = "uniform",
                  augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
+        if edge_init not in EDGE_INITS:
+            raise ValueError(f"edge_init must be one of {', '.join(EDGE_INITS)}, got "
+                             f"{edge_init!r}")
         if num_layers < 1:
             raise ValueError(f"expected num_layers >= 1, got {num_layers}")
         node_dims, edge_hidden = tuple(node_dims), tuple(edge_hidden)
@@ -315,6 +347,7 @@ class EdgeLabelingGNN(FewShotMethod):
         self.layer_weights = layer_weights
         self.node_loss_weight = float(node_loss_weight)
         self.class_scores = class_scores
+        self.edge_init = edge_init
         self.eps = float(eps)
         self.proj: nn.Module = nn.Identity()
         if proj_dim is not None:
@@ -374,7 +407,11 @@ class EdgeLabelingGNN(FewShotMethod):
                                           support_labels=labels, is_generated=generated,
                                           support_weights=weights)
         m = graph.num_nodes if self.transductive else graph.n_support
-        return graph, self.propagate(graph.x, initial_edges(graph, m)), aux
+        edges = initial_edges(graph, m)
+        if self.edge_init == "metric":
+            edges = _metric_edges(edges, support, query, labels, episode.n_way,
+                                  graph.node_weights)
+        return graph, self.propagate(graph.x, edges), aux
 
     def _logits(self, graph: EpisodeGraph, edges: Tensor, episode: Episode) -> Tensor:
         s = graph.n_support
@@ -415,7 +452,8 @@ class EdgeLabelingGNN(FewShotMethod):
     def extra_repr(self) -> str:
         return (f"layers={self.num_layers}, layer_weights={self.layer_weights}, "
                 f"node_loss_weight={self.node_loss_weight}, "
-                f"class_scores={self.class_scores!r}, {super().extra_repr()}")
+                f"class_scores={self.class_scores!r}, edge_init={self.edge_init!r}, "
+                f"{super().extra_repr()}")
 
 
 @register_method("edge_gnn_transductive")

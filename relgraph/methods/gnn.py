@@ -70,6 +70,16 @@ class _GraphConv(nn.Module):
         return F.leaky_relu(out, 0.01)
 
 
+def _prototypes(graph: EpisodeGraph) -> Tensor:
+    """Class means ``[b, n_way, d]`` of the support embeddings (weighted by node weight)."""
+    s = graph.n_support
+    onehot = graph.node_labels[:, :s]  # [b, s, k]
+    if graph.node_weights is not None:
+        onehot = onehot * graph.node_weights[:, :s].unsqueeze(-1)
+    total = einsum(onehot, graph.x[:, :s], "b s k, b s d -> b k d")
+    return total / onehot.sum(1).clamp_min(1e-12).unsqueeze(-1)
+
+
 @register_method("gnn")
 class GNN(FewShotMethod):
     """The GNN of Garcia & Bruna (ICLR 2018): node classification on the episode graph.
@@ -119,6 +129,12 @@ class GNN(FewShotMethod):
     from the metric that ProtoNet's backbone was trained for (``train.init_from``) instead of
     learning it anew from ``|x_i - x_j|``.
 
+    **Metric read-out** (``metric_readout=True``, not in the paper): the query scores get
+    Prototypical Networks' logits added, :math:`-\\beta \\lVert f_q - c_k \\rVert^2` with
+    :math:`c_k` the mean embedding of class ``k``'s supports and a learned :math:`\\beta > 0`
+    (initially 1); the read-out layer starts at zero, so the model starts as exactly ProtoNet on
+    its backbone (``train.init_from``) and the graph layers learn a correction to it.
+
     **Generated supports** (``augment``): generated examples become extra support nodes with
     their one-hot labels (flagged in :attr:`EpisodeGraph.is_generated`); a node ``j`` of
     weight :math:`w_j` (``augment.weight`` for generated ones, 1 for real ones) enters every
@@ -135,6 +151,7 @@ class GNN(FewShotMethod):
         embed_dim: embedding size (default ``backbone.out_dim``).
         chunk: rows per chunk of the kernel (see :class:`~relgraph.graph.LearnedKernel`).
         distance_bias: add the learned-scale squared Euclidean distance term (see above).
+        metric_readout: add ProtoNet's logits to the read-out (see above).
         augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
             (see :doc:`/generative`); ``None`` (default): none.
 
@@ -151,7 +168,7 @@ class GNN(FewShotMethod):
     def __init__(self, backbone: nn.Module, nf: int = 96, layers: int = 2,
                  kernel_hidden: Sequence[int] | None = None, transductive: bool = False,
                  embed_dim: int | None = None, chunk: int | None = 64,
-                 distance_bias: bool = False,
+                 distance_bias: bool = False, metric_readout: bool = False,
                  augment: dict[str, Any] | None = None) -> None:
         super().__init__(backbone)
         if nf < 2:
@@ -179,6 +196,10 @@ class GNN(FewShotMethod):
         if self.distance_bias:
             # log alpha per layer; alpha = 1 at the start
             self.log_alpha = nn.Parameter(torch.zeros(layers + 1))
+        self.metric_readout = bool(metric_readout)
+        if self.metric_readout:
+            self.log_beta = nn.Parameter(torch.zeros(()))  # beta = 1: ProtoNet's logits
+            nn.init.zeros_(self.convs[-1].lin_class.weight)  # start as exactly ProtoNet
         if augment is not None:
             self._setup_augment(augment, d)
 
@@ -228,6 +249,8 @@ class GNN(FewShotMethod):
             adjacencies.append(full)
             out = conv(f, g, adj, cols)
             if conv.last:
+                if self.metric_readout:
+                    out = out - self.log_beta.exp() * squared_euclidean(f, _prototypes(graph))
                 return out, adjacencies
             g = torch.cat([g, out], dim=-1)
         raise AssertionError("unreachable")
@@ -246,7 +269,8 @@ class GNN(FewShotMethod):
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, nf={self.nf}, layers={len(self.convs) - 1}, "
-                f"transductive={self.transductive}, distance_bias={self.distance_bias}")
+                f"transductive={self.transductive}, distance_bias={self.distance_bias}, "
+                f"metric_readout={self.metric_readout}")
 
 
 @register_method("gnn_transductive")

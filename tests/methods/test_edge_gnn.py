@@ -274,3 +274,28 @@ def test_dropout_in_every_node_update_but_the_last():
     ep = feature_episode([0, 1, 2], 4, 3)
     model.eval()
     assert torch.equal(model(ep), model(ep))  # dropout off in eval mode
+
+
+@pytest.mark.parametrize("support_labels", [[0, 1, 2], [0, 0, 1, 1, 2, 2]])
+def test_metric_edge_init_gives_protonet_when_the_edge_mlps_are_constant(support_labels):
+    """edge_init="metric": query-support edges start at ProtoNet's class probability; with
+    every edge MLP's output constant the layers keep them, so the class scores are
+    ProtoNet's distribution. Support-support edges still come from the labels."""
+    from relgraph.methods.protonet import ProtoNet
+
+    model = tiny_model(edge_init="metric", class_scores="mean").eval()
+    randomise_batch_norm(model)
+    for layer in model.edge_layers:
+        last = [m for m in layer.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    ep = feature_episode(support_labels, n_query=4, n_way=3)
+    proto = torch.softmax(ProtoNet(nn.Identity()).eval()(ep), dim=-1)
+    # probabilities (the logits' eps and the edges' 1e-6 matter only for tiny ones)
+    torch.testing.assert_close(model(ep).exp(), proto, atol=1e-4, rtol=1e-4)
+    # the same model with the paper's init does not give ProtoNet
+    model.edge_init = "uniform"
+    assert not torch.allclose(model(ep).exp(), proto, atol=1e-2)
+    with pytest.raises(ValueError, match="edge_init"):
+        tiny_model(edge_init="cosine")
+    assert "edge_init='uniform'" in repr(model)

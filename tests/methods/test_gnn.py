@@ -186,3 +186,27 @@ def test_distance_bias_gives_protonet_adjacency_when_the_kernel_is_constant():
     loss.backward()
     assert model.log_alpha.grad is not None and torch.isfinite(model.log_alpha.grad).all()
     assert "distance_bias=True" in repr(model)
+
+
+@pytest.mark.parametrize("k_shot", [1, 3])
+def test_metric_readout_starts_as_protonet_and_learns_a_correction(k_shot):
+    """With metric_readout the fresh model's query scores are exactly ProtoNet's logits (the
+    read-out layer starts at zero); after a training step the graph layers contribute."""
+    from relgraph.methods.protonet import ProtoNet
+
+    model = make_gnn(metric_readout=True)
+    ep = feature_episode(k_shot=k_shot, n_query=2)
+    proto = ProtoNet(nn.Flatten()).eval()(ep)
+    torch.testing.assert_close(settle(model)(ep), proto)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hard = feature_episode(k_shot=k_shot, seed=3)  # queries labelled as the next class: high loss
+    hard = Episode(hard.support, hard.support_labels, hard.query, (hard.query_labels + 1) % 3,
+                   hard.class_ids, n_way=3, k_shot=k_shot)
+    loss = model.loss(hard)[0]
+    loss.backward()
+    assert model.log_beta.grad is not None and torch.isfinite(model.log_beta.grad).all()
+    assert model.convs[-1].lin_class.weight.grad.abs().sum() > 0
+    opt.step()
+    assert not torch.allclose(model.eval()(ep), proto)
+    assert "metric_readout=True" in repr(model)
