@@ -13,7 +13,6 @@ Usage (from the project root)::
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import yaml
@@ -22,6 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER_GNN = {"metric_readout": False}
 PAPER_EDGE = {"edge_init": "uniform"}
 STRONG = {"rotate": 20, "scale": 0.2, "shear": 20, "translate": 0.15}
+GNN_STEPS = 1500  # the gnn sweep's length (the committed config was cut to 500 steps after it)
 
 # name: (base config, method_args delta, data delta, train delta, backbone_args)
 SWEEPS: dict[str, dict[str, tuple]] = {
@@ -72,9 +72,10 @@ def write_variants(sweep: str, out: Path) -> list[Path]:
     paths = []
     for name, (base, method_args, data, train, backbone_args) in SWEEPS[sweep].items():
         config = yaml.safe_load((CONFIGS / f"{base}.yaml").read_text())
-        config = copy.deepcopy(config)
         config.setdefault("method_args", {}).update(method_args)
         config["data"].update(data)
+        if base == "omniglot_small1_gnn":
+            config["train"]["steps"] = GNN_STEPS
         config["train"].update(train)
         if backbone_args:
             config["backbone_args"] = backbone_args

@@ -14,6 +14,7 @@ from relgraph.data.episode import Episode
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import squared_euclidean
 from relgraph.methods.base import FewShotMethod, register_method
+from relgraph.methods.protonet import prototypes
 
 __all__ = ["EdgeLabelingGNN", "balanced_edge_loss", "initial_edges", "pair_index"]
 
@@ -46,20 +47,15 @@ def _metric_edges(edges: Tensor, support: Tensor, query: Tensor, labels: Tensor,
                   weights: Tensor | None) -> Tensor:
     """``edges [b, n, m, 2]`` with every query-support edge set to ProtoNet's probability of
     the support's class for that query (embeddings ``support [b, s, d]``, ``query [b, q, d]``,
-    support ``labels [b, s]``, node ``weights [b, n]`` or ``None``)."""
+    support ``labels [b, s]``, support ``weights [b, s]`` or ``None``)."""
     s = support.shape[1]
-    onehot = F.one_hot(labels, n_way).to(support.dtype)  # [b, s, c]
-    if weights is not None:
-        onehot = onehot * weights[:, :s, None].to(support.dtype)
-    protos = einsum(onehot, support, "b s c, b s d -> b c d") / onehot.sum(1).clamp_min(
-        _TINY).unsqueeze(-1)
+    protos = prototypes(support, labels, n_way, weights)  # [b, c, d]
     probs = torch.softmax(-squared_euclidean(query, protos), dim=-1)  # [b, q, c]
     sim = probs.gather(-1, labels.unsqueeze(1).expand(-1, probs.shape[1], -1))  # [b, q, s]
     sim = sim.to(edges.dtype)
-    query_rows = torch.stack([sim, 1.0 - sim], dim=-1)  # [b, q, s, 2]
-    top = edges[:, :s]
-    bottom = torch.cat([query_rows, edges[:, s:, s:]], dim=2)
-    return torch.cat([top, bottom], dim=1)
+    edges = edges.clone()
+    edges[:, s:, :s] = torch.stack([sim, 1.0 - sim], dim=-1)
+    return edges
 
 
 def balanced_edge_loss(sim: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -409,8 +405,8 @@ class EdgeLabelingGNN(FewShotMethod):
         m = graph.num_nodes if self.transductive else graph.n_support
         edges = initial_edges(graph, m)
         if self.edge_init == "metric":
-            edges = _metric_edges(edges, support, query, labels, episode.n_way,
-                                  graph.node_weights)
+            w = None if graph.node_weights is None else graph.node_weights[:, :graph.n_support]
+            edges = _metric_edges(edges, support, query, labels, episode.n_way, w)
         return graph, self.propagate(graph.x, edges), aux
 
     def _logits(self, graph: EpisodeGraph, edges: Tensor, episode: Episode) -> Tensor:

@@ -14,6 +14,7 @@ from relgraph.data.episode import Episode
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import LearnedKernel, squared_euclidean
 from relgraph.methods.base import FewShotMethod, register_method
+from relgraph.methods.protonet import prototypes
 
 __all__ = ["GNN", "receive_mask", "masked_softmax"]
 
@@ -71,13 +72,10 @@ class _GraphConv(nn.Module):
 
 
 def _prototypes(graph: EpisodeGraph) -> Tensor:
-    """Class means ``[b, n_way, d]`` of the support embeddings (weighted by node weight)."""
+    """Class means ``[b, n_way, d]`` of the support nodes (weighted by node weight)."""
     s = graph.n_support
-    onehot = graph.node_labels[:, :s]  # [b, s, k]
-    if graph.node_weights is not None:
-        onehot = onehot * graph.node_weights[:, :s].unsqueeze(-1)
-    total = einsum(onehot, graph.x[:, :s], "b s k, b s d -> b k d")
-    return total / onehot.sum(1).clamp_min(1e-12).unsqueeze(-1)
+    w = None if graph.node_weights is None else graph.node_weights[:, :s]
+    return prototypes(graph.x[:, :s], graph.labels[:, :s], graph.n_way, w)
 
 
 @register_method("gnn")
