@@ -1,21 +1,27 @@
-"""The episode graph: every episode becomes a fully connected graph of support and query nodes.
+"""The episode graph: every episode becomes a fully connected graph of its examples.
 
-Nodes ``0..s-1`` are the supports (in episode order, then any generated supports), nodes
-``s..n-1`` the queries, ``n = s + q``. Built once per batch from an
-:class:`~relgraph.data.Episode` and the node embeddings.
+Node order, per episode: the ``s`` labelled supports (the given ones, then any generated
+ones), then the ``q`` queries, then the ``u`` unlabelled nodes (extra examples without labels,
+as in semi-supervised episodes), ``n = s + q + u``. The graph carries what a relational head
+may see: node features, support labels, node roles, flags and weights, and the message mask.
+It never carries the queries' labels: a head cannot read them, and the loss receives them
+separately.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from relgraph.data.episode import Episode
+__all__ = ["EpisodeGraph", "message_mask", "UNLABELLED"]
 
-__all__ = ["EpisodeGraph", "message_mask"]
+#: Label of the nodes whose class the graph does not carry (queries, unlabelled nodes).
+UNLABELLED = -1
+
+QUERY_FILLS = ("zero", "uniform")
 
 
 def message_mask(is_query: Tensor, transductive: bool) -> Tensor:
@@ -23,11 +29,12 @@ def message_mask(is_query: Tensor, transductive: bool) -> Tensor:
 
     ``mask[b, i, j]`` is True when node ``i`` may receive a message from node ``j``.
 
-    Inductive (``transductive=False``): every node receives from the supports and from itself,
-    and from no other query. Supports therefore never hear of queries, so no query can reach
-    another even through a support over several layers, and each query's prediction depends
-    only on the supports and itself (one pass for all queries, instead of one graph per query
-    as in the reference code). Transductive: every edge.
+    Inductive (``transductive=False``): every node receives from the non-query nodes (the
+    supports and any unlabelled nodes) and from itself, and from no other query. Non-query
+    nodes therefore never hear of queries, so no query can reach another even through a
+    support over several layers, and each query's prediction depends only on the non-query
+    nodes and itself (one pass for all queries, instead of one graph per query as in the
+    reference code). Transductive: every edge.
 
     Shapes:
         ``is_query [b, n] -> [b, n, n]``
@@ -42,128 +49,204 @@ def message_mask(is_query: Tensor, transductive: bool) -> Tensor:
 
 @dataclass(frozen=True)
 class EpisodeGraph:
-    """A batch of episode graphs.
+    """A batch of ``b`` episode graphs of ``n`` nodes each.
+
+    Build one with :meth:`build` (from embeddings) or :meth:`from_episode`.
 
     Attributes:
-        x: node features ``[b, n, d]`` (supports first, then queries).
-        is_query: ``[b, n]`` bool, the node roles.
-        labels: ``[b, n]`` long, the class of every node (queries' labels are the targets,
-            hidden from the model: use :attr:`node_labels` and :attr:`edge_labels`).
-        node_labels: ``[b, n, n_way]``: one-hot for supports; for queries zero
-            (``query_label="zero"``) or uniform ``1/n_way`` (``"uniform"``).
-        edge_labels: ``[b, n, n]``: 1 for two supports of the same class, 0 for different
-            classes, ``unknown`` (default 0.5) where a query is involved (except a node with
-            itself, which is 1).
-        edge_known: ``[b, n, n]`` bool: both ends are supports (or it is a self-loop).
+        x: node features ``[b, n, d]`` (supports, then queries, then unlabelled nodes).
+        labels: ``[b, n]`` long: the class (``0..n_way-1``) of every support node,
+            :data:`UNLABELLED` (-1) for queries and unlabelled nodes.
+        is_query: ``[b, n]`` bool, the query nodes (the ones to classify).
+        is_unlabelled: ``[b, n]`` bool, extra nodes without labels that are not queries.
+        is_generated: ``[b, n]`` bool, the support nodes that were generated (hallucinated,
+            see :mod:`relgraph.generative`) rather than given.
+        node_weights: ``[b, n]`` weight of every node (1 for given nodes, the generation
+            weight for generated ones).
         mask: ``[b, n, n]`` bool, ``mask[b, i, j]``: node ``i`` receives messages from node
             ``j`` (see :func:`message_mask`).
         n_way: classes per episode.
-        n_support: support nodes per episode ``s`` (generated ones included).
+        n_support: labelled support nodes per episode ``s`` (generated ones included).
+        n_query: query nodes per episode ``q``.
         transductive: whether queries may exchange messages.
-        is_generated: ``[b, n]`` bool, the support nodes that were generated (hallucinated,
-            see :mod:`relgraph.generative`) rather than given; ``None``: none were.
-        node_weights: ``[b, n]`` weight of every node (1 for real nodes, ``augment.weight``
-            for generated ones); ``None``: all 1.
+
+    Shapes:
+        ``n = n_support + n_query + u``; nodes ``0..s-1`` supports, ``s..s+q-1`` queries.
     """
 
     x: Tensor
-    is_query: Tensor
     labels: Tensor
-    node_labels: Tensor
-    edge_labels: Tensor
-    edge_known: Tensor
+    is_query: Tensor
+    is_unlabelled: Tensor
+    is_generated: Tensor
+    node_weights: Tensor
     mask: Tensor
     n_way: int
     n_support: int
+    n_query: int
     transductive: bool
-    is_generated: Tensor | None = None
-    node_weights: Tensor | None = None
 
     @classmethod
-    def from_episode(cls, episode: Episode, support: Tensor, query: Tensor,
-                     transductive: bool = False, query_label: str = "zero",
-                     unknown: float = 0.5, support_labels: Tensor | None = None,
-                     is_generated: Tensor | None = None,
-                     support_weights: Tensor | None = None) -> EpisodeGraph:
-        """Build the graph of a batch of episodes from their embeddings.
+    def build(cls, support: Tensor, support_labels: Tensor, query: Tensor, n_way: int,
+              transductive: bool = False, is_generated: Tensor | None = None,
+              support_weights: Tensor | None = None,
+              unlabelled: Tensor | None = None) -> EpisodeGraph:
+        """Build the graphs of a batch of episodes from their node features.
 
         Args:
-            episode: the episodes (for labels).
-            support: ``[b, s, d]`` support embeddings (generated ones included, if any).
-            query: ``[b, q, d]`` query embeddings.
+            support: ``[b, s, d]`` support features (generated ones included, if any).
+            support_labels: ``[b, s]`` their labels in ``0..n_way-1``.
+            query: ``[b, q, d]`` query features.
+            n_way: classes per episode.
             transductive: let queries exchange messages.
-            query_label: ``"zero"`` or ``"uniform"`` label encoding for query nodes.
-            unknown: edge label where a query is involved.
-            support_labels: ``[b, s]`` labels of ``support`` when it is not the episode's own
-                support set (e.g. with generated examples, see
-                :meth:`relgraph.methods.FewShotMethod.augment_support`); default
-                ``episode.support_labels``.
             is_generated: ``[b, s]`` bool, which supports were generated; default none.
-            support_weights: ``[b, s]`` weights of the supports; default 1. Queries weigh 1.
+            support_weights: ``[b, s]`` weights of the supports; default 1.
+            unlabelled: ``[b, u, d]`` features of unlabelled (non-query) nodes; default none.
+
+        Shapes:
+            ``[b, s, d], [b, s], [b, q, d] -> x [b, s + q + u, d]``
         """
-        if query_label not in ("zero", "uniform"):
-            raise ValueError(f"query_label must be 'zero' or 'uniform', got {query_label!r}")
-        b, s, _ = support.shape
+        if support.dim() != 3 or query.dim() != 3:
+            raise ValueError(f"expected support [b, s, d] and query [b, q, d], got "
+                             f"{tuple(support.shape)} and {tuple(query.shape)}")
+        b, s, d = support.shape
         q = query.shape[1]
-        n_way = episode.n_way
-        if support_labels is None:
-            support_labels = episode.support_labels
+        if query.shape[0] != b or query.shape[2] != d:
+            raise ValueError(f"support {tuple(support.shape)} and query {tuple(query.shape)} "
+                             "must have the same batch and feature sizes")
         for name, t in (("support_labels", support_labels), ("is_generated", is_generated),
                         ("support_weights", support_weights)):
             if t is not None and tuple(t.shape) != (b, s):
                 raise ValueError(f"expected {name} of shape {(b, s)} (one per support "
-                                 f"embedding), got {tuple(t.shape)}")
-        x = torch.cat([support, query], dim=1)
-        device = x.device
-        is_query = torch.zeros(b, s + q, dtype=torch.bool, device=device)
-        is_query[:, s:] = True
-        generated = torch.zeros(b, s + q, dtype=torch.bool, device=device)
+                                 f"node), got {tuple(t.shape)}")
+        parts = [support, query]
+        u = 0
+        if unlabelled is not None:
+            if unlabelled.dim() != 3 or unlabelled.shape[0] != b or unlabelled.shape[2] != d:
+                raise ValueError(f"expected unlabelled [b={b}, u, d={d}], got "
+                                 f"{tuple(unlabelled.shape)}")
+            u = unlabelled.shape[1]
+            parts.append(unlabelled.to(support.dtype))
+        x = torch.cat(parts, dim=1)
+        device, n = x.device, s + q + u
+        labels = torch.full((b, n), UNLABELLED, dtype=torch.long, device=device)
+        labels[:, :s] = support_labels.to(device)
+        if s and (int(support_labels.min()) < 0 or int(support_labels.max()) >= n_way):
+            raise ValueError(f"support labels must lie in 0..{n_way - 1} (n_way={n_way}), got "
+                             f"{int(support_labels.min())}..{int(support_labels.max())}")
+        is_query = torch.zeros(b, n, dtype=torch.bool, device=device)
+        is_query[:, s:s + q] = True
+        is_unlabelled = torch.zeros(b, n, dtype=torch.bool, device=device)
+        is_unlabelled[:, s + q:] = True
+        generated = torch.zeros(b, n, dtype=torch.bool, device=device)
         if is_generated is not None:
             generated[:, :s] = is_generated.to(device)
-        weights = torch.ones(b, s + q, dtype=x.dtype, device=device)
+        weights = torch.ones(b, n, dtype=x.dtype, device=device)
         if support_weights is not None:
             weights[:, :s] = support_weights.to(device=device, dtype=x.dtype)
-        labels = torch.cat([support_labels.to(device), episode.query_labels.to(device)], dim=1)
-        node_labels = F.one_hot(labels, n_way).to(x.dtype)
-        node_labels[:, s:] = 0.0 if query_label == "zero" else 1.0 / n_way
-        same = (labels.unsqueeze(2) == labels.unsqueeze(1)).to(x.dtype)
-        known = ~(is_query.unsqueeze(2) | is_query.unsqueeze(1))
-        known |= torch.eye(s + q, dtype=torch.bool, device=device).unsqueeze(0)
-        edge_labels = torch.where(known, same, torch.full_like(same, unknown))
-        return cls(x=x, is_query=is_query, labels=labels, node_labels=node_labels,
-                   edge_labels=edge_labels, edge_known=known,
-                   mask=message_mask(is_query, transductive), n_way=n_way, n_support=s,
-                   transductive=transductive, is_generated=generated, node_weights=weights)
+        return cls(x=x, labels=labels, is_query=is_query, is_unlabelled=is_unlabelled,
+                   is_generated=generated, node_weights=weights,
+                   mask=message_mask(is_query, transductive), n_way=int(n_way), n_support=s,
+                   n_query=q, transductive=bool(transductive))
 
+    @classmethod
+    def from_episode(cls, episode, support: Tensor, query: Tensor,  # noqa: ANN001
+                     transductive: bool = False, support_labels: Tensor | None = None,
+                     is_generated: Tensor | None = None,
+                     support_weights: Tensor | None = None) -> EpisodeGraph:
+        """:meth:`build` with the support labels and ``n_way`` of an
+        :class:`~relgraph.data.Episode` (its query labels are not read).
+
+        Args:
+            episode: the episodes.
+            support: ``[b, s, d]`` support features (generated ones included, if any).
+            query: ``[b, q, d]`` query features.
+            transductive: let queries exchange messages.
+            support_labels: ``[b, s]`` labels of ``support`` when it is not the episode's own
+                support set (e.g. with generated examples); default ``episode.support_labels``.
+            is_generated: ``[b, s]`` bool, which supports were generated; default none.
+            support_weights: ``[b, s]`` weights of the supports; default 1.
+        """
+        labels = episode.support_labels if support_labels is None else support_labels
+        return cls.build(support, labels, query, episode.n_way, transductive, is_generated,
+                         support_weights)
+
+    # -- views of the nodes -----------------------------------------------------------------
     @property
     def num_nodes(self) -> int:
         """Nodes per episode ``n``."""
         return int(self.x.shape[1])
 
     @property
-    def target_edges(self) -> Tensor:
-        """Ground-truth edge labels ``[b, n, n]`` (1 same class, 0 different), for losses."""
-        return (self.labels.unsqueeze(2) == self.labels.unsqueeze(1)).to(self.x.dtype)
+    def support(self) -> Tensor:
+        """Support node features ``[b, s, d]``."""
+        return self.x[:, :self.n_support]
 
-    def to_pyg(self, similarity: Tensor | None = None, knn: int | None = None):
-        """This batch as a :class:`torch_geometric.data.Batch` of ``b`` graphs.
+    @property
+    def support_labels(self) -> Tensor:
+        """Support labels ``[b, s]``."""
+        return self.labels[:, :self.n_support]
 
-        Args:
-            similarity: optional ``[b, n, n]`` edge weights stored as ``edge_attr``.
-            knn: keep, for every node, only its ``knn`` most similar neighbours (by
-                ``similarity``) among the allowed edges; default fully connected.
+    @property
+    def support_weights(self) -> Tensor:
+        """Support node weights ``[b, s]``."""
+        return self.node_weights[:, :self.n_support]
 
-        Each graph has ``x [n, d]``, ``y [n]``, ``is_query [n]``, ``edge_index [2, E]`` (the
-        message-carrying edges, ``source -> target``) and ``edge_attr [E]``.
+    @property
+    def query(self) -> Tensor:
+        """Query node features ``[b, q, d]``."""
+        return self.x[:, self.n_support:self.n_support + self.n_query]
+
+    @property
+    def is_labelled(self) -> Tensor:
+        """``[b, n]`` bool, the nodes whose class the graph carries (the supports)."""
+        return self.labels >= 0
+
+    def node_labels(self, fill: str = "zero") -> Tensor:
+        """The label encoding a model may see: ``[b, n, n_way]``.
+
+        One-hot for supports; for queries and unlabelled nodes all zero (``fill="zero"``)
+        or uniform ``1 / n_way`` (``"uniform"``, as in Garcia & Bruna).
         """
-        from relgraph.graph.views import to_pyg
+        if fill not in QUERY_FILLS:
+            raise ValueError(f"fill must be one of {', '.join(QUERY_FILLS)}, got {fill!r}")
+        out = F.one_hot(self.labels.clamp_min(0), self.n_way).to(self.x.dtype)
+        value = 0.0 if fill == "zero" else 1.0 / self.n_way
+        return torch.where(self.is_labelled.unsqueeze(-1), out, torch.full_like(out, value))
 
-        return to_pyg(self, similarity, knn)
+    @property
+    def edge_known(self) -> Tensor:
+        """``[b, n, n]`` bool: both ends are labelled supports (or it is a self-loop)."""
+        known = self.is_labelled.unsqueeze(2) & self.is_labelled.unsqueeze(1)
+        return known | torch.eye(self.num_nodes, dtype=torch.bool,
+                                 device=self.x.device).unsqueeze(0)
 
-    def to_networkx(self, index: int = 0, similarity: Tensor | None = None,
-                    predictions: Tensor | None = None):
-        """Episode ``index`` as a :class:`networkx.Graph` (roles, labels, predictions,
-        edge weights)."""
-        from relgraph.graph.views import to_networkx
+    def edge_labels(self, unknown: float = 0.5) -> Tensor:
+        """``[b, n, n]``: 1 for two supports of the same class (and every self-loop), 0 for
+        two of different classes, ``unknown`` where a query or unlabelled node is involved."""
+        same = (self.labels.unsqueeze(2) == self.labels.unsqueeze(1)).to(self.x.dtype)
+        return torch.where(self.edge_known, same, torch.full_like(same, unknown))
 
-        return to_networkx(self, index, similarity, predictions)
+    def target_edges(self, query_labels: Tensor) -> Tensor:
+        """Ground-truth edge labels ``[b, n, n]`` (1 same class, 0 different) for losses,
+        from the supports' labels and the query labels given here (the graph has none).
+        Edges to unlabelled nodes are 0 (mask them out of a loss).
+
+        Shapes:
+            ``query_labels [b, q] -> [b, n, n]``
+        """
+        if tuple(query_labels.shape) != (self.x.shape[0], self.n_query):
+            raise ValueError(f"expected query_labels of shape {(self.x.shape[0], self.n_query)},"
+                             f" got {tuple(query_labels.shape)}")
+        labels = self.labels.clone()
+        labels[:, self.n_support:self.n_support + self.n_query] = query_labels.to(labels.device)
+        same = labels.unsqueeze(2) == labels.unsqueeze(1)
+        known = (labels >= 0).unsqueeze(2) & (labels >= 0).unsqueeze(1)
+        return (same & known).to(self.x.dtype)
+
+    def with_mask(self, mask: Tensor) -> EpisodeGraph:
+        """A copy with another message mask ``[b, n, n]``."""
+        if mask.shape != self.mask.shape:
+            raise ValueError(f"expected a mask of shape {tuple(self.mask.shape)}, got "
+                             f"{tuple(mask.shape)}")
+        return replace(self, mask=mask)

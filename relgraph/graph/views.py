@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from relgraph.graph.episode_graph import EpisodeGraph
+
 if TYPE_CHECKING:
     import networkx as nx
     from torch_geometric.data import Batch
-
-    from relgraph.graph.episode_graph import EpisodeGraph
 
 __all__ = ["knn_mask", "to_pyg", "to_networkx", "draw_episode_graph"]
 
@@ -64,12 +64,19 @@ def to_pyg(graph: EpisodeGraph, similarity: Tensor | None = None,
             edges (self-loops in the mask are kept); needs ``similarity``. Default: every
             allowed edge (fully connected, minus the edges the mask forbids).
 
-    Each graph has ``x [n, d]``, ``y [n]`` (the labels, queries' included: targets only),
-    ``node_labels [n, n_way]`` (the label encoding a model may see), ``is_query [n]``,
-    ``is_generated [n]`` (generated supports), ``edge_index [2, E]`` (``source -> target``:
-    node ``target`` receives from ``source``) and, with ``similarity``, ``edge_attr [E]``.
+    Each graph has ``x [n, d]``, ``y [n]`` (the labels the graph carries: supports' classes,
+    -1 for queries and unlabelled nodes), ``node_labels [n, n_way]`` (one-hot for supports,
+    zero elsewhere), ``is_query [n]``, ``is_generated [n]`` (generated supports),
+    ``edge_index [2, E]`` (``source -> target``: node ``target`` receives from ``source``) and,
+    with ``similarity``, ``edge_attr [E]``. Built without a loop over episodes: the edges of all
+    graphs come from one :func:`torch_geometric.utils.dense_to_sparse` of the batched mask, and
+    ``batch.to_data_list()`` gives the episodes back.
+
+    Shapes:
+        ``x [b, n, d]``, ``mask [b, n, n]`` -> a batch of ``b`` graphs, ``b * n`` nodes.
     """
-    from torch_geometric.data import Batch, Data
+    from torch_geometric.data import Batch
+    from torch_geometric.utils import dense_to_sparse
 
     _check_similarity(graph, similarity)
     mask = graph.mask
@@ -77,24 +84,33 @@ def to_pyg(graph: EpisodeGraph, similarity: Tensor | None = None,
         if similarity is None:
             raise ValueError("knn needs a similarity to choose the nearest neighbours")
         mask = knn_mask(mask, similarity, knn)
-    generated = _generated(graph)
-    data = []
-    for e in range(mask.shape[0]):
-        target, source = mask[e].nonzero(as_tuple=True)
-        item = Data(x=graph.x[e], y=graph.labels[e], node_labels=graph.node_labels[e],
-                    is_query=graph.is_query[e], is_generated=generated[e],
-                    edge_index=torch.stack([source, target]))
-        if similarity is not None:
-            item.edge_attr = similarity[e, target, source]
-        data.append(item)
-    return Batch.from_data_list(data)
-
-
-def _generated(graph: EpisodeGraph) -> Tensor:
-    """``[b, n]`` bool, the generated support nodes (all False when the graph has none)."""
-    if graph.is_generated is None:
-        return torch.zeros_like(graph.is_query)
-    return graph.is_generated
+    b, n = mask.shape[:2]
+    edge_index, _ = dense_to_sparse(mask.to(torch.uint8))  # rows: (b*n + target, b*n + source)
+    target, source = edge_index
+    device = mask.device
+    counts = mask.reshape(b, -1).sum(-1)
+    batch = Batch(x=graph.x.reshape(b * n, -1), y=graph.labels.reshape(-1),
+                  node_labels=graph.node_labels("zero").reshape(b * n, -1),
+                  is_query=graph.is_query.reshape(-1),
+                  is_generated=graph.is_generated.reshape(-1),
+                  edge_index=torch.stack([source, target]),
+                  batch=torch.arange(b, device=device).repeat_interleave(n),
+                  ptr=torch.arange(b + 1, device=device) * n)
+    node_ptr = torch.arange(b + 1, device=device) * n
+    edge_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    slices = {"x": node_ptr, "y": node_ptr, "node_labels": node_ptr, "is_query": node_ptr,
+              "is_generated": node_ptr, "edge_index": edge_ptr}
+    inc = {key: torch.zeros(b, dtype=torch.long, device=device) for key in slices}
+    inc["edge_index"] = node_ptr[:-1]
+    if similarity is not None:
+        e_of = target // n  # the episode of every edge
+        batch.edge_attr = similarity[e_of, target % n, source % n]
+        slices["edge_attr"] = edge_ptr
+        inc["edge_attr"] = inc["x"]
+    batch._num_graphs = b
+    batch._slice_dict = {k: v.cpu() for k, v in slices.items()}
+    batch._inc_dict = {k: v.cpu() for k, v in inc.items()}
+    return batch
 
 
 def _predicted_labels(predictions: Tensor | None, index: int, q: int) -> list[int] | None:
@@ -109,12 +125,28 @@ def _predicted_labels(predictions: Tensor | None, index: int, q: int) -> list[in
     return [int(v) for v in p]
 
 
+def _true_labels(graph: EpisodeGraph, index: int, query_labels: Tensor | None) -> list[int]:
+    """Node labels of episode ``index``: the graph's (-1 for queries), with the queries'
+    true labels filled in from ``query_labels [b, q]`` when given."""
+    labels = graph.labels[index].clone()
+    if query_labels is not None:
+        if tuple(query_labels.shape) != (graph.x.shape[0], graph.n_query):
+            raise ValueError(f"expected query_labels of shape "
+                             f"{(graph.x.shape[0], graph.n_query)}, got "
+                             f"{tuple(query_labels.shape)}")
+        s = graph.n_support
+        labels[s:s + graph.n_query] = query_labels[index].to(labels.device)
+    return [int(v) for v in labels.tolist()]
+
+
 def to_networkx(graph: EpisodeGraph, index: int = 0, similarity: Tensor | None = None,
-                predictions: Tensor | None = None) -> nx.Graph:
+                predictions: Tensor | None = None,
+                query_labels: Tensor | None = None) -> nx.Graph:
     """Episode ``index`` as an undirected :class:`networkx.Graph`.
 
-    Nodes ``0..n-1`` (supports first) carry ``role`` (``"support"`` or ``"query"``),
-    ``generated`` (a generated support), ``label`` (the true class in ``0..n_way-1``) and
+    Nodes ``0..n-1`` (supports first) carry ``role`` (``"support"``, ``"query"`` or
+    ``"unlabelled"``), ``generated`` (a generated support), ``label`` (the class in
+    ``0..n_way-1``; -1 for queries unless ``query_labels`` is given, the graph has none) and
     ``prediction`` (queries, when ``predictions`` is
     given; ``None`` otherwise). There is an edge between ``i != j`` when either may message the
     other, with ``weight`` the similarity (1.0 without one).
@@ -124,19 +156,20 @@ def to_networkx(graph: EpisodeGraph, index: int = 0, similarity: Tensor | None =
         index: which episode of the batch.
         similarity: ``[b, n, n]`` edge weights.
         predictions: ``[b, q]`` predicted labels or ``[b, q, n_way]`` logits of the queries.
+        query_labels: ``[b, q]`` the queries' true labels (for pictures; the graph has none).
     """
     import networkx as nx
 
     _check_similarity(graph, similarity)
-    s, n = graph.n_support, graph.num_nodes
-    preds = _predicted_labels(predictions, index, n - s)
-    labels = graph.labels[index].tolist()
-    generated = _generated(graph)[index].tolist()
+    s, q, n = graph.n_support, graph.n_query, graph.num_nodes
+    preds = _predicted_labels(predictions, index, q)
+    labels = _true_labels(graph, index, query_labels)
+    generated = graph.is_generated[index].tolist()
     g = nx.Graph()
     for i in range(n):
-        query = i >= s
-        g.add_node(i, role="query" if query else "support", generated=bool(generated[i]),
-                   label=int(labels[i]),
+        query = s <= i < s + q
+        role = "support" if i < s else "query" if query else "unlabelled"
+        g.add_node(i, role=role, generated=bool(generated[i]), label=labels[i],
                    prediction=preds[i - s] if (query and preds is not None) else None)
     mask = graph.mask[index]
     edges = torch.triu(mask | mask.T, diagonal=1).nonzero().tolist()
@@ -150,7 +183,7 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
                        predictions: Tensor | None = None,
                        class_names: Sequence[str] | None = None, ax=None,  # noqa: ANN001
                        top_edges: int = 3, layout: str = "spring", seed: int = 0,
-                       title: str | None = None):
+                       title: str | None = None, query_labels: Tensor | None = None):
     """Draw episode ``index``: supports coloured by class, queries by prediction.
 
     Supports are filled circles in their class colour (generated supports smaller, with a
@@ -170,7 +203,10 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
         top_edges: edges drawn per node (the strongest ones).
         layout: ``"spring"`` (similar nodes close together) or ``"circular"``.
         seed: seed of the spring layout.
-        title: axis title (default: the episode's shape and, with predictions, accuracy).
+        title: axis title (default: the episode's shape and, with predictions and
+            ``query_labels``, accuracy).
+        query_labels: ``[b, q]`` the queries' true labels (the outline colour; the graph does
+            not carry them). Without them query outlines are grey.
 
     Returns:
         The matplotlib figure (save it with :func:`relgraph.viz.save_figure`).
@@ -188,8 +224,9 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
         raise ValueError(f"layout must be 'spring' or 'circular', got {layout!r}")
     if similarity is None:
         similarity = cosine_similarity(graph.x.detach().float())
-    g = to_networkx(graph, index, similarity, predictions)
+    g = to_networkx(graph, index, similarity, predictions, query_labels)
     s, n, n_way = graph.n_support, graph.num_nodes, graph.n_way
+    q = graph.n_query
     if class_names is not None and len(class_names) != n_way:
         raise ValueError(f"expected {n_way} class names, got {len(class_names)}")
 
@@ -224,8 +261,8 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
         ax.plot([x0, x1], [y0, y1], color="0.35", lw=0.4 + 2.2 * float(w),
                 alpha=0.12 + 0.6 * float(w), zorder=1, solid_capstyle="round")
 
-    labels = graph.labels[index].tolist()
-    fake = _generated(graph)[index].tolist()
+    labels = _true_labels(graph, index, query_labels)
+    fake = graph.is_generated[index].tolist()
     xy = torch.stack([torch.as_tensor(pos[i], dtype=torch.float32) for i in range(n)])
     real = [i for i in range(s) if not fake[i]]
     made = [i for i in range(s) if fake[i]]
@@ -234,19 +271,23 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
     if made:
         ax.scatter(xy[made, 0], xy[made, 1], s=110, c=[colour[labels[i]] for i in made],
                    edgecolors="black", linewidths=1.0, linestyles="--", zorder=3)
-    preds = [g.nodes[i]["prediction"] for i in range(s, n)]
+    queries = range(s, s + q)
+    preds = [g.nodes[i]["prediction"] for i in queries]
+    outline = [colour[labels[i]] if labels[i] >= 0 else "0.5" for i in queries]
+    if s + q < n:  # unlabelled nodes
+        ax.scatter(xy[s + q:, 0], xy[s + q:, 1], s=90, c="0.75", edgecolors="0.3",
+                   linewidths=1.0, zorder=3)
     if predictions is None:
-        ax.scatter(xy[s:, 0], xy[s:, 1], s=110, marker="s", c="white",
-                   edgecolors=[colour[labels[i]] for i in range(s, n)], linewidths=2.0,
-                   zorder=3)
+        ax.scatter(xy[s:s + q, 0], xy[s:s + q, 1], s=110, marker="s", c="white",
+                   edgecolors=outline, linewidths=2.0, zorder=3)
     else:
-        wrong = [i for i, p in zip(range(s, n), preds, strict=True) if p != labels[i]]
+        wrong = [i for i, p in zip(queries, preds, strict=True) if labels[i] >= 0
+                 and p != labels[i]]
         if wrong:
             ax.scatter(xy[wrong, 0], xy[wrong, 1], s=330, facecolors="none",
                        edgecolors="red", linewidths=2.0, zorder=2)
-        ax.scatter(xy[s:, 0], xy[s:, 1], s=110, marker="s", c=[colour[p] for p in preds],
-                   edgecolors=[colour[labels[i]] for i in range(s, n)], linewidths=2.0,
-                   zorder=3)
+        ax.scatter(xy[s:s + q, 0], xy[s:s + q, 1], s=110, marker="s",
+                   c=[colour[p] for p in preds], edgecolors=outline, linewidths=2.0, zorder=3)
 
     names = [class_names[k] if class_names is not None else f"class {k}" for k in range(n_way)]
     names = [m if len(m) <= 30 else m[:12] + "\u2026" + m[-17:] for m in names]
@@ -273,12 +314,14 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
             color="0.4", va="bottom")
     if title is None:
         k_shot = len(real) // n_way if n_way else 0
-        title = f"{n_way}-way {k_shot}-shot episode, {n - s} queries"
+        title = f"{n_way}-way {k_shot}-shot episode, {q} queries"
         if made:
             title += f", {len(made)} generated supports"
-        if predictions is not None:
-            correct = sum(int(p == labels[i]) for i, p in zip(range(s, n), preds, strict=True))
-            title += f": {correct}/{n - s} correct"
+        if s + q < n:
+            title += f", {n - s - q} unlabelled"
+        if predictions is not None and query_labels is not None:
+            correct = sum(int(p == labels[i]) for i, p in zip(queries, preds, strict=True))
+            title += f": {correct}/{q} correct"
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     ax.set_aspect("equal")

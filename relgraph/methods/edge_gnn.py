@@ -6,22 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from relgraph.data.episode import Episode
+from relgraph.graph.classes import class_aggregate, prototypes
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import squared_euclidean
-from relgraph.methods.base import FewShotMethod, register_method
-from relgraph.methods.protonet import prototypes
+from relgraph.methods.base import embedding_size, register_method, register_variant
+from relgraph.methods.head import RelationalHead, cross_entropy
+from relgraph.nn.edge_labeling import EdgeUpdate, NodeUpdate, apply_rows, pair_index
 
 __all__ = ["EdgeLabelingGNN", "balanced_edge_loss", "initial_edges", "pair_index"]
 
 CLASS_SCORES = ("sum", "mean")
 EDGE_INITS = ("uniform", "metric")
 _TINY = 1e-12  # guards the L1 normalisations of empty rows
-_EDGE_EPS = 1e-6  # added before the final L1 normalisation of an edge (reference code)
 
 
 def initial_edges(graph: EpisodeGraph, senders: int | None = None) -> Tensor:
@@ -39,7 +37,7 @@ def initial_edges(graph: EpisodeGraph, senders: int | None = None) -> Tensor:
         ``graph`` with ``n`` nodes -> ``[b, n, senders, 2]``
     """
     m = graph.num_nodes if senders is None else senders
-    e = graph.edge_labels[:, :, :m].float()
+    e = graph.edge_labels()[:, :, :m].float()
     return torch.stack([e, 1.0 - e], dim=-1)
 
 
@@ -48,13 +46,13 @@ def _metric_edges(edges: Tensor, support: Tensor, query: Tensor, labels: Tensor,
     """``edges [b, n, m, 2]`` with every query-support edge set to ProtoNet's probability of
     the support's class for that query (embeddings ``support [b, s, d]``, ``query [b, q, d]``,
     support ``labels [b, s]``, support ``weights [b, s]`` or ``None``)."""
-    s = support.shape[1]
+    s, q = support.shape[1], query.shape[1]
     protos = prototypes(support, labels, n_way, weights)  # [b, c, d]
     probs = torch.softmax(-squared_euclidean(query, protos), dim=-1)  # [b, q, c]
     sim = probs.gather(-1, labels.unsqueeze(1).expand(-1, probs.shape[1], -1))  # [b, q, s]
     sim = sim.to(edges.dtype)
     edges = edges.clone()
-    edges[:, s:, :s] = torch.stack([sim, 1.0 - sim], dim=-1)
+    edges[:, s:s + q, :s] = torch.stack([sim, 1.0 - sim], dim=-1)
     return edges
 
 
@@ -90,107 +88,8 @@ def balanced_edge_loss(sim: Tensor, target: Tensor, mask: Tensor) -> Tensor:
             + torch.where(neg, bce, zero).sum() / neg.sum().clamp_min(1))
 
 
-def pair_index(n: int, m: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
-    """The unordered node pairs of an ``n x m`` edge block (senders ``j < m``), each once.
-
-    Returns ``pairs [2, P]``, the pairs ``(i, j)`` with ``j < m`` and ``i > j`` (every other
-    off-diagonal entry is the mirror ``(j, i)`` of one of them), and ``lookup [n, m]``, the
-    pair of every entry (``P``, one past the last pair, on the diagonal). A symmetric pair
-    function evaluated on ``pairs`` is expanded to the block by ``values[..., lookup]``.
-
-    Shapes:
-        ``-> [2, P], [n, m]`` with ``P = m (m - 1) / 2 + (n - m) m``
-    """
-    pairs = torch.tril_indices(n, m, offset=-1, device=device)
-    table = torch.full((n, m), pairs.shape[1], dtype=torch.long, device=device)
-    table[pairs[0], pairs[1]] = torch.arange(pairs.shape[1], device=device)
-    rows = torch.arange(n, device=device).unsqueeze(1)
-    cols = torch.arange(m, device=device).unsqueeze(0)
-    lookup = table[torch.maximum(rows, cols), torch.minimum(rows, cols)]
-    return pairs, lookup  # the diagonal keeps the default P
-
-
-def _mlp(dims: Sequence[int]) -> list[nn.Module]:
-    """``Linear -> BatchNorm -> LeakyReLU`` per width (the reference's 1x1 convolutions).
-
-    Applied to ``[rows, d]`` matrices. LeakyReLU runs in place: BatchNorm's backward needs its
-    input, not its output, so this keeps one activation per layer instead of two.
-    """
-    layers: list[nn.Module] = []
-    for a, h in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(a, h, bias=False), nn.BatchNorm1d(h),
-                   nn.LeakyReLU(0.01, inplace=True)]
-    return layers
-
-
-def _rows(module: nn.Module, x: Tensor) -> Tensor:
-    """Apply ``module`` to the last dimension of ``x [..., d]`` as one ``[rows, d]`` matrix."""
-    out = module(x.reshape(-1, x.shape[-1]))
-    return out.reshape(*x.shape[:-1], out.shape[-1])
-
-
-class _NodeUpdate(nn.Module):
-    """Edge-to-node step: aggregate neighbours by both edge channels, then the MLP :math:`f_v`.
-
-    Shapes:
-        ``x [b, n, d], edges [b, n, m, 2]`` (self-loops already removed) -> ``[b, n, d_out]``
-    """
-
-    def __init__(self, in_dim: int, dims: Sequence[int], dropout: float = 0.0) -> None:
-        super().__init__()
-        layers = _mlp((3 * in_dim, *dims))
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor, edges: Tensor) -> Tensor:
-        m = edges.shape[2]
-        weights = edges / edges.sum(dim=2, keepdim=True).clamp_min(_TINY)  # per channel
-        agg = einsum(weights.to(x.dtype), x[:, :m], "b i j c, b j d -> b i c d")
-        return _rows(self.mlp, torch.cat([rearrange(agg, "b i c d -> b i (c d)"), x], dim=-1))
-
-
-class _EdgeUpdate(nn.Module):
-    """Node-to-edge step: multiplicative, row-normalised update of both edge channels.
-
-    The similarity :math:`f_e(|v_i - v_j|)` is symmetric, so it is evaluated once per
-    unordered pair (see :func:`pair_index`): half the work of all ``n x n`` ordered pairs in
-    a full graph. In training mode BatchNorm therefore normalises over the unordered pairs.
-
-    Shapes:
-        ``x [b, n, d], edges [b, n, m, 2], off_diag [n, m, 1], pairs [2, P], lookup [n, m]``
-        -> ``[b, n, m, 2]``
-    """
-
-    def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(*_mlp((in_dim, *hidden)),
-                                 nn.Linear(hidden[-1] if hidden else in_dim, 1))
-
-    def similarity(self, x: Tensor, pairs: Tensor, lookup: Tensor) -> Tensor:
-        """:math:`s_{ij} = \\sigma(f_e(|v_i - v_j|))` on the block, 0 on the diagonal.
-
-        Shapes:
-            ``x [b, n, d], pairs [2, P], lookup [n, m] -> [b, n, m]``
-        """
-        diff = (x.index_select(1, pairs[0]) - x.index_select(1, pairs[1])).abs()  # [b, P, d]
-        sim = torch.sigmoid(_rows(self.mlp, diff).squeeze(-1).float())
-        sim = torch.cat([sim, sim.new_zeros(sim.shape[0], 1)], dim=1)
-        return sim.index_select(1, lookup.flatten()).reshape(sim.shape[0], *lookup.shape)
-
-    def forward(self, x: Tensor, edges: Tensor, off_diag: Tensor, pairs: Tensor,
-                lookup: Tensor) -> Tensor:
-        sim = self.similarity(x, pairs, lookup).unsqueeze(-1)  # [b, n, m, 1]
-        e = edges * off_diag
-        upd = torch.cat([sim, 1.0 - sim], dim=-1) * e
-        upd = upd / upd.sum(dim=2, keepdim=True).clamp_min(_TINY) * e.sum(dim=2, keepdim=True)
-        self_loop = (1.0 - off_diag) * off_diag.new_tensor([1.0, 0.0])  # [n, m, 2]
-        upd = upd + self_loop + _EDGE_EPS
-        return upd / upd.sum(dim=-1, keepdim=True)
-
-
 @register_method("edge_gnn")
-class EdgeLabelingGNN(FewShotMethod):
+class EdgeLabelingGNN(RelationalHead):
     """Edge-Labeling GNN (Kim et al., CVPR 2019): predict edge labels, classify by edges.
 
     Every episode is a fully connected graph of support and query nodes. Node features start
@@ -292,9 +191,7 @@ class EdgeLabelingGNN(FewShotMethod):
         ``L`` x ``[b, n, m, 2]``.
     """
 
-    supports_augment = True
-
-    def __init__(self, backbone: nn.Module, num_layers: int = 3,
+    def __init__(self, backbone: nn.Module | None, num_layers: int = 3,
                  node_dims: Sequence[int] = (192, 96),
                  edge_hidden: Sequence[int] = (192, 192, 96, 96),
                  proj_dim: int | None = None, in_dim: int | None = None,
@@ -331,14 +228,7 @@ class EdgeLabelingGNN(FewShotMethod):
             raise ValueError(f"expected eps > 0, got {eps}")
         if not 0 <= dropout < 1:
             raise ValueError(f"expected 0 <= dropout < 1, got {dropout}")
-        if in_dim is None:
-            in_dim = getattr(backbone, "out_dim", None)
-            if not isinstance(in_dim, int):
-                raise ValueError(f"could not read the embedding size of "
-                                 f"{type(backbone).__name__} (no out_dim); pass in_dim=...")
-        if in_dim < 1:
-            raise ValueError(f"expected in_dim >= 1, got {in_dim}")
-        embed_dim = in_dim
+        in_dim = embed_dim = embedding_size(self.backbone, in_dim, "in_dim")
         self.transductive = transductive
         self.layer_weights = layer_weights
         self.node_loss_weight = float(node_loss_weight)
@@ -353,11 +243,11 @@ class EdgeLabelingGNN(FewShotMethod):
         self.edge_layers = nn.ModuleList()
         for _ in range(num_layers):
             last = len(self.node_layers) == num_layers - 1
-            self.node_layers.append(_NodeUpdate(in_dim, node_dims, 0.0 if last else dropout))
+            self.node_layers.append(NodeUpdate(in_dim, node_dims, 0.0 if last else dropout))
             in_dim = node_dims[-1]
-            self.edge_layers.append(_EdgeUpdate(in_dim, edge_hidden))
+            self.edge_layers.append(EdgeUpdate(in_dim, edge_hidden))
         if augment is not None:
-            self._setup_augment(augment, embed_dim)
+            self.setup_augment(augment, embed_dim)
 
     @property
     def num_layers(self) -> int:
@@ -390,60 +280,46 @@ class EdgeLabelingGNN(FewShotMethod):
             out.append(edges)
         return out
 
-    def _edges(self, episode: Episode) -> tuple[EpisodeGraph, list[Tensor], Tensor]:
-        """The graph, the edges after every layer and the hallucinator's auxiliary loss."""
-        support = self.embed(episode.support).float()
-        query = self.embed(episode.query).float()
-        aux = self.augment_loss(support, episode.support_labels, query, episode.query_labels)
-        support, labels, generated, weights = self.augment_support(
-            support, episode.support_labels, episode.n_way)
-        s = support.shape[1]
-        x = _rows(self.proj, torch.cat([support, query], dim=1))  # one BatchNorm batch
-        graph = EpisodeGraph.from_episode(episode, x[:, :s], x[:, s:], self.transductive,
-                                          support_labels=labels, is_generated=generated,
-                                          support_weights=weights)
+    def edge_layers_of(self, graph: EpisodeGraph) -> list[Tensor]:
+        """The edge features after every layer, ``L x [b, n, m, 2]`` (``m = n`` transductive,
+        ``m = s`` inductive): project the node features, initialise the edges, propagate."""
+        x = apply_rows(self.proj, graph.x)  # one BatchNorm batch of all nodes
         m = graph.num_nodes if self.transductive else graph.n_support
         edges = initial_edges(graph, m)
         if self.edge_init == "metric":
-            w = None if graph.node_weights is None else graph.node_weights[:, :graph.n_support]
-            edges = _metric_edges(edges, support, query, labels, episode.n_way, w)
-        return graph, self.propagate(graph.x, edges), aux
+            edges = _metric_edges(edges, graph.support, graph.query, graph.support_labels,
+                                  graph.n_way, graph.support_weights)
+        return self.propagate(x, edges)
 
-    def _logits(self, graph: EpisodeGraph, edges: Tensor, episode: Episode) -> Tensor:
-        s = graph.n_support
-        onehot = F.one_hot(graph.labels[:, :s], episode.n_way).float()  # [b, s, c]
-        if graph.node_weights is not None:
-            onehot = onehot * graph.node_weights[:, :s, None].float()
+    def _logits(self, graph: EpisodeGraph, edges: Tensor) -> Tensor:
+        s, q = graph.n_support, graph.n_query
         with torch.autocast(edges.device.type, enabled=False):  # float32 under mixed precision
-            scores = einsum(edges[:, s:, :s, 0].float(), onehot, "b q s, b s c -> b q c")
-        if self.class_scores == "mean":
-            scores = scores / onehot.sum(dim=1, keepdim=True).clamp_min(1.0)
+            to_support = edges[:, s:s + q, :s, 0].float().transpose(1, 2)  # [b, s, q]
+            scores = class_aggregate(to_support, graph.support_labels, graph.n_way,
+                                     graph.support_weights.float(),
+                                     mean=self.class_scores == "mean").transpose(1, 2)
         probs = scores / scores.sum(dim=-1, keepdim=True).clamp_min(_TINY)
         return torch.log(probs + self.eps)
 
-    def forward(self, episode: Episode) -> Tensor:
-        return self.forward_with_aux(episode)[0]
+    def relate(self, graph: EpisodeGraph) -> Tensor:
+        return self._logits(graph, self.edge_layers_of(graph)[-1])
 
-    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        graph, layers, aux = self._edges(episode)
-        return self._logits(graph, layers[-1], episode), aux
-
-    def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        """Weighted class-balanced edge losses of all layers (+ optional node loss, + the
-        hallucinator's auxiliary loss with ``augment``)."""
-        graph, layers, aux = self._edges(episode)
+    def relate_loss(self, graph: EpisodeGraph, query_labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Weighted class-balanced edge losses of all layers on the edges with a query end
+        (+ the optional node loss)."""
+        layers = self.edge_layers_of(graph)
         n, m = layers[0].shape[1:3]
-        target = graph.target_edges[:, :, :m]
+        target = graph.target_edges(query_labels)[:, :, :m]
         diag = torch.eye(n, m, dtype=torch.bool, device=target.device)
         with_query = graph.is_query.unsqueeze(2) | graph.is_query[:, :m].unsqueeze(1)
-        mask = with_query & ~diag
+        unlabelled = graph.is_unlabelled.unsqueeze(2) | graph.is_unlabelled[:, :m].unsqueeze(1)
+        mask = with_query & ~diag & ~unlabelled
         loss = sum(w * balanced_edge_loss(e[..., 0], target, mask)
                    for w, e in zip(self.layer_weights, layers, strict=True))
-        logits = self._logits(graph, layers[-1], episode)
+        logits = self._logits(graph, layers[-1])
         if self.node_loss_weight > 0:
-            loss = loss + self.node_loss_weight * F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), episode.query_labels.reshape(-1))
-        return loss + aux, logits
+            loss = loss + self.node_loss_weight * cross_entropy(logits, query_labels)
+        return loss, logits
 
     def extra_repr(self) -> str:
         return (f"layers={self.num_layers}, layer_weights={self.layer_weights}, "
@@ -452,13 +328,4 @@ class EdgeLabelingGNN(FewShotMethod):
                 f"{super().extra_repr()}")
 
 
-@register_method("edge_gnn_transductive")
-def edge_gnn_transductive(backbone: nn.Module, **kwargs: Any) -> EdgeLabelingGNN:
-    """:class:`EdgeLabelingGNN` with ``transductive=True``: queries exchange messages."""
-    if kwargs.pop("transductive", True) is not True:
-        raise ValueError("edge_gnn_transductive is transductive; use 'edge_gnn' for the "
-                         "inductive model")
-    return EdgeLabelingGNN(backbone, transductive=True, **kwargs)
-
-
-edge_gnn_transductive.supports_augment = True  # type: ignore[attr-defined]  # read by build_method
+register_variant("edge_gnn_transductive", EdgeLabelingGNN, "edge_gnn", transductive=True)

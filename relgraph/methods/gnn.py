@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import einsum
 from torch import Tensor, nn
 
-from relgraph.data.episode import Episode
+from relgraph.graph.classes import prototypes
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import LearnedKernel, squared_euclidean
-from relgraph.methods.base import FewShotMethod, register_method
-from relgraph.methods.protonet import prototypes
+from relgraph.methods.base import embedding_size, register_method, register_variant
+from relgraph.methods.head import RelationalHead
+from relgraph.nn.gnn import ClassGraphConv
 
 __all__ = ["GNN", "receive_mask", "masked_softmax"]
 
@@ -45,41 +44,8 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, out, torch.zeros_like(out))
 
 
-class _GraphConv(nn.Module):
-    """One class-equivariant GNN layer: the operators ``{I, A}`` on per-class node features."""
-
-    def __init__(self, embed_dim: int, class_dim: int, out_dim: int, last: bool) -> None:
-        super().__init__()
-        self.last = last
-        # per-class part [g_ik, (A g)_ik]; weights shared by all classes
-        self.lin_class = nn.Linear(2 * class_dim, out_dim, bias=False)
-        if not last:
-            # class-shared part [f_i, (A f)_i, mean_k g_ik, mean_k (A g)_ik] (DeepSets pooling)
-            self.lin_shared = nn.Linear(2 * embed_dim + 2 * class_dim, out_dim, bias=False)
-            self.norm = nn.BatchNorm1d(out_dim)
-
-    def forward(self, f: Tensor, g: Tensor, adj: Tensor, cols: Tensor) -> Tensor:
-        ag = einsum(adj, g[:, cols], "b i j, b j k e -> b i k e")
-        out = self.lin_class(torch.cat([g, ag], dim=-1))  # [b, n, k, c]
-        if self.last:
-            return out.squeeze(-1)
-        af = einsum(adj, f[:, cols], "b i j, b j d -> b i d")
-        shared = self.lin_shared(torch.cat([f, af, g.mean(2), ag.mean(2)], dim=-1))
-        out = out + shared.unsqueeze(2)
-        shape = out.shape
-        out = self.norm(out.reshape(-1, shape[-1])).reshape(shape)
-        return F.leaky_relu(out, 0.01)
-
-
-def _prototypes(graph: EpisodeGraph) -> Tensor:
-    """Class means ``[b, n_way, d]`` of the support nodes (weighted by node weight)."""
-    s = graph.n_support
-    w = None if graph.node_weights is None else graph.node_weights[:, :s]
-    return prototypes(graph.x[:, :s], graph.labels[:, :s], graph.n_way, w)
-
-
 @register_method("gnn")
-class GNN(FewShotMethod):
+class GNN(RelationalHead):
     """The GNN of Garcia & Bruna (ICLR 2018): node classification on the episode graph.
 
     Every support and query is a node. Node features start as the embedding concatenated with
@@ -161,9 +127,7 @@ class GNN(FewShotMethod):
         >>> model = GNN(build_backbone("conv4"), nf=96, layers=2)
     """
 
-    supports_augment = True
-
-    def __init__(self, backbone: nn.Module, nf: int = 96, layers: int = 2,
+    def __init__(self, backbone: nn.Module | None, nf: int = 96, layers: int = 2,
                  kernel_hidden: Sequence[int] | None = None, transductive: bool = False,
                  embed_dim: int | None = None, chunk: int | None = 64,
                  distance_bias: bool = False, metric_readout: bool = False,
@@ -173,11 +137,7 @@ class GNN(FewShotMethod):
             raise ValueError(f"expected nf >= 2, got {nf}")
         if layers < 0:
             raise ValueError(f"expected layers >= 0, got {layers}")
-        d = embed_dim if embed_dim is not None else getattr(backbone, "out_dim", None)
-        if d is None or int(d) < 1:
-            raise ValueError("expected embed_dim >= 1 or a backbone with an out_dim, got "
-                             f"{d!r}")
-        self.embed_dim = d = int(d)
+        self.embed_dim = d = embedding_size(self.backbone, embed_dim)
         self.nf = nf
         self.transductive = bool(transductive)
         hidden = tuple(kernel_hidden) if kernel_hidden is not None else (2 * nf, 2 * nf, nf, nf)
@@ -188,7 +148,7 @@ class GNN(FewShotMethod):
         for layer in range(layers + 1):
             last = layer == layers
             self.kernels.append(LearnedKernel(d + 2 * e, hidden, out_dim=1, chunk=chunk))
-            self.convs.append(_GraphConv(d, e, 1 if last else c, last))
+            self.convs.append(ClassGraphConv(d, e, 1 if last else c, last))
             e += c
         self.distance_bias = bool(distance_bias)
         if self.distance_bias:
@@ -199,24 +159,7 @@ class GNN(FewShotMethod):
             self.log_beta = nn.Parameter(torch.zeros(()))  # beta = 1: ProtoNet's logits
             nn.init.zeros_(self.convs[-1].lin_class.weight)  # start as exactly ProtoNet
         if augment is not None:
-            self._setup_augment(augment, d)
-
-    def graph(self, episode: Episode) -> EpisodeGraph:
-        """Embed the episodes and build their graphs (uniform query labels, as the paper),
-        generated supports included."""
-        return self.graph_with_aux(episode)[0]
-
-    def graph_with_aux(self, episode: Episode) -> tuple[EpisodeGraph, Tensor]:
-        """:meth:`graph` and the hallucinator's auxiliary loss (0 without ``augment``)."""
-        support = self.embed(episode.support).float()
-        query = self.embed(episode.query).float()
-        aux = self.augment_loss(support, episode.support_labels, query, episode.query_labels)
-        support, labels, generated, weights = self.augment_support(
-            support, episode.support_labels, episode.n_way)
-        graph = EpisodeGraph.from_episode(episode, support, query, self.transductive,
-                                          query_label="uniform", support_labels=labels,
-                                          is_generated=generated, support_weights=weights)
-        return graph, aux
+            self.setup_augment(augment, d)
 
     def run(self, graph: EpisodeGraph) -> tuple[Tensor, list[Tensor]]:
         """Scores of every node and the adjacency of every layer.
@@ -226,7 +169,7 @@ class GNN(FewShotMethod):
             edges that carry no message, and their rows sum to 1 over the others.
         """
         f = graph.x
-        g = graph.node_labels.unsqueeze(-1)  # [b, n, k, 1]
+        g = graph.node_labels("uniform").unsqueeze(-1)  # [b, n, k, 1]
         mask = receive_mask(graph, self_loops=False)
         cols = mask.any(dim=1).any(dim=0)  # nodes that send at least one message
         sub = mask[:, :, cols]
@@ -248,22 +191,19 @@ class GNN(FewShotMethod):
             out = conv(f, g, adj, cols)
             if conv.last:
                 if self.metric_readout:
-                    out = out - self.log_beta.exp() * squared_euclidean(f, _prototypes(graph))
+                    out = out - self.log_beta.exp() * squared_euclidean(f, prototypes(
+                        graph.support, graph.support_labels, graph.n_way, graph.support_weights))
                 return out, adjacencies
             g = torch.cat([g, out], dim=-1)
         raise AssertionError("unreachable")
 
-    def forward(self, episode: Episode) -> Tensor:
-        return self.forward_with_aux(episode)[0]
-
-    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        graph, aux = self.graph_with_aux(episode)
+    def relate(self, graph: EpisodeGraph) -> Tensor:
         scores, _ = self.run(graph)
-        return scores[:, graph.n_support:], aux
+        return scores[:, graph.n_support:graph.n_support + graph.n_query]
 
-    def adjacencies(self, episode: Episode) -> list[Tensor]:
+    def adjacencies(self, graph: EpisodeGraph) -> list[Tensor]:
         """The learned adjacency ``[b, n, n]`` of every layer (for inspection and plots)."""
-        return self.run(self.graph(episode))[1]
+        return self.run(graph)[1]
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, nf={self.nf}, layers={len(self.convs) - 1}, "
@@ -271,11 +211,4 @@ class GNN(FewShotMethod):
                 f"metric_readout={self.metric_readout}")
 
 
-@register_method("gnn_transductive")
-def gnn_transductive(backbone: nn.Module, **kwargs) -> GNN:  # noqa: ANN003
-    """:class:`GNN` with ``transductive=True``: queries exchange messages."""
-    return GNN(backbone, transductive=True, **kwargs)
-
-
-gnn_transductive.supports_augment = True  # type: ignore[attr-defined]  # build_method reads it
-
+register_variant("gnn_transductive", GNN, "gnn", transductive=True)

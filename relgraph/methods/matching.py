@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from relgraph.data.episode import Episode
+from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import cosine_similarity
-from relgraph.methods.base import FewShotMethod, embedding_size, register_method
+from relgraph.methods.base import embedding_size, register_method, register_variant
+from relgraph.methods.head import RelationalHead
 
 __all__ = ["MatchingNet", "matching_log_probs"]
 
@@ -49,7 +50,7 @@ def matching_log_probs(scores: Tensor, labels: Tensor, n_way: int) -> Tensor:
 
 
 @register_method("matching")
-class MatchingNet(FewShotMethod):
+class MatchingNet(RelationalHead):
     """Matching Networks (Vinyals et al. 2016): cosine attention over the support set.
 
     A query :math:`\\hat x` is labelled by an attention-weighted vote of the support labels:
@@ -99,7 +100,7 @@ class MatchingNet(FewShotMethod):
     :math:`\\log w_i`).
 
     Args:
-        backbone: the encoder :math:`f' = g'`, with an ``out_dim`` attribute when ``fce=True``.
+        backbone: the encoder :math:`f' = g'` (``None``: the inputs are features).
         fce: use full context embeddings. Default ``False``.
         lstm_layers: layers of the support bidirectional LSTM (``fce`` only). Default ``1``.
         unrolling_steps: processing steps :math:`K` of the attention LSTM (``fce`` only). The
@@ -109,21 +110,20 @@ class MatchingNet(FewShotMethod):
             Default ``1`` (the paper).
         learn_scale: learn :math:`s`. Default ``False``.
         augment: generated support examples, e.g. ``{"hallucinator": "vae", "per_class": 5}``
-            (see :doc:`/generative`); ``None`` (default): none. Needs ``backbone.out_dim``.
+            (see :doc:`/generative`); ``None`` (default): none.
+        embed_dim: embedding size ``d`` (the LSTMs' size with ``fce``, the hallucinator's with
+            ``augment``); default ``backbone.out_dim``.
 
     Shapes:
-        episode ``support [b, s, *x]``, ``support_labels [b, s]``, ``query [b, q, *x]`` ->
-        logits (log-probabilities) ``[b, q, n_way]``.
+        :meth:`relate`: graph ``x [b, n, d]`` -> logits (log-probabilities) ``[b, q, n_way]``.
     """
-
-    supports_augment = True
 
     #: Whether the predictions depend on the order of the support set (``True`` with FCE).
     support_order_dependent: bool = False
 
     def __init__(self, backbone: nn.Module, fce: bool = False, lstm_layers: int = 1,
                  unrolling_steps: int = 5, scale: float = 1.0, learn_scale: bool = False,
-                 augment: dict[str, Any] | None = None) -> None:
+                 augment: dict[str, Any] | None = None, embed_dim: int | None = None) -> None:
         super().__init__(backbone)
         if lstm_layers < 1:
             raise ValueError(f"expected lstm_layers >= 1, got {lstm_layers}")
@@ -137,16 +137,13 @@ class MatchingNet(FewShotMethod):
         else:
             self.register_buffer("scale", scale_t)
         if self.fce:
-            dim = getattr(backbone, "out_dim", None)
-            if not isinstance(dim, int) or dim < 1:
-                raise ValueError("fce=True needs a backbone with an integer out_dim (the LSTM "
-                                 f"size), got out_dim={dim!r}")
+            dim = embedding_size(self.backbone, embed_dim)
             self.support_order_dependent = True
             self.support_lstm = nn.LSTM(dim, dim, num_layers=lstm_layers, batch_first=True,
                                         bidirectional=True)
             self.query_lstm = nn.LSTMCell(2 * dim, dim)
         if augment is not None:
-            self._setup_augment(augment, embedding_size(backbone))
+            self.setup_augment(augment, embedding_size(self.backbone, embed_dim))
 
     def encode_support(self, support: Tensor) -> Tensor:
         """:math:`g(x_i, S)`: the bidirectional LSTM with a skip connection.
@@ -179,33 +176,18 @@ class MatchingNet(FewShotMethod):
             h = h_hat + x
         return rearrange(h, "(b q) d -> b q d", b=b)
 
-    def forward(self, episode: Episode) -> Tensor:
-        return self.forward_with_aux(episode)[0]
-
-    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        support = self.embed(episode.support).float()
-        query = self.embed(episode.query).float()
-        aux = self.augment_loss(support, episode.support_labels, query, episode.query_labels)
-        support, labels, _, weights = self.augment_support(support, episode.support_labels,
-                                                           episode.n_way)
+    def relate(self, graph: EpisodeGraph) -> Tensor:
+        support, query = graph.support, graph.query
         if self.fce:
             support = self.encode_support(support)
             query = self.encode_query(query, support)
         scores = self.scale * cosine_similarity(query, support)  # [b, q, s]
-        scores = scores + weights.log().unsqueeze(1)
-        return matching_log_probs(scores, labels, episode.n_way), aux
+        scores = scores + graph.support_weights.log().unsqueeze(1)
+        return matching_log_probs(scores, graph.support_labels, graph.n_way)
 
     def extra_repr(self) -> str:
         return (f"fce={self.fce}, unrolling_steps={self.unrolling_steps}, "
                 f"scale={float(self.scale):g}, {super().extra_repr()}")
 
 
-@register_method("matching_fce")
-def matching_fce(backbone: nn.Module, **kwargs: Any) -> MatchingNet:
-    """:class:`MatchingNet` with full context embeddings (``fce=True``)."""
-    if "fce" in kwargs:
-        raise ValueError("'matching_fce' sets fce=True itself; use method 'matching' to choose")
-    return MatchingNet(backbone, fce=True, **kwargs)
-
-
-matching_fce.supports_augment = True  # type: ignore[attr-defined]  # build_method reads it
+register_variant("matching_fce", MatchingNet, "matching", fce=True)

@@ -8,6 +8,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from relgraph.checkpoint import load_checkpoint
 from relgraph.data.episode import Episode
 from relgraph.meta import (
     at_least_float32,
@@ -96,8 +97,6 @@ class MTL(FewShotMethod):
         self.backbone.eval()
 
     def _load_backbone(self, path: Path) -> None:
-        from relgraph.engine.checkpoint import load_checkpoint  # the engine imports methods
-
         try:
             ckpt = load_checkpoint(path)
         except FileNotFoundError as exc:

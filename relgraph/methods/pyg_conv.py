@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +10,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from relgraph.data.episode import Episode
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import cosine_similarity
-from relgraph.methods.base import FewShotMethod, register_method
+from relgraph.graph.views import to_pyg
+from relgraph.methods.base import embedding_size, register_method
 from relgraph.methods.gnn import receive_mask
+from relgraph.methods.head import RelationalHead
 
 __all__ = ["PyGConvMethod", "resolve_conv"]
 
@@ -39,7 +39,9 @@ def resolve_conv(conv: str | Callable[..., nn.Module]) -> Callable[..., nn.Modul
 
 
 @register_method("pyg")
-class PyGConvMethod(FewShotMethod):
+class PyGConvMethod(RelationalHead):
+    supports_augment = False
+
     """Few-shot classification with any :mod:`torch_geometric.nn` convolution.
 
     Each episode becomes a graph of its supports and queries (:class:`EpisodeGraph`), fully
@@ -101,7 +103,7 @@ class PyGConvMethod(FewShotMethod):
         or in a config ``method: pyg``, ``method_args: {conv: TransformerConv, heads: 2}``.
     """
 
-    def __init__(self, backbone: nn.Module, conv: str | Callable[..., nn.Module] = "GATConv",
+    def __init__(self, backbone: nn.Module | None, conv: str | Callable[..., nn.Module] = "GATConv",
                  hidden: int = 64, layers: int = 2, heads: int | None = None,
                  knn: int | None = None, transductive: bool = False,
                  conv_kwargs: dict[str, Any] | None = None, edge_input: str | None = None,
@@ -122,10 +124,7 @@ class PyGConvMethod(FewShotMethod):
                 raise ValueError(f"expected heads >= 1 dividing hidden={hidden}, got {heads}")
             kwargs["heads"] = heads
             width = hidden // heads
-        d = embed_dim if embed_dim is not None else getattr(backbone, "out_dim", None)
-        if d is None or int(d) < 1:
-            raise ValueError(f"expected embed_dim >= 1 or a backbone with an out_dim, got {d!r}")
-        self.embed_dim = int(d)
+        self.embed_dim = embedding_size(self.backbone, embed_dim)
         self.transductive = bool(transductive)
         self.knn = knn
         self.edge_input = edge_input
@@ -167,24 +166,17 @@ class PyGConvMethod(FewShotMethod):
                              f"{type(out).__name__}")
         return int(out.shape[-1])
 
-    def graph(self, episode: Episode) -> EpisodeGraph:
-        """Embed the episodes and build their graphs (uniform query labels)."""
-        support = self.embed(episode.support).float()
-        query = self.embed(episode.query).float()
-        graph = EpisodeGraph.from_episode(episode, support, query, self.transductive,
-                                          query_label="uniform")
-        return dataclasses.replace(graph, mask=receive_mask(graph))
-
-    def forward(self, episode: Episode) -> Tensor:
-        graph = self.graph(episode)
-        b, n, k = graph.node_labels.shape
+    def relate(self, graph: EpisodeGraph) -> Tensor:
+        graph = graph.with_mask(receive_mask(graph))
+        labels = graph.node_labels("uniform")
+        b, n, k = labels.shape
         sim = None
         if self.knn is not None or self.edge_input is not None:
             sim = cosine_similarity(graph.x)
-        batch = graph.to_pyg(sim, self.knn)  # b graphs, nodes ordered (b n)
+        batch = to_pyg(graph, sim, self.knn)  # b graphs, nodes ordered (b n)
         # one copy of the graph per class k: node (k, b, i) sees the indicator of class k
         x = torch.cat([graph.x.unsqueeze(1).expand(b, k, n, -1),
-                       rearrange(graph.node_labels, "b n k -> b k n 1")], dim=-1)
+                       rearrange(labels, "b n k -> b k n 1")], dim=-1)
         x = rearrange(x, "b k n d -> (k b n) d")
         edges = batch.edge_index.shape[1]
         offsets = torch.arange(k, device=x.device).repeat_interleave(edges) * (b * n)
@@ -198,7 +190,7 @@ class PyGConvMethod(FewShotMethod):
             outs.append(h)
         logits = self.readout(torch.cat(outs, dim=-1)).squeeze(-1)
         logits = rearrange(logits, "(k b n) -> b n k", k=k, b=b)
-        return logits[:, graph.n_support:]
+        return logits[:, graph.n_support:graph.n_support + graph.n_query]
 
     def extra_repr(self) -> str:
         return (f"conv={self.conv_name}, knn={self.knn}, edge_input={self.edge_input}, "

@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from relgraph.backbones.base import init_weights
-from relgraph.data.episode import Episode
-from relgraph.methods.base import FewShotMethod, register_method
+from relgraph.graph.classes import class_aggregate
+from relgraph.graph.episode_graph import EpisodeGraph
+from relgraph.methods.base import register_method
+from relgraph.methods.head import RelationalHead, cross_entropy
+from relgraph.nn.relation import RelationModule
 
 __all__ = ["RelationNet", "class_maps"]
 
@@ -42,26 +43,11 @@ def class_maps(maps: Tensor, labels: Tensor, n_way: int, aggregate: str = "sum",
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
-    onehot = F.one_hot(labels, n_way).to(maps.dtype)  # [b, s, n]
-    if weights is not None:
-        if weights.shape != labels.shape:
-            raise ValueError(f"expected weights of shape {tuple(labels.shape)}, got "
-                             f"{tuple(weights.shape)}")
-        onehot = onehot * weights.to(maps.dtype).unsqueeze(-1)
-    sums = einsum(onehot, maps, "b s n, b s c h w -> b n c h w")
-    if aggregate == "mean":
-        sums = sums / onehot.sum(dim=1).clamp_min(1.0)[..., None, None, None]
-    return sums
-
-
-def _pooled(size: tuple[int, int]) -> tuple[int, int]:
-    """Side after the relation module's pooling: halve only while both sides are >= 2."""
-    h, w = size
-    return (h // 2, w // 2) if min(h, w) >= 2 else (h, w)
+    return class_aggregate(maps, labels, n_way, weights, mean=aggregate == "mean")
 
 
 @register_method("relation")
-class RelationNet(FewShotMethod):
+class RelationNet(RelationalHead):
     """Relation Networks (Sung et al. 2018): a learned relation score for every (class, query).
 
     The support feature maps of each class are summed (K-shot: element-wise sum), concatenated
@@ -99,7 +85,8 @@ class RelationNet(FewShotMethod):
     as it did during training when training used the same ``augment``.
 
     Args:
-        backbone: the encoder; its :meth:`~relgraph.backbones.Backbone.forward_map` is used.
+        backbone: the encoder; its :meth:`~relgraph.backbones.Backbone.forward_map` is used
+            (``None``: the inputs are flattened feature maps, ``map_shape`` required).
         loss: ``"mse"`` (the paper, default) or ``"ce"``.
         aggregate: how the shots of a class are combined: ``"sum"`` (the paper, default) or
             ``"mean"`` (scale independent of the number of shots, e.g. for unbalanced support
@@ -112,13 +99,19 @@ class RelationNet(FewShotMethod):
             (see :doc:`/generative`); ``None`` (default): none.
 
     Shapes:
-        episode ``support [b, s, c, h, w]``, ``support_labels [b, s]``, ``query [b, q, c, h, w]``
-        -> logits ``[b, q, n_way]``.
+        :meth:`relate`: graph ``x [b, n, C*H*W]`` (flattened feature maps) -> logits
+        ``[b, q, n_way]``.
     """
 
-    supports_augment = True
+    embedding = "map"
 
-    def __init__(self, backbone: nn.Module, loss: str = "mse", aggregate: str = "sum",
+    #: The relation module's layers were attributes of the method before they became
+    #: :class:`~relgraph.nn.RelationModule`.
+    renamed_parameters = {**RelationalHead.renamed_parameters,
+                          **{f"{name}.": f"relation_module.{name}."
+                             for name in ("conv1", "norm1", "conv2", "norm2", "fc")}}
+
+    def __init__(self, backbone: nn.Module | None, loss: str = "mse", aggregate: str = "sum",
                  hidden: int = 64, fc_hidden: int = 8,
                  map_shape: Sequence[int] | None = None,
                  augment: dict[str, Any] | None = None) -> None:
@@ -130,12 +123,14 @@ class RelationNet(FewShotMethod):
         if hidden < 1 or fc_hidden < 1:
             raise ValueError(f"expected hidden >= 1 and fc_hidden >= 1, got {hidden} and "
                              f"{fc_hidden}")
-        if not callable(getattr(backbone, "forward_map", None)):
+        if backbone is None:
+            self.embedding = "vector"  # the inputs are flattened feature maps already
+        elif not callable(getattr(backbone, "forward_map", None)):
             raise ValueError(f"Relation Networks need a backbone with forward_map (feature maps), "
                              f"got {type(backbone).__name__}")
         if map_shape is None:
             try:
-                map_shape = backbone.map_shape()  # type: ignore[operator]
+                map_shape = self.backbone.map_shape()  # type: ignore[operator]
             except (AttributeError, TypeError, ValueError) as e:
                 raise ValueError("could not get the backbone's feature map shape; pass "
                                  "map_shape=(C, H, W)") from e
@@ -145,88 +140,29 @@ class RelationNet(FewShotMethod):
         self.criterion = loss
         self.aggregate = aggregate
         self.map_shape = map_shape
-        c, h, w = map_shape
-        self.conv1 = nn.Conv2d(2 * c, hidden, 3, padding=1, bias=False)
-        self.norm1 = nn.BatchNorm2d(hidden)
-        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(hidden)
-        out_h, out_w = _pooled(_pooled((h, w)))
-        self.fc = nn.Sequential(nn.Linear(hidden * out_h * out_w, fc_hidden), nn.ReLU(inplace=True),
-                                nn.Linear(fc_hidden, 1))
-        init_weights(self.conv1)
-        init_weights(self.conv2)
+        self.relation_module = RelationModule(map_shape, hidden, fc_hidden)
         if augment is not None:
-            self._setup_augment(augment, math.prod(map_shape))
+            self.setup_augment(augment, math.prod(map_shape))
 
-    def feature_maps(self, x: Tensor) -> Tensor:
-        """Backbone feature maps of every example of a batch of episodes.
+    def relate(self, graph: EpisodeGraph) -> Tensor:
+        if graph.x.shape[-1] != math.prod(self.map_shape):
+            raise ValueError(f"expected node features of size {math.prod(self.map_shape)} (flat "
+                             f"feature maps {self.map_shape}, set at construction), got "
+                             f"{graph.x.shape[-1]}; build the method for this input size "
+                             "(map_shape=...)")
+        support = graph.support.unflatten(2, self.map_shape)
+        query = graph.query.unflatten(2, self.map_shape)
+        weights = graph.support_weights if bool(graph.is_generated.any()) else None
+        classes = class_maps(support, graph.support_labels, graph.n_way, self.aggregate, weights)
+        return self.relation_module(classes, query)
 
-        Shapes:
-            ``[b, m, c, h, w] -> [b, m, C, H, W]``
-        """
-        b = x.shape[0]
-        z = self.run_backbone(self.backbone.forward_map, rearrange(x, "b m ... -> (b m) ..."))
-        if tuple(z.shape[1:]) != self.map_shape:
-            raise ValueError(f"expected feature maps of shape {self.map_shape} (set at "
-                             f"construction), got {tuple(z.shape[1:])}; build the method for "
-                             f"this input size (map_shape=...)")
-        return rearrange(z, "(b m) c h w -> b m c h w", b=b)
-
-    def relation_logits(self, classes: Tensor, query: Tensor) -> Tensor:
-        """Pre-sigmoid relation scores of every (query, class) pair.
-
-        Args:
-            classes: ``[b, n, C, H, W]`` class maps.
-            query: ``[b, q, C, H, W]`` query maps.
-
-        Shapes:
-            ``[b, n, C, H, W], [b, q, C, H, W] -> [b, q, n]``
-        """
-        b, n, c = classes.shape[:3]
-        q = query.shape[1]
-        w_class, w_query = self.conv1.weight.split(c, dim=1)
-        zc = F.conv2d(rearrange(classes, "b n c h w -> (b n) c h w"), w_class, padding=1)
-        zq = F.conv2d(rearrange(query, "b q c h w -> (b q) c h w"), w_query, padding=1)
-        zc = rearrange(zc, "(b n) c h w -> b 1 n c h w", b=b)
-        zq = rearrange(zq, "(b q) c h w -> b q 1 c h w", b=b)
-        z = rearrange(zc + zq, "b q n c h w -> (b q n) c h w")  # conv1 of the concatenation
-        z = self._pool(F.relu(self.norm1(z)))
-        z = self._pool(F.relu(self.norm2(self.conv2(z))))
-        out = self.fc(z.flatten(1))  # [(b q n), 1]
-        return rearrange(out, "(b q n) 1 -> b q n", b=b, q=q, n=n)
-
-    @staticmethod
-    def _pool(z: Tensor) -> Tensor:
-        return F.max_pool2d(z, 2) if min(z.shape[-2:]) >= 2 else z
-
-    def forward(self, episode: Episode) -> Tensor:
-        return self.forward_with_aux(episode)[0]
-
-    def forward_with_aux(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        support = self.feature_maps(episode.support)
-        query = self.feature_maps(episode.query)
-        labels, weights = episode.support_labels, None
-        if self.hallucinator is not None:
-            flat_s, flat_q = support.flatten(2).float(), query.flatten(2).float()
-            aux = self.augment_loss(flat_s, labels, flat_q, episode.query_labels)
-            flat_s, labels, _, weights = self.augment_support(flat_s, labels, episode.n_way)
-            support = flat_s.to(support.dtype).unflatten(2, self.map_shape)
-        else:
-            aux = query.new_zeros((), dtype=torch.float32)
-        classes = class_maps(support, labels, episode.n_way, self.aggregate, weights)
-        return self.relation_logits(classes, query), aux
-
-    def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        """MSE of the relation scores against one-hot labels (``"mse"``), or cross-entropy,
-        plus the hallucinator's auxiliary loss with ``augment``."""
-        logits, aux = self.forward_with_aux(episode)
+    def relate_loss(self, graph: EpisodeGraph, query_labels: Tensor) -> tuple[Tensor, Tensor]:
+        """MSE of the relation scores against one-hot labels (``"mse"``), or cross-entropy."""
+        logits = self.relate(graph)
         if self.criterion == "ce":
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                   episode.query_labels.reshape(-1))
-        else:
-            target = F.one_hot(episode.query_labels, episode.n_way).float()
-            loss = F.mse_loss(torch.sigmoid(logits.float()), target)
-        return loss + aux, logits
+            return cross_entropy(logits, query_labels), logits
+        target = F.one_hot(query_labels, graph.n_way).float()
+        return F.mse_loss(torch.sigmoid(logits.float()), target), logits
 
     def extra_repr(self) -> str:
         return (f"loss={self.criterion!r}, aggregate={self.aggregate!r}, "

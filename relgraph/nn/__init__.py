@@ -1,5 +1,11 @@
-"""Reusable layers: dense batched graph layers (``x [b, n, d]``, ``adj [b, n, n]``)."""
+"""Reusable dense layers of the relational heads, batched over episodes (PyG-style).
 
-from relgraph.nn.dense import DenseGraphConv
+For a generic dense graph convolution use PyG's own (e.g.
+:class:`torch_geometric.nn.DenseGraphConv`); these are the layers of the papers' heads.
+"""
 
-__all__ = ["DenseGraphConv"]
+from relgraph.nn.edge_labeling import EdgeUpdate, NodeUpdate, pair_index
+from relgraph.nn.gnn import ClassGraphConv
+from relgraph.nn.relation import RelationModule
+
+__all__ = ["ClassGraphConv", "EdgeUpdate", "NodeUpdate", "RelationModule", "pair_index"]

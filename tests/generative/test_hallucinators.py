@@ -19,6 +19,7 @@ from relgraph.generative import (
     pca_2d,
     plot_generated_features,
 )
+from relgraph.graph import to_networkx
 from relgraph.methods import build_method
 from relgraph.methods.protonet import ProtoNet, prototypes
 
@@ -148,7 +149,7 @@ def test_gan_trains_end_to_end_through_the_classification_loss():
     """Only the generator trains (identity backbone): the few-shot loss still goes down."""
     torch.manual_seed(0)
     model = ProtoNet(Features(), augment={"hallucinator": "gan", "per_class": 4, "hidden": 32})
-    opt = torch.optim.Adam(model.hallucinator.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.support_generator.hallucinator.parameters(), lr=1e-2)
     ep = feature_episode(k=1, q=6)
     model.train()
     losses = []
@@ -204,32 +205,33 @@ def test_vae_loss_does_not_reach_the_backbone():
     model = conv_method("protonet", hallucinator="vae", per_class=2, hidden=16)
     model.train()
     ep = image_episode()
-    support, query = model.embed(ep.support), model.embed(ep.query)
-    model.augment_loss(support, ep.support_labels, query, ep.query_labels).backward()
+    support, query = model.embed_episode(ep)
+    model.support_generator.loss(support, ep.support_labels, query, ep.query_labels).backward()
     assert all(p.grad is None for p in model.backbone.parameters())
-    assert all(p.grad is not None for p in model.hallucinator.parameters())
+    assert all(p.grad is not None for p in model.support_generator.hallucinator.parameters())
     # and the classification loss reaches the backbone but not the VAE
     model.zero_grad(set_to_none=True)
     logits = model(ep)
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), ep.query_labels.flatten()).backward()
     assert all(p.grad is not None for p in model.backbone.parameters())
-    assert all(p.grad is None for p in model.hallucinator.parameters())
+    assert all(p.grad is None for p in model.support_generator.hallucinator.parameters())
 
 
 def test_augment_support_flags_weights_and_identity():
     model = conv_method("protonet", hallucinator="vae", per_class=3, weight=0.25, hidden=16)
     model.eval()
     s = torch.randn(B, N * K, 8)
-    out, labels, generated, weights = model.augment_support(s, image_episode().support_labels, N)
+    out, labels, generated, weights = model.support_generator(s, image_episode().support_labels, N)
     assert out.shape == (B, N * K + N * 3, 8) and labels.shape == generated.shape == (B, 15)
     assert torch.equal(out[:, :N * K], s)
     assert generated.tolist() == [[False] * 6 + [True] * 9] * B
     assert torch.equal(weights, torch.where(generated, 0.25, 1.0))
     plain = conv_method("protonet")
-    assert plain.hallucinator is None
-    same = plain.augment_support(s, image_episode().support_labels, N)
-    assert same[0] is s and not same[2].any() and (same[3] == 1).all()
-    assert float(plain.augment_loss(s, labels[:, :6], s, labels[:, :6])) == 0.0
+    assert plain.support_generator is None
+    graph = plain.build_graph(s, image_episode().support_labels, s[:, :2], N)
+    assert torch.equal(graph.support, s) and not graph.is_generated.any()
+    assert (graph.node_weights == 1).all()
+    assert float(model.support_generator.loss(s, labels[:, :6], s, labels[:, :6])) == 0.0
     # per_class 0 builds the hallucinator but changes nothing
     zero = conv_method("protonet", hallucinator="vae", per_class=0)
     zero.eval()
@@ -250,10 +252,10 @@ def test_weighted_prototypes_reference():
 def test_generated_nodes_are_flagged_supports_and_ignore_queries(name):
     model = conv_method(name, hallucinator="gan", per_class=2, hidden=16)
     with torch.no_grad():
-        model.hallucinator.generator[-1].weight.normal_()
+        model.support_generator.hallucinator.generator[-1].weight.normal_()
     model.eval()
     ep = image_episode()
-    graph = model.graph(ep) if name == "gnn" else model._edges(ep)[0]
+    graph = model.graph(ep)
     s = N * K
     assert graph.n_support == s + N * 2
     assert graph.is_generated[:, s:graph.n_support].all()
@@ -262,13 +264,13 @@ def test_generated_nodes_are_flagged_supports_and_ignore_queries(name):
     labels = graph.labels[:, s:graph.n_support]
     assert ((labels.unsqueeze(-1) == torch.arange(N)).sum(1) == 2).all()
     # generated nodes carry their (known) labels, like supports
-    assert torch.equal(graph.node_labels[:, s:graph.n_support].argmax(-1), labels)
+    assert torch.equal(graph.node_labels()[:, s:graph.n_support].argmax(-1), labels)
     # generation reads the supports only: other queries give the same generated nodes
     other = Episode(ep.support, ep.support_labels, torch.rand_like(ep.query), ep.query_labels,
                     ep.class_ids, N, K)
-    graph2 = model.graph(other) if name == "gnn" else model._edges(other)[0]
+    graph2 = model.graph(other)
     assert torch.equal(graph.x[:, :graph.n_support], graph2.x[:, :graph.n_support])
-    nxg = graph.to_networkx(0)
+    nxg = to_networkx(graph, 0)
     assert [nxg.nodes[i]["generated"] for i in range(graph.num_nodes)] == \
         graph.is_generated[0].tolist()
 
@@ -287,7 +289,7 @@ def test_eval_generation_is_deterministic_and_batch_independent(name):
                      ep.class_ids[1:], N, K)
     assert torch.allclose(model(single)[0], base[1], atol=1e-5)
     # and generation changes the predictions (it is not a no-op)
-    model.augment_per_class = 0
+    model.support_generator.per_class = 0
     assert not torch.allclose(model(ep), base)
 
 
@@ -332,10 +334,10 @@ def test_train_via_cli_and_checkpoint_round_trip(augment, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
     state = load_checkpoint(out / "checkpoint.pt")["model"]
-    keys = [k for k in state if k.startswith("hallucinator.")]
+    keys = [k for k in state if k.startswith("support_generator.hallucinator.")]
     assert keys
     model, _ = load_model(out / "checkpoint.pt")
-    assert model.hallucinator is not None and model.augment_per_class == 2
+    assert model.support_generator is not None and model.support_generator.per_class == 2
     for k in keys:
         assert torch.equal(model.state_dict()[k], state[k]), k
     ep = tiny_image_episode()
@@ -384,6 +386,6 @@ def test_resume_with_augmentation_is_exact(tmp_path):
     train(config, tmp_path / "b", progress=False)
     a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
-    assert a.keys() == b.keys() and any(k.startswith("hallucinator.") for k in a)
+    assert a.keys() == b.keys() and any(k.startswith("support_generator.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k

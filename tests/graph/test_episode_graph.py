@@ -29,10 +29,10 @@ def test_from_episode_reference_values():
     assert g.num_nodes == 5 and g.n_support == 3 and g.n_way == 2 and not g.transductive
     assert torch.equal(g.x, torch.cat([ep.support, ep.query], dim=1))
     assert g.is_query.tolist() == [[False, False, False, True, True]]
-    assert g.labels.tolist() == [[1, 0, 1, 0, 1]]
-    assert g.node_labels.tolist() == [[[0, 1], [1, 0], [0, 1], [0, 0], [0, 0]]]
+    assert g.labels.tolist() == [[1, 0, 1, -1, -1]]  # the query labels are not carried
+    assert g.node_labels().tolist() == [[[0, 1], [1, 0], [0, 1], [0, 0], [0, 0]]]
     u = 0.5
-    assert g.edge_labels.tolist() == [[
+    assert g.edge_labels().tolist() == [[
         [1, 0, 1, u, u],
         [0, 1, 0, u, u],
         [1, 0, 1, u, u],
@@ -46,13 +46,41 @@ def test_from_episode_reference_values():
         [False, False, False, True, False],
         [False, False, False, False, True],
     ]
-    assert g.target_edges[0, 3].tolist() == [0, 1, 0, 1, 0]
-    uniform = EpisodeGraph.from_episode(ep, ep.support, ep.query, transductive=True,
-                                        query_label="uniform", unknown=0.25)
-    assert uniform.node_labels[0, 3:].tolist() == [[0.5, 0.5], [0.5, 0.5]]
-    assert uniform.edge_labels[0, 0, 4] == 0.25 and uniform.mask.all()
-    with pytest.raises(ValueError, match="query_label"):
-        EpisodeGraph.from_episode(ep, ep.support, ep.query, query_label="one-hot")
+    assert g.target_edges(ep.query_labels)[0, 3].tolist() == [0, 1, 0, 1, 0]
+    assert torch.equal(g.support, ep.support) and torch.equal(g.query, ep.query)
+    full = EpisodeGraph.from_episode(ep, ep.support, ep.query, transductive=True)
+    assert full.node_labels("uniform")[0, 3:].tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    assert full.edge_labels(unknown=0.25)[0, 0, 4] == 0.25 and full.mask.all()
+    with pytest.raises(ValueError, match="fill"):
+        g.node_labels("one-hot")
+    with pytest.raises(ValueError, match="query_labels of shape"):
+        g.target_edges(ep.query_labels[:, :1])
+
+
+def test_the_graph_never_carries_query_labels():
+    ep = tiny_episode()
+    shuffled = Episode(ep.support, ep.support_labels, ep.query, ep.query_labels.flip(1),
+                       ep.class_ids, ep.n_way, ep.k_shot)
+    a = EpisodeGraph.from_episode(ep, ep.support, ep.query)
+    b = EpisodeGraph.from_episode(shuffled, shuffled.support, shuffled.query)
+    for name in ("x", "labels", "is_query", "is_unlabelled", "is_generated", "node_weights",
+                 "mask"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_unlabelled_nodes_follow_the_queries_and_send_messages():
+    ep = tiny_episode()
+    extra = torch.tensor([[[5.0, 5.0], [6.0, 6.0]]])
+    g = EpisodeGraph.build(ep.support, ep.support_labels, ep.query, 2, unlabelled=extra)
+    assert g.num_nodes == 7 and g.n_support == 3 and g.n_query == 2
+    assert g.is_unlabelled[0].tolist() == [False] * 5 + [True] * 2
+    assert g.labels[0, 5:].tolist() == [-1, -1] and torch.equal(g.x[0, 5:], extra[0])
+    assert torch.equal(g.query, ep.query)
+    # inductive: every node receives from supports and unlabelled nodes, never from queries
+    assert g.mask[0, :, 5:].all() and not g.mask[0, 5:, 3:5].any()
+    assert not g.edge_known[0, 0, 5] and g.edge_labels()[0, 0, 5] == 0.5
+    with pytest.raises(ValueError, match="support labels must lie in"):
+        EpisodeGraph.build(ep.support, ep.support_labels + 5, ep.query, 2)
 
 
 def test_message_mask():

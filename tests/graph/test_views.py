@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_geometric.data import Batch, Data
 
 from relgraph.data import Episode
 from relgraph.graph import EpisodeGraph, cosine_similarity
 from relgraph.graph.views import draw_episode_graph, knn_mask, to_networkx, to_pyg
+
+Q_LABELS = torch.tensor([0, 0, 1, 1]).expand(2, -1)
 
 
 def make_graph(transductive: bool = False, b: int = 2) -> EpisodeGraph:
@@ -26,13 +29,16 @@ def make_graph(transductive: bool = False, b: int = 2) -> EpisodeGraph:
 def test_to_pyg_edges_follow_the_mask():
     graph = make_graph()
     sim = cosine_similarity(graph.x)
-    batch = graph.to_pyg(sim)
+    batch = to_pyg(graph, sim)
     assert batch.num_graphs == 2 and batch.x.shape == (16, 5)
     assert torch.equal(batch.y, graph.labels.reshape(-1))
+    reference = Batch.from_data_list([
+        Data(x=graph.x[e], edge_index=graph.mask[e].nonzero().flip(1).T) for e in range(2)])
+    assert torch.equal(batch.edge_index, reference.edge_index)  # one vectorised call
     assert torch.equal(batch.is_query, graph.is_query.reshape(-1))
     for e, data in enumerate(batch.to_data_list()):
         assert torch.equal(data.x, graph.x[e])
-        assert torch.equal(data.node_labels, graph.node_labels[e])
+        assert torch.equal(data.node_labels, graph.node_labels()[e])
         source, target = data.edge_index
         assert data.num_edges == int(graph.mask[e].sum())
         assert graph.mask[e, target, source].all()  # target receives from source
@@ -48,7 +54,7 @@ def test_to_pyg_edges_follow_the_mask():
 def test_to_pyg_knn_keeps_the_most_similar_allowed_neighbours():
     graph = make_graph(transductive=True)
     sim = cosine_similarity(graph.x)
-    batch = graph.to_pyg(sim, knn=2)
+    batch = to_pyg(graph, sim, knn=2)
     n = graph.num_nodes
     for e, data in enumerate(batch.to_data_list()):
         source, target = data.edge_index
@@ -64,22 +70,24 @@ def test_to_pyg_knn_keeps_the_most_similar_allowed_neighbours():
     mask = knn_mask(make_graph().mask, sim, 10)
     assert torch.equal(mask, make_graph().mask)
     with pytest.raises(ValueError, match="knn needs a similarity"):
-        graph.to_pyg(knn=2)
+        to_pyg(graph, knn=2)
     with pytest.raises(ValueError, match="knn >= 1"):
-        graph.to_pyg(sim, knn=0)
+        to_pyg(graph, sim, knn=0)
     with pytest.raises(ValueError, match=r"similarity of shape \(2, 8, 8\)"):
-        graph.to_pyg(sim[:, :4])
+        to_pyg(graph, sim[:, :4])
 
 
 def test_to_networkx_attributes():
     graph = make_graph()
     sim = cosine_similarity(graph.x)
     preds = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
-    g = graph.to_networkx(1, sim, preds)
+    g = to_networkx(graph, 1, sim, preds, query_labels=Q_LABELS)
     assert g.number_of_nodes() == 8
     assert [g.nodes[i]["role"] for i in range(8)] == ["support"] * 4 + ["query"] * 4
     assert [g.nodes[i]["label"] for i in range(8)] == [0, 0, 1, 1, 0, 0, 1, 1]
     assert [g.nodes[i]["prediction"] for i in range(8)] == [None] * 4 + [0, 0, 1, 1]
+    # without the query labels (the graph does not carry them) queries are -1
+    assert [to_networkx(graph, 1).nodes[i]["label"] for i in range(8)] == [0, 0, 1, 1] + [-1] * 4
     # inductive: every pair except two different queries; no self-loops
     assert g.number_of_edges() == 28 - 6
     assert not g.has_edge(4, 5) and g.has_edge(0, 5)
@@ -100,13 +108,15 @@ def test_draw_episode_graph(tmp_path):
 
     graph = make_graph()
     preds = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
-    fig = draw_episode_graph(graph, 0, predictions=preds, class_names=["alpha", "beta"])
+    fig = draw_episode_graph(graph, 0, predictions=preds, class_names=["alpha", "beta"],
+                             query_labels=Q_LABELS)
     ax = fig.axes[0]
     assert "3/4 correct" in ax.get_title()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[:2] == ["alpha", "beta"] and "wrong" in labels
     # seeded layout: the same picture twice
-    again = draw_episode_graph(graph, 0, predictions=preds, class_names=["alpha", "beta"])
+    again = draw_episode_graph(graph, 0, predictions=preds, class_names=["alpha", "beta"],
+                               query_labels=Q_LABELS)
     first = [c.get_offsets().tolist() for c in ax.collections]
     assert first == [c.get_offsets().tolist() for c in again.axes[0].collections]
     path = save_figure(fig, tmp_path / "graph.png")

@@ -173,3 +173,88 @@ def test_protonet_distances():
     assert torch.allclose(cos, torch.tensor([[[2 ** -0.5, 2 ** -0.5]]]))
     with pytest.raises(ValueError, match="distance must be"):
         ProtoNet(backbone, distance="manhattan")
+
+
+# -- the episode graph as the spine ------------------------------------------------------------
+
+def test_a_batch_gives_the_logits_of_each_episode_alone(name):
+    model = make_method(name)
+    train_a_little(model)
+    ep = make_episode()
+    with torch.no_grad():
+        batched = model(ep)
+        alone = torch.cat([model(ep[e]) for e in range(B)])
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_logits_do_not_change_when_the_query_labels_are_shuffled(name):
+    model = make_method(name)
+    train_a_little(model)
+    ep = make_episode()
+    perm = torch.randperm(N * Q, generator=torch.Generator().manual_seed(3))
+    shuffled = Episode(ep.support, ep.support_labels, ep.query, ep.query_labels[:, perm],
+                       ep.class_ids, N, K)
+    with torch.no_grad():
+        assert torch.equal(model(ep), model(shuffled))
+
+
+def test_a_head_on_cached_features_equals_the_full_model(name):
+    from relgraph.methods import RelationalHead
+
+    model = make_method(name)
+    if not isinstance(model, RelationalHead):
+        assert not model.caches_embeddings  # adapts per episode: evaluated uncached
+        pytest.skip("not a relational head: adapts its backbone per episode")
+    assert model.caches_embeddings
+    train_a_little(model)
+    ep = make_episode()
+    with torch.no_grad():
+        support, query = model.embed_episode(ep)
+        cached = model.forward_features(support, ep.support_labels, query, N)
+        assert torch.allclose(cached, model(ep), atol=1e-6)
+        # and the same head on the features, without any backbone
+        headless = build_method(name.partition("+")[0], None, num_classes=N,
+                                **_headless_args(model))
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        headless.load_state_dict(state)
+        headless.eval()
+        features = Episode(support, ep.support_labels, query, ep.query_labels, ep.class_ids,
+                           N, K)
+        assert torch.allclose(headless(features), cached, atol=1e-6)
+
+
+def _headless_args(model: FewShotMethod) -> dict:
+    """Constructor arguments a head needs without a backbone to read its sizes from."""
+    from relgraph.methods import (
+        GNN,
+        EdgeLabelingGNN,
+        MatchingNet,
+        ProtoNet,
+        PyGConvMethod,
+        RelationNet,
+    )
+
+    args: dict = {}
+    gen = getattr(model, "support_generator", None)
+    if gen is not None:
+        name = "vae" if "VAE" in type(gen.hallucinator).__name__ else "gan"
+        args["augment"] = AUGMENTS[name]
+    d = model.backbone.out_dim
+    if isinstance(model, (GNN, PyGConvMethod, MatchingNet, ProtoNet)):
+        args["embed_dim"] = d
+    if isinstance(model, EdgeLabelingGNN):
+        args["in_dim"] = d
+    if isinstance(model, RelationNet):
+        args["map_shape"] = model.map_shape
+    return args
+
+
+def test_no_relational_head_calls_the_backbone():
+    """Only the shared embedding step runs the backbone: heads relate graphs."""
+    import inspect
+
+    from relgraph.methods import edge_gnn, gnn, matching, protonet, pyg_conv, relation
+
+    for module in (protonet, matching, relation, gnn, edge_gnn, pyg_conv):
+        source = inspect.getsource(module)
+        assert "self.backbone(" not in source and "backbone.forward" not in source, module

@@ -195,7 +195,7 @@ def test_loss_is_the_weighted_edge_loss_on_query_edges():
     ep = feature_episode([0, 1, 2, 1], n_query=5, n_way=3)
     graph = EpisodeGraph.from_episode(ep, ep.support, ep.query)
     layers = model.propagate(graph.x, initial_edges(graph, 4))
-    target = graph.target_edges[:, 4:, :4]
+    target = graph.target_edges(ep.query_labels)[:, 4:, :4]
     ones = torch.ones_like(target, dtype=torch.bool)
     expected = sum(w * balanced_edge_loss(e[:, 4:, :, 0], target, ones)
                    for w, e in zip((0.2, 1.0), layers, strict=True))

@@ -48,7 +48,7 @@ def test_adjacency_rows_sum_to_one_over_allowed_edges(transductive, training):
     model = make_gnn(transductive=transductive, layers=2)
     model.train(training)
     ep = feature_episode()
-    adjs = model.adjacencies(ep)
+    adjs = model.adjacencies(model.graph(ep))
     assert len(adjs) == 3  # two hidden layers and the read-out layer
     graph = EpisodeGraph.from_episode(ep, ep.support, ep.query, transductive)
     allowed = receive_mask(graph, self_loops=False)
@@ -159,7 +159,8 @@ def test_bad_arguments():
         GNN(nn.Flatten(), embed_dim=D, layers=-1)
     with pytest.raises(ValueError, match="embed_dim"):
         GNN(nn.Flatten())
-    assert len(GNN(nn.Flatten(), embed_dim=D, layers=0).adjacencies(feature_episode())) == 1
+    small = GNN(nn.Flatten(), embed_dim=D, layers=0)
+    assert len(small.adjacencies(small.graph(feature_episode()))) == 1
 
 
 def test_distance_bias_gives_protonet_adjacency_when_the_kernel_is_constant():
@@ -174,7 +175,7 @@ def test_distance_bias_gives_protonet_adjacency_when_the_kernel_is_constant():
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
     ep = feature_episode(k_shot=1, n_query=2)
-    adj = model.adjacencies(ep)[0]  # [b, n, n]
+    adj = model.adjacencies(model.graph(ep))[0]  # [b, n, n]
     s = ep.support.shape[1]
     expected = torch.softmax(-squared_euclidean(ep.query, ep.support), dim=-1)
     torch.testing.assert_close(adj[:, s:, :s], expected)

@@ -151,13 +151,13 @@ def test_fce_is_inductive_and_gets_gradients():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="fce=True needs a backbone with an integer out_dim"):
+    with pytest.raises(ValueError, match="could not read the embedding size"):
         MatchingNet(nn.Flatten(), fce=True)
     with pytest.raises(ValueError, match="lstm_layers >= 1"):
         MatchingNet(Vectors(3), fce=True, lstm_layers=0)
     with pytest.raises(ValueError, match="unrolling_steps >= 1"):
         MatchingNet(Vectors(3), fce=True, unrolling_steps=0)
-    with pytest.raises(ValueError, match="sets fce=True itself"):
+    with pytest.raises(ValueError, match="sets fce itself; use method .matching."):
         build_method("matching_fce", Vectors(3), fce=False)
     with pytest.raises(ValueError, match=r"expected scores \[b, q, s\]"):
         matching_log_probs(torch.zeros(1, 2, 3), torch.zeros(1, 4, dtype=torch.long), 2)

@@ -59,9 +59,9 @@ def reference_logits(model: RelationNet, classes: Tensor, query: Tensor) -> Tens
         for j in range(q):
             for k in range(n):
                 z = torch.cat([classes[e, k], query[e, j]])[None]
-                z = pool(F.relu(model.norm1(model.conv1(z))))
-                z = pool(F.relu(model.norm2(model.conv2(z))))
-                out[e, j, k] = model.fc(z.flatten(1))[0, 0]
+                z = pool(F.relu(model.relation_module.norm1(model.relation_module.conv1(z))))
+                z = pool(F.relu(model.relation_module.norm2(model.relation_module.conv2(z))))
+                out[e, j, k] = model.relation_module.fc(z.flatten(1))[0, 0]
     return out
 
 
@@ -82,7 +82,7 @@ def test_batched_relation_module_matches_explicit_concatenation(shape):
 @pytest.mark.parametrize("size,pooled", [(7, 1), (3, 1), (1, 1), (10, 2), (5, 1), (2, 1)])
 def test_pooling_only_while_the_map_is_at_least_2x2(size, pooled):
     model = RelationNet(Maps((2, size, size)), hidden=4)
-    assert model.fc[0].in_features == 4 * pooled * pooled
+    assert model.relation_module.fc[0].in_features == 4 * pooled * pooled
     out = model.eval()(make_episode([0, 1, 2], shape=(2, size, size)))
     assert out.shape == (2, 3, 3) and torch.isfinite(out).all()
 
@@ -141,5 +141,5 @@ def test_errors():
                         map_shape=(64, 1, 1))
     assert model.map_shape == (64, 1, 1)
     model = RelationNet(Maps((2, 4, 4)))
-    with pytest.raises(ValueError, match=r"expected feature maps of shape \(2, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"size 32 \(flat feature maps \(2, 4, 4\)"):
         model(make_episode([0, 1, 2], shape=(2, 5, 5)))

@@ -1,0 +1,62 @@
+"""Checkpoints: written atomically, read safely (``torch.load(weights_only=True)``).
+
+A checkpoint is a dict of tensors and plain Python values::
+
+    {"format": "relgraph-checkpoint", "version": 1,
+     "config": Config.to_dict(), "preprocessing": {...},   # everything needed to use it
+     "num_classes": int,   # training classes (for methods with a classifier over them)
+     "model": state_dict, "step": int, "best": {...}, "history": [...],
+     # for resuming only (in last.pt):
+     "optimizer": ..., "scheduler": ..., "rng": {...}, "scaler": ...}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from relgraph.utils import atomic_path
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "relgraph-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically: a crash (even ``kill -9``) mid-write leaves
+    the previous file intact."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Read a relgraph checkpoint safely (no arbitrary code runs: ``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a relgraph checkpoint, or is damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; pass the checkpoint.pt written "
+                                "by 'relgraph train --out DIR'")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        raise ValueError(f"{path} is not a readable relgraph checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); it may be damaged "
+                         "or come from another program") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a relgraph checkpoint (no 'format: "
+                         f"{CHECKPOINT_FORMAT}' entry)")
+    if int(payload.get("version", 0)) > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by a newer relgraph (checkpoint version "
+                         f"{payload['version']}); upgrade relgraph to read it")
+    return payload
