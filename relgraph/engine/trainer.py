@@ -57,7 +57,7 @@ from relgraph.utils import atomic_write_text
 
 __all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED",
            "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "train_step",
-           "validate", "save_best", "save_last"]
+           "validate", "save_best", "save_last", "check_init_from"]
 
 #: Seed of the fixed validation episodes and of the validation class hold-out.
 VAL_SEED = 12345
@@ -341,18 +341,45 @@ class TrainState:
         return {"loss_sum": self.loss_sum, "acc_sum": self.acc_sum, "count": self.count}
 
 
+def check_init_from(path: str | Path) -> None:
+    """Fail early, in one line, when ``train.init_from`` names a checkpoint that is not there.
+
+    A path ``runs/<group>/<name>/checkpoint.pt`` with a config
+    ``experiments/configs/<group>_<name>.yaml`` (relative to the current directory) is the run
+    of that config: the message gives the command that trains it.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return
+    parts = path.parts
+    if len(parts) >= 4 and parts[-4] == "runs" and parts[-1] == "checkpoint.pt":
+        config = Path("experiments", "configs", f"{parts[-3]}_{parts[-2]}.yaml")
+        if config.is_file():
+            raise FileNotFoundError(
+                f"train.init_from: {path} does not exist; train that run first: "
+                f"relgraph train --config {config.as_posix()} --out {path.parent.as_posix()}")
+    raise FileNotFoundError(f"train.init_from: {path} does not exist; train that run first "
+                            "(its checkpoint.pt) or fix the path")
+
+
 def setup(config: Config, out: str | Path) -> TrainRun:
     """Check ``config`` and build what a run keeps fixed; writes nothing.
 
     Raises:
         ValueError: a setting that would fail later (augmentation arguments, validation
             episodes the validation classes cannot fill, ...).
+        FileNotFoundError: ``train.init_from`` names a checkpoint that does not exist.
     """
     info = init_distributed(config.train.device)
     t = config.train
     if t.steps < 1 or t.val_every < 1:
         raise ValueError(f"train.steps and train.val_every must be >= 1, got {t.steps} and "
                          f"{t.val_every}")
+    if t.init_from:
+        check_init_from(t.init_from)
     train_ds, val_ds = build_datasets(config.data)
     sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
                              num_batches=t.steps, seed=t.seed, rank=info.rank,
