@@ -16,12 +16,30 @@ A config has four parts::
 
 Relative ``roots`` in a config file are resolved against the current directory (the project
 root, for the configs under ``experiments/``).
+
+Every value is checked against its field's type hint when a config is built from a dict (a YAML
+file, a checkpoint, ``--set`` overrides), and a wrong one is a :class:`ValueError` naming the
+dotted key, what was expected and what came::
+
+    train.lr: expected a number, got 'abc' (str)
+
+``int`` fields take integers (not booleans); ``float`` fields take integers, floats and
+numeric strings (YAML 1.1 reads ``1e-3`` as the string ``"1e-3"``; it becomes ``0.001``);
+``bool`` fields take booleans only; ``list[str]`` and ``dict[str, ...]`` fields take lists and
+mappings of those types. Fields with a fixed set of values (``train.optimizer``,
+``train.scheduler``) or a range (``train.steps >= 1``, ``train.lr > 0``,
+``0 <= data.val_fraction < 1``, ...) are checked too; their limits are in each field's
+``metadata``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +47,11 @@ from typing import Any
 import yaml
 
 __all__ = ["Config", "DataConfig", "TrainConfig", "EvalConfig", "load_config"]
+
+# Field limits, kept in ``dataclasses.field(metadata=...)`` and checked by ``_check_limits``:
+# ``min`` (>=), ``above`` (>), ``below`` (<), ``choices`` (one of).
+_AT_LEAST_0 = {"min": 0}
+_AT_LEAST_1 = {"min": 1}
 
 
 @dataclass
@@ -62,8 +85,8 @@ class DataConfig:
     split: str | None = None
     val_split: str | None = None
     val_alphabets: list[str] | None = None
-    val_fraction: float = 0.2
-    image_size: int | None = 28
+    val_fraction: float = field(default=0.2, metadata={"min": 0, "below": 1})
+    image_size: int | None = field(default=28, metadata={"min": 1})
     rotations: bool = False
     augment: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
@@ -100,28 +123,28 @@ class TrainConfig:
             images).
     """
 
-    ways: int = 20
-    shots: int = 1
-    queries: int = 5
-    episodes_per_batch: int = 1
-    steps: int = 2000
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "step"
-    step_size: int = 1000
+    ways: int = field(default=20, metadata=_AT_LEAST_1)
+    shots: int = field(default=1, metadata=_AT_LEAST_1)
+    queries: int = field(default=5, metadata=_AT_LEAST_1)
+    episodes_per_batch: int = field(default=1, metadata=_AT_LEAST_1)
+    steps: int = field(default=2000, metadata=_AT_LEAST_1)
+    optimizer: str = field(default="adam", metadata={"choices": ("adam", "adamw", "sgd")})
+    lr: float = field(default=1e-3, metadata={"above": 0})
+    weight_decay: float = field(default=0.0, metadata=_AT_LEAST_0)
+    momentum: float = field(default=0.9, metadata=_AT_LEAST_0)
+    scheduler: str = field(default="step", metadata={"choices": ("none", "step", "cosine")})
+    step_size: int = field(default=1000, metadata=_AT_LEAST_1)
     gamma: float = 0.5
-    val_every: int = 250
-    val_episodes: int = 200
-    patience: int = 0
+    val_every: int = field(default=250, metadata=_AT_LEAST_1)
+    val_episodes: int = field(default=200, metadata=_AT_LEAST_1)
+    patience: int = field(default=0, metadata=_AT_LEAST_0)
     seed: int = 0
     device: str = "auto"
     amp: bool = True
-    grad_clip: float = 0.0
+    grad_clip: float = field(default=0.0, metadata=_AT_LEAST_0)
     within_alphabet: bool = False
     init_from: str | None = None
-    backbone_lr_scale: float = 1.0
+    backbone_lr_scale: float = field(default=1.0, metadata=_AT_LEAST_0)
 
 
 @dataclass
@@ -137,12 +160,12 @@ class EvalConfig:
             protocol); also used for the validation episodes during training.
     """
 
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    episodes: int = 1000
+    ways: int = field(default=5, metadata=_AT_LEAST_1)
+    shots: int = field(default=1, metadata=_AT_LEAST_1)
+    queries: int = field(default=15, metadata=_AT_LEAST_1)
+    episodes: int = field(default=1000, metadata=_AT_LEAST_1)
     seed: int = 0
-    episodes_per_batch: int = 20
+    episodes_per_batch: int = field(default=20, metadata=_AT_LEAST_1)
     within_alphabet: bool = False
 
 
@@ -165,11 +188,20 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        """Build from a dict, checking every value (see the module docstring).
+
+        Raises:
+            ValueError: an unknown key (the valid ones are listed), or a value of the wrong
+                type or out of its field's range (the dotted key is named).
+        """
         return _from_dict(cls, data or {}, "")
 
     def override(self, dotted: dict[str, Any]) -> Config:
-        """A copy with ``{"train.lr": 0.01, ...}`` values replaced (``None`` values skipped)."""
+        """A copy with ``{"train.lr": 0.01, ...}`` values replaced (``None`` values skipped).
+
+        The result goes through the same checks as :meth:`from_dict`, so ``--set`` values
+        (strings parsed by YAML) are checked and coerced like those of a config file.
+        """
         data = self.to_dict()
         for key, value in dotted.items():
             if value is None:
@@ -190,6 +222,7 @@ class Config:
 
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """Build the dataclass ``cls`` from ``data``, checking and coercing every value."""
     if not isinstance(data, dict):
         raise ValueError(f"config section {prefix or '<root>'!r} must be a mapping, "
                          f"got {type(data).__name__}")
@@ -199,14 +232,104 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
         where = f" in section {prefix.rstrip('.')!r}" if prefix else ""
         raise ValueError(f"unknown config key(s) {unknown}{where}; valid keys: "
                          f"{', '.join(sorted(known))}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        sub = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}.get(name)
-        if cls is Config and sub is not None:
-            kwargs[name] = _from_dict(sub, value or {}, f"{name}.")
+        hint = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value or {}, f"{key}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _check_limits(_coerce(value, hint, key), known[name].metadata, key)
     return cls(**kwargs)
+
+
+def _got(value: Any) -> str:
+    return f"got {value!r} ({type(value).__name__})"
+
+
+def _expected(hint: Any) -> str:
+    """``hint`` in words, for error messages."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint is Any:
+        return "a value"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join("null" if a is type(None) else _expected(a) for a in args)
+    if origin is list:
+        return f"a list of {_expected(args[0]).split(' ', 1)[-1]}s"
+    if origin is dict:
+        return f"a mapping of {_expected(args[0]).split(' ', 1)[-1]} keys to " + (
+            "any values" if args[1] is Any else f"{_expected(args[1]).split(' ', 1)[-1]}s")
+    return str(hint)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the type hint ``hint``; numeric strings become floats.
+
+    Raises:
+        ValueError: ``key: expected ..., got ...``.
+    """
+    if hint is Any:
+        return value
+    if hint is bool or hint is str:
+        if isinstance(value, hint):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if (isinstance(number, (int, float)) and not isinstance(number, bool)
+                and math.isfinite(number)):
+            return number  # integers stay integers (1 and 1.0 train identically)
+    else:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (types.UnionType, typing.Union) and type(None) in args:
+            if value is None:
+                return None
+            (inner,) = [a for a in args if a is not type(None)]
+            if isinstance(value, (list, dict)):
+                return _coerce(value, inner, key)  # a wrong item is named by its own key
+            try:
+                return _coerce(value, inner, key)
+            except ValueError:
+                pass  # reported below as "expected ... or null"
+        elif origin is list and isinstance(value, list):
+            return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        elif origin is dict and isinstance(value, dict):
+            return {_coerce(k, args[0], f"{key} key {k!r}"): _coerce(v, args[1], f"{key}.{k}")
+                    for k, v in value.items()}
+    raise ValueError(f"{key}: expected {_expected(hint)}, {_got(value)}")
+
+
+def _check_limits(value: Any, limits: typing.Mapping[str, Any], key: str) -> Any:
+    """``value`` checked against a field's ``choices`` / ``min`` / ``above`` / ``below``."""
+    if value is None:
+        return value
+    choices = limits.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{key}: expected one of {', '.join(map(repr, choices))}, "
+                         f"{_got(value)}")
+    bounds = [(op, limits[name], check) for op, name, check in
+              ((">=", "min", operator.ge), (">", "above", operator.gt), ("<", "below", operator.lt))
+              if name in limits]
+    if not all(check(value, bound) for _, bound, check in bounds):
+        wanted = " and ".join(f"{op} {bound}" for op, bound, _ in bounds)
+        raise ValueError(f"{key}: expected a value {wanted}, got {value!r}")
+    return value
 
 
 def load_config(path: str | os.PathLike[str] | None = None,

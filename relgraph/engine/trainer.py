@@ -14,6 +14,18 @@ Resuming (the default when ``out/last.pt`` exists) continues exactly where the l
 validation left off: batch ``t`` of training is a pure function of ``(seed, t)``, and the
 model, optimiser, scheduler and RNG states are restored, so an interrupted run (even by
 ``kill -9``) ends with the same weights and metrics as an uninterrupted one.
+
+The loop is built from small pieces, each usable on its own (the tests drive them directly):
+
+- :func:`setup` checks the config and builds what stays fixed (:class:`TrainRun`: data,
+  training episodes, augmentation); it writes nothing, so a bad setting leaves no run folder;
+- :func:`build_state` builds what changes (:class:`TrainState`: model, optimiser, scheduler,
+  gradient scaler, step, history, best, running sums), and :func:`resume_from_last` fills it
+  from ``last.pt``;
+- :func:`train_step` does one optimisation step;
+- every ``train.val_every`` steps, :func:`end_interval` summarises the training steps,
+  :func:`validate` evaluates and keeps the best model (:func:`save_best`, ``checkpoint.pt``),
+  :func:`save_last` writes ``last.pt`` and :func:`log` the metrics and curves.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +46,7 @@ from tqdm.auto import tqdm
 from relgraph.backbones import build_backbone
 from relgraph.data import FewShotDataset, RotatedClasses, build_dataset
 from relgraph.data.augment import AffineAugment
+from relgraph.data.episode import Episode
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
@@ -42,7 +55,9 @@ from relgraph.engine.evaluate import autocast_context, evaluate
 from relgraph.methods import FewShotMethod, build_method
 from relgraph.utils import atomic_write_text
 
-__all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED"]
+__all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED",
+           "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "train_step",
+           "validate", "save_best", "save_last", "check_init_from"]
 
 #: Seed of the fixed validation episodes and of the validation class hold-out.
 VAL_SEED = 12345
@@ -261,6 +276,319 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+@dataclass
+class TrainRun:
+    """What stays fixed during a run: the config, where it writes, the process, the data.
+
+    Attributes:
+        config: the experiment.
+        out: the run folder.
+        info: this process (rank, world size, device).
+        train_ds, val_ds: training and validation classes (``val_ds`` may be ``None``).
+        preprocessing: the training data's preprocessing, saved in checkpoints.
+        sampler: the training episodes (batch ``t`` is a pure function of ``(seed, t)``).
+        augment: the training images' random affine warps (possibly inactive).
+        use_amp: mixed precision (CUDA and ``train.amp`` only).
+    """
+
+    config: Config
+    out: Path
+    info: DistInfo
+    train_ds: FewShotDataset
+    val_ds: FewShotDataset | None
+    preprocessing: dict[str, Any]
+    sampler: EpisodeSampler
+    augment: AffineAugment
+    use_amp: bool
+
+    @property
+    def device(self) -> torch.device:
+        return self.info.device
+
+
+def _no_best() -> dict[str, Any]:
+    return {"step": None, "val_acc": -math.inf, "val_ci95": None}
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training; ``last.pt`` saves all of it.
+
+    Attributes:
+        model, optimizer, scheduler, scaler: the model and its optimisation.
+        step: optimisation steps done.
+        history: one metrics row per validation.
+        best: ``{"step", "val_acc", "val_ci95"}`` of the best validation so far.
+        bad: validations since the last improvement (for ``train.patience``).
+        loss_sum, acc_sum, count: training loss and accuracy summed over the steps since the
+            last validation.
+    """
+
+    model: FewShotMethod
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=_no_best)
+    bad: int = 0
+    loss_sum: float = 0.0
+    acc_sum: float = 0.0
+    count: int = 0
+
+    def running(self) -> dict[str, Any]:
+        """The running sums as saved in ``last.pt``."""
+        return {"loss_sum": self.loss_sum, "acc_sum": self.acc_sum, "count": self.count}
+
+
+def check_init_from(path: str | Path) -> None:
+    """Fail early, in one line, when ``train.init_from`` names a checkpoint that is not there.
+
+    A path ``runs/<group>/<name>/checkpoint.pt`` with a config
+    ``experiments/configs/<group>_<name>.yaml`` (relative to the current directory) is the run
+    of that config: the message gives the command that trains it.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return
+    parts = path.parts
+    if len(parts) >= 4 and parts[-4] == "runs" and parts[-1] == "checkpoint.pt":
+        config = Path("experiments", "configs", f"{parts[-3]}_{parts[-2]}.yaml")
+        if config.is_file():
+            raise FileNotFoundError(
+                f"train.init_from: {path} does not exist; train that run first: "
+                f"relgraph train --config {config.as_posix()} --out {path.parent.as_posix()}")
+    raise FileNotFoundError(f"train.init_from: {path} does not exist; train that run first "
+                            "(its checkpoint.pt) or fix the path")
+
+
+def setup(config: Config, out: str | Path) -> TrainRun:
+    """Check ``config`` and build what a run keeps fixed; writes nothing.
+
+    Raises:
+        ValueError: a setting that would fail later (augmentation arguments, validation
+            episodes the validation classes cannot fill, ...).
+        FileNotFoundError: ``train.init_from`` names a checkpoint that does not exist.
+    """
+    info = init_distributed(config.train.device)
+    t = config.train
+    if t.steps < 1 or t.val_every < 1:
+        raise ValueError(f"train.steps and train.val_every must be >= 1, got {t.steps} and "
+                         f"{t.val_every}")
+    if t.init_from:
+        check_init_from(t.init_from)
+    train_ds, val_ds = build_datasets(config.data)
+    sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
+                             num_batches=t.steps, seed=t.seed, rank=info.rank,
+                             world_size=info.world_size, within_alphabet=t.within_alphabet)
+    try:
+        augment = AffineAugment(**config.data.augment)
+    except TypeError as exc:
+        raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
+    v = config.eval
+    if val_ds is not None:  # fail now, not after the first training interval
+        EpisodeSampler(val_ds, v.ways, v.shots, v.queries, within_alphabet=v.within_alphabet)
+    return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
+                    preprocessing=dict(train_ds.preprocessing), sampler=sampler,
+                    augment=augment, use_amp=t.amp and info.device.type == "cuda")
+
+
+def build_state(run: TrainRun) -> TrainState:
+    """A fresh model (seeded by ``train.seed``; backbone from ``train.init_from`` if given),
+    its optimiser, learning-rate scheduler and gradient scaler, at step 0."""
+    config, t = run.config, run.config.train
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        model = build_model(config, run.preprocessing, num_classes=run.train_ds.num_classes)
+    if t.init_from:
+        init_backbone(model, t.init_from)
+    model.to(run.device)
+    optimizer = _optimizer(config, _param_groups(model, t.lr, t.backbone_lr_scale))
+    return TrainState(model=model, optimizer=optimizer, scheduler=_scheduler(config, optimizer),
+                      scaler=torch.amp.GradScaler("cuda", enabled=run.use_amp))
+
+
+def resume_from_last(run: TrainRun, state: TrainState) -> bool:
+    """Load ``out/last.pt`` into ``state`` (model, optimiser, counters, RNG) if it exists.
+
+    Returns:
+        whether there was a ``last.pt`` to resume from.
+
+    Raises:
+        ValueError: ``last.pt`` was written by a different configuration.
+    """
+    last = run.out / "last.pt"
+    if not last.is_file():
+        return False
+    saved = load_checkpoint(last)
+    if saved.get("config") != run.config.to_dict():
+        raise ValueError(f"{last} was written by a different configuration; use another "
+                         "--out folder, or pass resume=False (--no-resume) to start over")
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.scaler.load_state_dict(saved["scaler"])
+    state.step, state.history, state.best, state.bad = (
+        saved["step"], saved["history"], saved["best"], saved["bad"])
+    _set_rng_state(saved["rng"], run.device)
+    running = saved["running"]
+    state.loss_sum, state.acc_sum, state.count = (
+        running["loss_sum"], running["acc_sum"], running["count"])
+    return True
+
+
+def write_config(run: TrainRun) -> None:
+    """Create the run folder and write the resolved ``config.yaml`` (main process only)."""
+    if run.info.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.out / "config.yaml",
+                          yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+
+
+def loss_runner(run: TrainRun, model: FewShotMethod) -> nn.Module:
+    """``model.loss`` as a module, wrapped in DistributedDataParallel under torchrun."""
+    runner: nn.Module = _LossModule(model)
+    if run.info.distributed:
+        device = run.device
+        runner = nn.parallel.DistributedDataParallel(
+            runner, device_ids=[device.index] if device.type == "cuda" else None)
+    return runner
+
+
+def training_batch(run: TrainRun, step: int) -> Episode:
+    """Training episodes of step ``step`` (augmented if asked), on the run's device."""
+    episode = run.sampler.episode_batch(run.train_ds, step)
+    if run.augment.active:
+        g = torch.Generator().manual_seed(episode_seed(run.config.train.seed ^ _AUGMENT_SALT,
+                                                       step))
+        episode = replace(episode, support=_warp(run.augment, episode.support, g),
+                          query=_warp(run.augment, episode.query, g))
+    return episode.to(run.device, non_blocking=True)
+
+
+def train_step(run: TrainRun, state: TrainState, runner: nn.Module) -> float:
+    """One optimisation step on batch ``state.step``; adds to the running sums.
+
+    Args:
+        run: the run.
+        state: updated in place (weights, optimiser, scheduler, ``step``, running sums).
+        runner: :func:`loss_runner` of ``state.model``.
+
+    Returns:
+        the training loss of this step (before the update).
+    """
+    episode = training_batch(run, state.step)
+    with autocast_context(run.device, run.use_amp):
+        loss, logits = runner(episode)
+    opt, scaler = state.optimizer, state.scaler
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if run.config.train.grad_clip > 0:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(state.model.parameters(), run.config.train.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    state.scheduler.step()
+    state.step += 1
+    loss_value = float(loss.detach())
+    state.loss_sum += loss_value
+    state.acc_sum += float((logits.detach().argmax(-1) == episode.query_labels).float().mean())
+    state.count += 1
+    return loss_value
+
+
+def is_validation_step(run: TrainRun, step: int) -> bool:
+    """Validate every ``train.val_every`` steps and after the last step."""
+    return step % run.config.train.val_every == 0 or step == run.config.train.steps
+
+
+def end_interval(run: TrainRun, state: TrainState, started: float) -> dict[str, Any]:
+    """The metrics row of the steps since the last validation (averaged over all processes);
+    resets the running sums. ``val_acc`` and ``val_ci95`` are left to :func:`validate`.
+
+    ``started`` is the :func:`time.perf_counter` of this call's first step (for ``time_s``).
+    """
+    if run.info.distributed:  # log the mean over all ranks' episodes
+        sums = torch.tensor([state.loss_sum, state.acc_sum], dtype=torch.float64,
+                            device=run.device)
+        torch.distributed.all_reduce(sums)
+        state.loss_sum, state.acc_sum = (sums / run.info.world_size).tolist()
+    row: dict[str, Any] = {
+        "step": state.step, "train_loss": state.loss_sum / state.count,
+        "train_acc": 100 * state.acc_sum / state.count, "val_acc": None, "val_ci95": None,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "time_s": round(time.perf_counter() - started, 3)}
+    state.loss_sum = state.acc_sum = 0.0
+    state.count = 0
+    return row
+
+
+def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
+    """Evaluate on the fixed validation episodes (seed :data:`VAL_SEED`), add ``row`` to the
+    history, and keep the model in ``checkpoint.pt`` if it is the best so far.
+
+    Without validation classes the latest model is the one kept.
+
+    Returns:
+        whether the model improved on the best validation accuracy.
+    """
+    t, v = run.config.train, run.config.eval
+    if run.val_ds is not None:
+        res = evaluate(state.model, run.val_ds, v.ways, v.shots, v.queries, t.val_episodes,
+                       seed=VAL_SEED, episodes_per_batch=v.episodes_per_batch,
+                       device=run.device, amp=run.use_amp, within_alphabet=v.within_alphabet)
+        row["val_acc"], row["val_ci95"] = res["accuracy"], res["ci95"]
+        improved = res["accuracy"] > state.best["val_acc"]
+    else:
+        improved = True  # no validation: the latest model is the one to keep
+    state.history.append(row)
+    if improved:
+        state.best = {"step": state.step, "val_acc": row["val_acc"], "val_ci95": row["val_ci95"]}
+        state.bad = 0
+        save_best(run, state)
+    else:
+        state.bad += 1
+    return improved
+
+
+def _run_payload(run: TrainRun) -> dict[str, Any]:
+    return {"config": run.config.to_dict(), "preprocessing": run.preprocessing,
+            "num_classes": run.train_ds.num_classes}
+
+
+def save_best(run: TrainRun, state: TrainState) -> None:
+    """Write ``checkpoint.pt``: the model and everything needed to use it (main process)."""
+    if run.info.is_main:
+        save_checkpoint(run.out / "checkpoint.pt", {
+            **_run_payload(run), "model": state.model.state_dict(), "step": state.step,
+            "best": state.best, "history": state.history})
+
+
+def save_last(run: TrainRun, state: TrainState) -> None:
+    """Write ``last.pt``: the whole training state, to resume exactly (main process)."""
+    if run.info.is_main:
+        save_checkpoint(run.out / "last.pt", {
+            **_run_payload(run), "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict(), "step": state.step, "history": state.history,
+            "best": state.best, "bad": state.bad, "rng": _rng_state(run.device),
+            "running": state.running()})
+
+
+def log(run: TrainRun, history: list[dict[str, Any]]) -> None:
+    """Write ``metrics.csv`` and ``curves.png`` (main process)."""
+    if not run.info.is_main:
+        return
+    config, t, v = run.config, run.config.train, run.config.eval
+    _write_metrics(run.out, history)
+    _plot_curves(run.out, history, f"{config.method} / {config.backbone} on {config.data.dataset}",
+                 f"training episodes ({t.ways}-way {t.shots}-shot)",
+                 f"validation ({v.ways}-way {v.shots}-shot)")
+
+
 def train(
     config: Config,
     out: str | Path,
@@ -269,6 +597,11 @@ def train(
     stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` and write the run into ``out`` (see the module docstring).
+
+    The loop, piece by piece: :func:`setup` (checks, data, episodes), :func:`build_state`
+    (model, optimiser), :func:`resume_from_last`, then :func:`train_step` until the next
+    validation, where :func:`end_interval`, :func:`validate` (and :func:`save_best`),
+    :func:`save_last` and :func:`log` run.
 
     Args:
         config: the experiment.
@@ -281,152 +614,38 @@ def train(
     Returns:
         ``{"out", "step", "finished", "best": {"step", "val_acc", "val_ci95"}, "history"}``.
     """
-    out = Path(out)
-    info: DistInfo = init_distributed(config.train.device)
-    device = info.device
+    run = setup(config, out)
+    state = build_state(run)
+    if resume:
+        resume_from_last(run, state)
+    write_config(run)
+    runner = loss_runner(run, state.model)
     t = config.train
-    if t.steps < 1 or t.val_every < 1:
-        raise ValueError(f"train.steps and train.val_every must be >= 1, got {t.steps} and "
-                         f"{t.val_every}")
-    train_ds, val_ds = build_datasets(config.data)
-    preprocessing = dict(train_ds.preprocessing)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(t.seed)
-        model = build_model(config, preprocessing, num_classes=train_ds.num_classes)
-    if t.init_from:
-        init_backbone(model, t.init_from)
-    model.to(device)
-    opt = _optimizer(config, _param_groups(model, t.lr, t.backbone_lr_scale))
-    sched = _scheduler(config, opt)
-    use_amp = t.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
-                             num_batches=t.steps, seed=t.seed, rank=info.rank,
-                             world_size=info.world_size, within_alphabet=t.within_alphabet)
-    val_eval = config.eval
-    try:
-        augment = AffineAugment(**config.data.augment)
-    except TypeError as exc:
-        raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
-    if val_ds is not None:  # fail now, not after the first training interval
-        EpisodeSampler(val_ds, val_eval.ways, val_eval.shots, val_eval.queries,
-                       within_alphabet=val_eval.within_alphabet)
-
-    step, history, best, bad = 0, [], {"step": None, "val_acc": -math.inf, "val_ci95": None}, 0
-    running = {"loss_sum": 0.0, "acc_sum": 0.0, "count": 0}
-    last = out / "last.pt"
-    if resume and last.is_file():
-        state = load_checkpoint(last)
-        if state.get("config") != config.to_dict():
-            raise ValueError(f"{last} was written by a different configuration; use another "
-                             "--out folder, or pass resume=False (--no-resume) to start over")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, history, best, bad = state["step"], state["history"], state["best"], state["bad"]
-        _set_rng_state(state["rng"], device)
-        running = state["running"]
-
-    runner: nn.Module = _LossModule(model)
-    if info.distributed:
-        runner = nn.parallel.DistributedDataParallel(
-            runner, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def save_last() -> None:
-        if info.is_main:
-            save_checkpoint(last, {
-                "config": config.to_dict(), "preprocessing": preprocessing,
-                "num_classes": train_ds.num_classes,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "step": step, "history": history, "best": best, "bad": bad,
-                "rng": _rng_state(device),
-                "running": {"loss_sum": loss_sum, "acc_sum": acc_sum, "count": count}})
-
+    run_until = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     stopped_early = False
-    run_until = t.steps if stop_after is None else min(t.steps, step + stop_after)
-    loss_sum, acc_sum, count = running["loss_sum"], running["acc_sum"], running["count"]
     started = time.perf_counter()
-    bar = tqdm(total=t.steps, initial=step, desc=f"train {config.method}", unit="step",
-               disable=not (progress and info.is_main), dynamic_ncols=True)
-    model.train()
-    while step < run_until:
-        episode = sampler.episode_batch(train_ds, step)
-        if augment.active:
-            g = torch.Generator().manual_seed(episode_seed(t.seed ^ _AUGMENT_SALT, step))
-            episode = replace(episode, support=_warp(augment, episode.support, g),
-                              query=_warp(augment, episode.query, g))
-        episode = episode.to(device, non_blocking=True)
-        with autocast_context(device, use_amp):
-            loss, logits = runner(episode)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if t.grad_clip > 0:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        step += 1
-        loss_sum += float(loss.detach())
-        acc_sum += float((logits.detach().argmax(-1) == episode.query_labels).float().mean())
-        count += 1
+    bar = tqdm(total=t.steps, initial=state.step, desc=f"train {config.method}", unit="step",
+               disable=not (progress and run.info.is_main), dynamic_ncols=True)
+    state.model.train()
+    while state.step < run_until:
+        train_step(run, state, runner)
         bar.update(1)
-        if step % t.val_every == 0 or step == t.steps:
-            if info.distributed:  # log the mean over all ranks' episodes
-                sums = torch.tensor([loss_sum, acc_sum], dtype=torch.float64, device=device)
-                torch.distributed.all_reduce(sums)
-                loss_sum, acc_sum = (sums / info.world_size).tolist()
-            row: dict[str, Any] = {
-                "step": step, "train_loss": loss_sum / count, "train_acc": 100 * acc_sum / count,
-                "val_acc": None, "val_ci95": None, "lr": opt.param_groups[0]["lr"],
-                "time_s": round(time.perf_counter() - started, 3)}
-            loss_sum = acc_sum = 0.0
-            count = 0
-            improved = False
-            if val_ds is not None:
-                res = evaluate(model, val_ds, val_eval.ways, val_eval.shots, val_eval.queries,
-                               t.val_episodes, seed=VAL_SEED,
-                               episodes_per_batch=val_eval.episodes_per_batch, device=device,
-                               amp=use_amp, within_alphabet=val_eval.within_alphabet)
-                row["val_acc"], row["val_ci95"] = res["accuracy"], res["ci95"]
-                improved = res["accuracy"] > best["val_acc"]
-            else:
-                improved = True  # no validation: the latest model is the one to keep
-            history.append(row)
-            if improved:
-                best = {"step": step, "val_acc": row["val_acc"], "val_ci95": row["val_ci95"]}
-                bad = 0
-                if info.is_main:
-                    save_checkpoint(out / "checkpoint.pt", {
-                        "config": config.to_dict(), "preprocessing": preprocessing,
-                        "num_classes": train_ds.num_classes,
-                        "model": model.state_dict(), "step": step, "best": best,
-                        "history": history})
-            else:
-                bad += 1
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}",
-                            val=f"{row['val_acc']:.2f}" if row["val_acc"] is not None else "-")
-            save_last()
-            if info.is_main:
-                _write_metrics(out, history)
-                _plot_curves(out, history,
-                             f"{config.method} / {config.backbone} on {config.data.dataset}",
-                             f"training episodes ({t.ways}-way {t.shots}-shot)",
-                             f"validation ({val_eval.ways}-way {val_eval.shots}-shot)")
-            if t.patience and bad >= t.patience:
-                stopped_early = True
-                break
-            model.train()
+        if not is_validation_step(run, state.step):
+            continue
+        row = end_interval(run, state, started)
+        validate(run, state, row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}",
+                        val=f"{row['val_acc']:.2f}" if row["val_acc"] is not None else "-")
+        save_last(run, state)
+        log(run, state.history)
+        if t.patience and state.bad >= t.patience:
+            stopped_early = True
+            break
+        state.model.train()
     bar.close()
-    if step < t.steps and not stopped_early and (step % t.val_every):
-        save_last()  # stop_after between validations: keep the exact state
-    barrier(info)
-    finished = stopped_early or step >= t.steps
-    return {"out": str(out), "step": step, "finished": finished, "stopped_early": stopped_early,
-            "best": best, "history": history}
+    if state.step < t.steps and not stopped_early and not is_validation_step(run, state.step):
+        save_last(run, state)  # stop_after between validations: keep the exact state
+    barrier(run.info)
+    finished = stopped_early or state.step >= t.steps
+    return {"out": str(run.out), "step": state.step, "finished": finished,
+            "stopped_early": stopped_early, "best": state.best, "history": state.history}

@@ -117,7 +117,10 @@ def test_bad_settings_fail_before_training(tiny_data, tmp_path):
     config.eval.queries = 50
     with pytest.raises(ValueError, match="fewer than k_shot"):
         train(config, tmp_path / "run", progress=False)
-    config = tiny_config(tiny_data, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="train.optimizer: expected one of"):
+        tiny_config(tiny_data, optimizer="lbfgs")  # the config itself is checked now
+    config = tiny_config(tiny_data)
+    config.train.optimizer = "lbfgs"  # set after the checks: the trainer still refuses it
     with pytest.raises(ValueError, match="unknown optimizer"):
         train(config, tmp_path / "run2", progress=False)
 
