@@ -295,10 +295,9 @@ def draw_figure(out_root: Path, results_dir: Path) -> Path | None:
         # every drawing (20) of 5 test characters: 1 support + 19 queries per class
         episode = EpisodeSampler(test, n_way=5, k_shot=1, n_query=19, seed=0).read(test, [0])
         with torch.no_grad():
-            support = model.embed(episode.support).float()
-            query = model.embed(episode.query).float()
-            gen, gen_labels = model.hallucinator(support, episode.support_labels, 5, FIGURE_M,
-                                                 torch.Generator().manual_seed(0))
+            support, query = model.embed_episode(episode)
+            gen, gen_labels = model.support_generator.hallucinator(
+                support, episode.support_labels, 5, FIGURE_M, torch.Generator().manual_seed(0))
         names = [test.class_names[int(c)] for c in episode.class_ids[0]]
         plot_generated_features(
             torch.cat([support[0], query[0]]),

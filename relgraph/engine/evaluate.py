@@ -163,7 +163,8 @@ def evaluate(
 
     Returns:
         ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries", "seed",
-        "transductive", "within_alphabet", "tta"}`` with accuracy and ci95 in percent.
+        "transductive", "within_alphabet", "tta", "embedding_cache"}`` with accuracy and ci95
+        in percent.
     """
     accs = episode_accuracies(model, dataset, ways, shots, queries, episodes, seed,
                               episodes_per_batch, device, amp, progress, within_alphabet, tta,
@@ -179,4 +180,5 @@ def evaluate(
         "transductive": bool(model.transductive),
         "within_alphabet": within_alphabet,
         "tta": tta,
+        "embedding_cache": bool(cache and getattr(model, "caches_embeddings", False)),
     }
