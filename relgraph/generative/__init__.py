@@ -1,7 +1,8 @@
 """Generative augmentation: hallucinated support examples as extra nodes of the episode graph.
 
-See :mod:`relgraph.generative.hallucinators` and the ``augment`` option of the methods
-(:meth:`relgraph.methods.FewShotMethod.augment_support`).
+See :mod:`relgraph.generative.hallucinators`, and the ``augment`` option of the relational heads:
+:class:`relgraph.generative.stage.SupportGenerator` inserts the generated supports into the
+episode graph.
 """
 
 from relgraph.generative.hallucinators import (

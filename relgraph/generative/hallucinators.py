@@ -3,7 +3,8 @@
 A hallucinator works in the embedding space of a method (the backbone's vectors, or the
 flattened feature maps for Relation Networks). Given the support embeddings of a batch of
 episodes it returns ``m`` new examples per class with their labels; the method adds them to the
-episode as extra **support** nodes (see :meth:`relgraph.methods.FewShotMethod.augment_support`).
+episode graph as extra **support** nodes (see
+:class:`relgraph.generative.stage.SupportGenerator`).
 Generation reads the support set only, never the queries.
 
 Two hallucinators are registered:
@@ -116,7 +117,7 @@ class Hallucinator(nn.Module, abc.ABC):
     :meth:`generate`. The noise holds one vector :math:`z_r \\sim \\mathcal N(0, I)` per round
     ``r``, shared by every class and every episode of the batch and drawn on the CPU from
     ``generator`` (``None``: torch's global generator; the methods always pass a seeded one,
-    see :meth:`relgraph.methods.FewShotMethod.augment_support`). So, with a seeded generator,
+    see :class:`relgraph.generative.stage.SupportGenerator`). So, with a seeded generator,
     an episode's generated examples depend only on its support set: not on its queries, not on
     the other episodes of the batch, not on the device, and not on how its classes are
     numbered.
