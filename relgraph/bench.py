@@ -5,10 +5,23 @@ evaluation, medians over repeated steps, and peak memory); :func:`sweep` repeats
 up to 50-way and fits how the cost grows with the number of nodes of the episode graph,
 ``n = ways * (shots + queries)``.
 
-The relational part of a method (everything after the backbone) is not timed on its own, since
-methods have no common hook for it. It is *estimated* as the full step minus the backbone alone
-embedding the same images (``relational_* = full - backbone``): an estimate, noisy when the
-backbone dominates.
+For the relational heads (:class:`~relgraph.methods.head.RelationalHead`: every metric and
+graph method) the step is split at the head's seam and both parts are **measured**, each on its
+own:
+
+- *backbone*: :meth:`~relgraph.methods.head.RelationalHead.embed_episode` on the episode's
+  images (in training, + the backward of a gradient of the embeddings and an Adam step of the
+  backbone);
+- *relational*: :meth:`~relgraph.methods.head.RelationalHead.build_graph` and
+  :meth:`~relgraph.methods.head.RelationalHead.relate_loss` on precomputed embeddings (detached
+  tensors with ``requires_grad=True``, so the backward into the embeddings is included), the
+  backward and an Adam step of the head; in evaluation
+  :meth:`~relgraph.methods.head.RelationalHead.relate` under :func:`torch.no_grad`.
+
+Methods that adapt their backbone by gradient steps (MAML, fine-tuning, ...) have no such seam:
+for them the relational part is still *estimated* as the full step minus the backbone alone
+(``relational_measured: false``). With ``features=d`` only the head is timed, on one graph of
+random ``d``-dimensional features (no backbone at all).
 """
 
 from __future__ import annotations
@@ -30,11 +43,22 @@ from torch import nn
 
 from relgraph.data.episode import Episode
 
-__all__ = ["benchmark", "sweep", "random_episode", "fit_exponent", "format_table",
-           "format_sweep"]
+__all__ = ["benchmark", "sweep", "random_episode", "random_features", "fit_exponent",
+           "format_table", "format_sweep"]
 
+#: ``relational_note`` of the methods without a head seam (gradient-based methods).
 RELATIONAL_NOTE = ("relational_* is an estimate: the full step minus the backbone alone on the "
-                   "same images (not measured directly)")
+                   "same images (not measured directly; this method has no relational head)")
+#: ``relational_note`` of the relational heads, measured on their own.
+RELATIONAL_MEASURED_NOTE = (
+    "relational_* measured on its own: build_graph + relate_loss + backward + Adam step of the "
+    "head on precomputed embeddings (requires_grad, so the backward into them counts); eval: "
+    "relate under no_grad. backbone_*: embed_episode (+ backward of a gradient of the "
+    "embeddings + Adam step of the backbone)")
+#: ``relational_note`` of the head-only mode (``features=d``).
+FEATURES_NOTE = ("head only, on random features (no backbone): train = build_graph + "
+                 "relate_loss + backward (into the features too) + Adam step of the head; eval = "
+                 "relate under no_grad")
 
 
 def random_episode(ways: int, shots: int, queries: int, batch: int = 1, channels: int = 1,
@@ -58,17 +82,60 @@ def random_episode(ways: int, shots: int, queries: int, batch: int = 1, channels
     return Episode(support, support_labels, query, query_labels, class_ids, ways, shots)
 
 
+def random_features(ways: int, shots: int, queries: int, dim: int, batch: int = 1,
+                    seed: int = 0) -> Episode:
+    """A batch of ``batch`` episodes of seeded standard-normal ``dim``-dimensional features,
+    ordered class by class (the input of a head without a backbone).
+
+    Shapes:
+        support ``[batch, ways*shots, dim]``, query ``[batch, ways*queries, dim]``.
+    """
+    if dim < 1:
+        raise ValueError(f"expected features (the feature size) >= 1, got {dim}")
+    e = random_episode(ways, shots, queries, batch, 1, 1, seed)
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(batch, ways * shots, dim, generator=g)
+    query = torch.randn(batch, ways * queries, dim, generator=g)
+    return Episode(support, e.support_labels, query, e.query_labels, e.class_ids, ways, shots)
+
+
+class _FeatureInput(nn.Identity):
+    """Stands in for a backbone in the head-only mode: tells the head the feature size
+    (``out_dim``; ``map_shape`` ``(d, 1, 1)`` for heads reading feature maps). Never called by
+    the timed steps."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.out_dim = dim
+
+    def map_shape(self) -> tuple[int, int, int]:
+        return (self.out_dim, 1, 1)
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1, 1, 1)
+
+
+def _is_head(model: nn.Module) -> bool:
+    from relgraph.methods.head import RelationalHead
+
+    return isinstance(model, RelationalHead)
+
+
 def _build(method: str, backbone: str, channels: int, image_size: int,
            method_args: dict[str, Any] | None, backbone_args: dict[str, Any] | None,
-           seed: int) -> nn.Module:
+           seed: int, features: int | None = None) -> nn.Module:
     from relgraph.backbones import build_backbone
     from relgraph.methods import build_method
 
     kwargs = {"in_channels": channels, "image_size": image_size, **(backbone_args or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_backbone(backbone, **kwargs)
-        return build_method(method, net, **(method_args or {}))
+        net = _FeatureInput(features) if features else build_backbone(backbone, **kwargs)
+        model = build_method(method, net, **(method_args or {}))
+    if features and not _is_head(model):
+        raise ValueError(f"features (the head-only mode) needs a relational head; {method!r} "
+                         "adapts its backbone by gradient steps and has none")
+    return model
 
 
 def _sync(device: torch.device) -> None:
@@ -80,28 +147,92 @@ def _median_ms(times: list[float]) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def _steps(model: nn.Module, episode: Episode) -> dict[str, Callable[[], None]]:
-    """The four timed closures: full / backbone-only, train / eval."""
+def _adam(params: list[nn.Parameter]) -> torch.optim.Optimizer | None:
+    return torch.optim.Adam(params, lr=1e-3) if params else None
+
+
+def _step(loss: torch.Tensor, opt: torch.optim.Optimizer | None) -> None:
+    if opt is not None:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if opt is not None:
+        opt.step()
+
+
+def _head_loss(model: Any, support: torch.Tensor, query: torch.Tensor,
+               episode: Episode) -> torch.Tensor:
+    """What :meth:`RelationalHead.loss` computes after the backbone: the hallucinator's loss
+    (with ``augment``), :meth:`build_graph` and :meth:`relate_loss`."""
+    aux = None
+    if model.support_generator is not None:
+        aux = model.support_generator.loss(support, episode.support_labels, query,
+                                           episode.query_labels)
+    graph = model.build_graph(support, episode.support_labels, query, episode.n_way)
+    loss, _ = model.relate_loss(graph, episode.query_labels)
+    return loss if aux is None else loss + aux
+
+
+def _relational_steps(model: Any, episode: Episode, support: dict[str, torch.Tensor],
+                      query: dict[str, torch.Tensor]) -> dict[str, Callable[[], None]]:
+    """The head's closures on precomputed embeddings (``support[mode]``, ``query[mode]`` for
+    ``mode`` in ``train`` / ``eval``)."""
+    head_params = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
+    hopt = _adam(head_params)
+
+    def train_relational() -> None:
+        model.train()
+        s = support["train"].detach().requires_grad_(True)
+        q = query["train"].detach().requires_grad_(True)
+        _step(_head_loss(model, s, q, episode), hopt)
+
+    def eval_relational() -> None:
+        model.eval()
+        with torch.no_grad():
+            model.relate(model.build_graph(support["eval"], episode.support_labels,
+                                           query["eval"], episode.n_way))
+
+    return {"train_relational": train_relational, "eval_relational": eval_relational}
+
+
+def _steps(model: nn.Module, episode: Episode, features: bool = False
+           ) -> dict[str, Callable[[], None]]:
+    """The timed closures: ``train`` / ``eval`` (the full step), ``*_backbone`` and, for heads,
+    ``*_relational``. With ``features`` (the episode holds features): the head's closures only,
+    as ``train`` / ``eval``."""
+    head = _is_head(model)
+    if features:
+        rel = _relational_steps(model, episode, {"train": episode.support, "eval": episode.support},
+                                {"train": episode.query, "eval": episode.query})
+        return {"train": rel["train_relational"], "eval": rel["eval_relational"]}
+
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     backbone: nn.Module = model.backbone  # type: ignore[assignment]
-    bopt = torch.optim.Adam(backbone.parameters(), lr=1e-3)
+    bopt = _adam(list(backbone.parameters()))
 
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        return backbone(x.flatten(0, 1))
+    def embed_pair() -> tuple[torch.Tensor, torch.Tensor]:
+        if head:  # the head's only backbone call, as its loss and forward make it
+            return model.embed_episode(episode)  # type: ignore[operator]
+        return (backbone(episode.support.flatten(0, 1)).float(),
+                backbone(episode.query.flatten(0, 1)).float())
 
     def train_full() -> None:
         model.train()
         loss, _ = model.loss(episode)  # type: ignore[operator]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(loss, opt)
+
+    grads: list[torch.Tensor] = []
 
     def train_backbone() -> None:
         model.train()
-        loss = embed(episode.support).float().mean() + embed(episode.query).float().mean()
-        bopt.zero_grad(set_to_none=True)
-        loss.backward()
-        bopt.step()
+        z = embed_pair()
+        if not grads:  # a fixed gradient of the embeddings, as the head would send back
+            g = torch.Generator().manual_seed(0)
+            grads.extend(torch.randn(t.shape, generator=g).to(t) / t.numel() for t in z)
+        if bopt is not None:
+            bopt.zero_grad(set_to_none=True)
+        torch.autograd.backward(z, grads)
+        if bopt is not None:
+            bopt.step()
 
     def eval_full() -> None:
         model.eval()
@@ -111,11 +242,18 @@ def _steps(model: nn.Module, episode: Episode) -> dict[str, Callable[[], None]]:
     def eval_backbone() -> None:
         model.eval()
         with torch.no_grad():
-            embed(episode.support)
-            embed(episode.query)
+            embed_pair()
 
-    return {"train": train_full, "train_backbone": train_backbone, "eval": eval_full,
-            "eval_backbone": eval_backbone}
+    fns = {"train": train_full, "train_backbone": train_backbone, "eval": eval_full,
+           "eval_backbone": eval_backbone}
+    if head:
+        support, query = {}, {}
+        with torch.no_grad():
+            for mode in ("train", "eval"):
+                model.train(mode == "train")
+                support[mode], query[mode] = model.embed_episode(episode)  # type: ignore[operator]
+        fns.update(_relational_steps(model, episode, support, query))
+    return fns
 
 
 def _time_interleaved(fns: dict[str, Callable[[], None]], steps: int, warmup: int,
@@ -171,11 +309,12 @@ def _memory_child(cfg: dict[str, Any]) -> dict[str, float]:
     below the process's earlier peak, e.g. from importing torch).
     """
     torch.set_num_threads(cfg["threads"])
+    features = cfg.get("features")
     model = _build(cfg["method"], cfg["backbone"], cfg["channels"], cfg["image_size"],
-                   cfg["method_args"], cfg["backbone_args"], cfg["seed"])
-    episode = random_episode(cfg["ways"], cfg["shots"], cfg["queries"], cfg["batch"],
-                             cfg["channels"], cfg["image_size"], cfg["seed"])
-    fns = _steps(model, episode)
+                   cfg["method_args"], cfg["backbone_args"], cfg["seed"], features)
+    episode = _episode(cfg["ways"], cfg["shots"], cfg["queries"], cfg["batch"],
+                       cfg["channels"], cfg["image_size"], cfg["seed"], features)
+    fns = _steps(model, episode, bool(features))
     out = {}
     if _reset_peak_rss():
         base = _proc_status_mb("VmRSS") or 0.0
@@ -191,6 +330,13 @@ def _memory_child(cfg: dict[str, Any]) -> dict[str, float]:
         out[name] = _max_rss_mb() - base
     out["baseline"] = base
     return out
+
+
+def _episode(ways: int, shots: int, queries: int, batch: int, channels: int, image_size: int,
+             seed: int, features: int | None) -> Episode:
+    if features is not None:
+        return random_features(ways, shots, queries, features, batch, seed)
+    return random_episode(ways, shots, queries, batch, channels, image_size, seed)
 
 
 def _memory_cpu(cfg: dict[str, Any]) -> dict[str, float]:
@@ -231,13 +377,30 @@ def benchmark(
     backbone_args: dict[str, Any] | None = None,
     memory: bool = True,
     seed: int = 0,
+    features: int | None = None,
 ) -> dict[str, Any]:
     """Time a training step and an evaluation pass of ``method`` on random episodes.
 
     A training step is ``model.train()``, ``method.loss``, backward and an Adam step on a batch
     of ``batch`` episodes; evaluation is ``model.eval()`` and a forward pass under
     :func:`torch.no_grad`. Each is repeated ``steps`` times after ``warmup`` untimed calls,
-    interleaved with the backbone alone on the same images, and the median time is reported.
+    interleaved (A/B, so the load of other processes hits all of them) with its parts timed on
+    their own, and the median time of each is reported:
+
+    - the **backbone** on the same images: for a relational head its
+      :meth:`~relgraph.methods.head.RelationalHead.embed_episode` (in training, + the backward
+      of a fixed gradient of the embeddings and an Adam step of the backbone);
+    - the **relational part**, for a relational head *measured*:
+      :meth:`~relgraph.methods.head.RelationalHead.build_graph` and
+      :meth:`~relgraph.methods.head.RelationalHead.relate_loss` on precomputed embeddings
+      (detached, ``requires_grad=True``, so the backward into them counts), backward and an Adam
+      step of the head's parameters; in evaluation ``relate`` under :func:`torch.no_grad`. For
+      the other methods (gradient-based: no head) it is *estimated* as full minus backbone
+      (``relational_measured`` is ``False``).
+
+    With ``features=d`` only the head runs, on one batch of random ``d``-dimensional features
+    (:func:`random_features`; no backbone, no images): ``train_ms`` / ``eval_ms`` are then the
+    head's step (as ``relational_*`` above) and the peak memory is the head's.
 
     Peak memory is the increase over the state after building the model: on CPU the peak
     resident set size (``VmHWM`` on Linux) of a fresh subprocess running one eval and then one
@@ -260,23 +423,32 @@ def benchmark(
             ``image_size``).
         memory: measure peak memory (a subprocess on CPU). Default ``True``.
         seed: seed of the weights and the images. Default ``0``.
+        features: time the head alone on random features of this size (relational heads
+            only; ``backbone``, ``image_size`` and ``channels`` are then unused). Default
+            ``None``: the whole method on images.
 
     Returns:
         A dict with the configuration (``method``, ``ways``, ``shots``, ``queries``, ``batch``,
         ``nodes`` = ``ways * (shots + queries)``, ``device``, ``threads``, ``torch``, ...) and
-        ``train_ms`` / ``eval_ms`` (median per step), ``train_eps`` / ``eval_eps`` (episodes per
-        second), ``backbone_train_ms`` / ``backbone_eval_ms``, ``relational_train_ms`` /
-        ``relational_eval_ms`` (estimates, see ``relational_note``), ``train_peak_mb`` /
+        ``train_ms`` / ``eval_ms`` (median per full step; also as ``full_train_ms`` /
+        ``full_eval_ms``), ``train_eps`` / ``eval_eps`` (episodes per second),
+        ``backbone_train_ms`` / ``backbone_eval_ms`` (``None`` with ``features``),
+        ``relational_train_ms`` / ``relational_eval_ms``, ``relational_measured`` (``False``:
+        estimates), ``relational_note``, ``parts_train`` / ``parts_eval`` ((backbone +
+        relational) / full, measured parts only, else ``None``), ``train_peak_mb`` /
         ``eval_peak_mb`` (``None`` without ``memory``) and ``memory_note``.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"expected steps >= 1 and warmup >= 0, got {steps} and {warmup}")
     device = torch.device(device)
-    model = _build(method, backbone, channels, image_size, method_args, backbone_args, seed)
+    model = _build(method, backbone, channels, image_size, method_args, backbone_args, seed,
+                   features)
     model.to(device)
-    episode = random_episode(ways, shots, queries, batch, channels, image_size, seed).to(device)
-    fns = _steps(model, episode)
+    episode = _episode(ways, shots, queries, batch, channels, image_size, seed,
+                       features).to(device)
+    fns = _steps(model, episode, features is not None)
     ms = _time_interleaved(fns, steps, warmup, device)
+    measured = _is_head(model)
 
     peak: dict[str, float | None] = {"train": None, "eval": None}
     note = "not measured"
@@ -288,25 +460,38 @@ def benchmark(
             cfg = {"method": method, "backbone": backbone, "channels": channels,
                    "image_size": image_size, "method_args": method_args,
                    "backbone_args": backbone_args, "seed": seed, "ways": ways, "shots": shots,
-                   "queries": queries, "batch": batch, "threads": torch.get_num_threads()}
+                   "queries": queries, "batch": batch, "threads": torch.get_num_threads(),
+                   "features": features}
             child = _memory_cpu(cfg)
             peak.update(train=child["train"], eval=child["eval"])
             note = ("CPU peak RSS increase over the built model in a fresh subprocess "
                     "(VmHWM on Linux, else ru_maxrss): one eval, then one training step")
 
-    return {
-        "method": method, "backbone": backbone, "ways": ways, "shots": shots, "queries": queries,
+    out: dict[str, Any] = {
+        "method": method, "backbone": None if features else backbone, "features": features,
+        "ways": ways, "shots": shots, "queries": queries,
         "batch": batch, "nodes": ways * (shots + queries), "image_size": image_size,
         "channels": channels, "device": str(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "steps": steps, "warmup": warmup,
         "train_ms": ms["train"], "eval_ms": ms["eval"],
+        "full_train_ms": ms["train"], "full_eval_ms": ms["eval"],
         "train_eps": 1000.0 * batch / ms["train"], "eval_eps": 1000.0 * batch / ms["eval"],
-        "backbone_train_ms": ms["train_backbone"], "backbone_eval_ms": ms["eval_backbone"],
-        "relational_train_ms": ms["train"] - ms["train_backbone"],
-        "relational_eval_ms": ms["eval"] - ms["eval_backbone"],
-        "relational_note": RELATIONAL_NOTE,
-        "train_peak_mb": peak["train"], "eval_peak_mb": peak["eval"], "memory_note": note,
+        "relational_measured": measured,
     }
+    if features:
+        out.update(backbone_train_ms=None, backbone_eval_ms=None,
+                   relational_train_ms=ms["train"], relational_eval_ms=ms["eval"],
+                   relational_note=FEATURES_NOTE, parts_train=None, parts_eval=None)
+    else:
+        for k in ("train", "eval"):
+            full, bb = ms[k], ms[f"{k}_backbone"]
+            rel = ms[f"{k}_relational"] if measured else full - bb
+            out[f"backbone_{k}_ms"] = bb
+            out[f"relational_{k}_ms"] = rel
+            out[f"parts_{k}"] = (bb + rel) / full if measured else None
+        out["relational_note"] = RELATIONAL_MEASURED_NOTE if measured else RELATIONAL_NOTE
+    out.update(train_peak_mb=peak["train"], eval_peak_mb=peak["eval"], memory_note=note)
+    return out
 
 
 def fit_exponent(n: Sequence[float], t: Sequence[float]) -> float:
@@ -351,8 +536,9 @@ def sweep(
 
     Returns:
         A dict: ``rows`` (the :func:`benchmark` results), ``exponent_train``,
-        ``exponent_eval``, ``exponent_relational_train`` and ``exponent_relational_eval``
-        (``nan`` where a relational estimate is not positive).
+        ``exponent_eval``, ``exponent_relational_train`` and ``exponent_relational_eval`` (of
+        the measured relational times for relational heads, else of the estimates: ``nan``
+        where one is not positive) and ``relational_measured``.
     """
     rows = [benchmark(method, w, shots, queries, batch, **kwargs) for w in ways]
     n = [r["nodes"] for r in rows]
@@ -362,11 +548,16 @@ def sweep(
         "exponent_eval": fit_exponent(n, [r["eval_ms"] for r in rows]),
         "exponent_relational_train": fit_exponent(n, [r["relational_train_ms"] for r in rows]),
         "exponent_relational_eval": fit_exponent(n, [r["relational_eval_ms"] for r in rows]),
+        "relational_measured": all(r["relational_measured"] for r in rows),
     }
 
 
 def _mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f}"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def machine_info() -> str:
@@ -376,31 +567,48 @@ def machine_info() -> str:
             f"{platform.system()} {platform.machine()}")
 
 
+def _what(r: dict[str, Any]) -> str:
+    if r.get("features"):
+        return f"{r['method']} head alone on {r['features']}-d random features"
+    return f"{r['method']} on {r['backbone']}"
+
+
+def _input(r: dict[str, Any]) -> str:
+    return "" if r.get("features") else f"{r['image_size']}px, "
+
+
 def format_table(r: dict[str, Any]) -> str:
     """A readable table of one :func:`benchmark` result."""
-    head = (f"{r['method']} on {r['backbone']}: {r['ways']}-way {r['shots']}-shot "
+    head = (f"{_what(r)}: {r['ways']}-way {r['shots']}-shot "
             f"{r['queries']} queries, {r['batch']} episode(s) per step, {r['nodes']} nodes, "
-            f"{r['image_size']}px, {r['device']}, {r['threads']} threads, median of "
+            f"{_input(r)}{r['device']}, {r['threads']} threads, median of "
             f"{r['steps']} steps")
+    star = "" if r["relational_measured"] else "*"
+    rel = "relational ms" + star
     lines = [head, "",
              f"{'':<12}{'episodes/s':>12}{'ms/step':>10}{'backbone ms':>13}"
-             f"{'relational ms*':>16}{'peak MiB':>10}"]
+             f"{rel:>16}{'b+r/full':>10}{'peak MiB':>10}"]
     for k in ("train", "eval"):
+        parts = r.get(f"parts_{k}")
         lines.append(f"{k:<12}{r[f'{k}_eps']:>12.2f}{r[f'{k}_ms']:>10.2f}"
-                     f"{r[f'backbone_{k}_ms']:>13.2f}{r[f'relational_{k}_ms']:>16.2f}"
+                     f"{_ms(r[f'backbone_{k}_ms']):>13}{r[f'relational_{k}_ms']:>16.2f}"
+                     f"{'-' if parts is None else f'{parts:.2f}':>10}"
                      f"{_mb(r[f'{k}_peak_mb']):>10}")
-    lines += ["", f"* {r['relational_note']}", f"peak memory: {r['memory_note']}"]
+    lines += ["", f"{star or 'relational:'} {r['relational_note']}",
+              f"peak memory: {r['memory_note']}"]
     return "\n".join(lines)
 
 
 def format_sweep(s: dict[str, Any]) -> str:
     """A readable table of a :func:`sweep` result."""
     r0 = s["rows"][0]
-    lines = [f"{r0['method']} on {r0['backbone']}: {r0['shots']}-shot {r0['queries']} queries, "
-             f"{r0['batch']} episode(s) per step, {r0['image_size']}px, {r0['device']}, "
+    star = "" if s["relational_measured"] else "*"
+    rel = "rel ms" + star
+    lines = [f"{_what(r0)}: {r0['shots']}-shot {r0['queries']} queries, "
+             f"{r0['batch']} episode(s) per step, {_input(r0)}{r0['device']}, "
              f"{r0['threads']} threads", "",
-             f"{'ways':>5}{'nodes':>7}{'train ep/s':>12}{'train ms':>10}{'rel ms*':>9}"
-             f"{'eval ep/s':>11}{'eval ms':>9}{'rel ms*':>9}{'train MiB':>11}"]
+             f"{'ways':>5}{'nodes':>7}{'train ep/s':>12}{'train ms':>10}{rel:>9}"
+             f"{'eval ep/s':>11}{'eval ms':>9}{rel:>9}{'train MiB':>11}"]
     for r in s["rows"]:
         lines.append(f"{r['ways']:>5}{r['nodes']:>7}{r['train_eps']:>12.2f}"
                      f"{r['train_ms']:>10.2f}{r['relational_train_ms']:>9.2f}"
@@ -410,5 +618,5 @@ def format_sweep(s: dict[str, Any]) -> str:
               f"train k={s['exponent_train']:.2f}, eval k={s['exponent_eval']:.2f}, "
               f"relational train k={s['exponent_relational_train']:.2f}, "
               f"relational eval k={s['exponent_relational_eval']:.2f}",
-              f"* {r0['relational_note']}"]
+              f"{star or 'relational:'} {r0['relational_note']}"]
     return "\n".join(lines)

@@ -198,7 +198,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {
         "device": args.device, "image_size": args.image_size, "steps": args.steps,
         "warmup": args.warmup, "backbone": args.backbone, "channels": args.channels,
-        "memory": not args.no_memory, "seed": args.seed}
+        "memory": not args.no_memory, "seed": args.seed, "features": args.features}
     if args.sweep:
         ways = [int(w) for w in _split_list(args.sweep_ways) or []]
         if not ways:
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and images")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--features", type=int, metavar="D",
+                   help="time the relational head alone on one graph of random D-dim features "
+                        "(no backbone: forward, loss, backward and Adam step of the head)")
     p.add_argument("--sweep", action="store_true",
                    help="repeat over --sweep-ways and fit time ~ nodes^k")
     p.add_argument("--sweep-ways", default="5,10,20,30,50", metavar="N,N,...",
