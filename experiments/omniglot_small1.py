@@ -202,7 +202,21 @@ def write_table(rows: dict[str, dict]) -> None:
               "overshot at 5 shots, so their configs now adapt with 10 test steps of 0.1 and "
               "both were retrained (validation picks the checkpoint with the test-time loop). "
               "baseline_pp's 5,000-step run (36.4 min, best at step 1,000) was cut to 1,500 "
-              "steps and retrained: the same checkpoint and numbers.",
+              "steps and retrained: the same checkpoint and numbers. "
+              "After the episode-graph refactoring (relational heads on an EpisodeGraph, "
+              "issue 'the episode graph as the spine'; experiments/compare_checkouts.py finds "
+              "every head bit-identical to the previous code over 3 training steps except "
+              "relation, which differs by float rounding) protonet, gnn and edge_gnn were "
+              "retrained and evaluated once more: protonet (trained by the previous code on "
+              "this day's machine, which did not reproduce the earlier run bit for bit: best "
+              "validation 97.55 at step 2,500 against 97.51) 93.78 +- 0.40 / 98.15 +- 0.15 / "
+              "83.34 +- 0.29 (was 93.83 / 98.20 / 83.40); gnn (new code, from that ProtoNet) "
+              "93.85 +- 0.40 / 98.21 +- 0.15 / 83.31 +- 0.29, paired vs ProtoNet +0.07 +- "
+              "0.11 (was 94.26 / 98.32 / 83.94, +0.43 +- 0.23: its best validation step moved "
+              "from 250 to 500 with the other ProtoNet start). The paired column of the other "
+              "rows is now against this ProtoNet run; their runs started from the earlier one. "
+              "protonet's time (13.0 min) ran on 2 threads beside other jobs; gnn's and "
+              "edge_gnn's on 1 thread beside two to three other processes.",
               "", f"Configs: `experiments/configs/omniglot_small1_<method>.yaml`. Machine: "
               f"2-core CPU, torch {torch.__version__}, {platform.machine()}.",
               "", "Reproduce: `python experiments/omniglot_small1.py <method> [<method> ...]`.", ""]

@@ -258,3 +258,27 @@ def test_no_relational_head_calls_the_backbone():
     for module in (protonet, matching, relation, gnn, edge_gnn, pyg_conv):
         source = inspect.getsource(module)
         assert "self.backbone(" not in source and "backbone.forward" not in source, module
+
+
+@pytest.mark.parametrize("name", ["relation+vae", "protonet+gan", "edge_gnn+vae"])
+def test_checkpoints_with_the_old_parameter_names_load(name):
+    """Before the heads, the hallucinator sat on the method (``hallucinator.*``,
+    ``augment_step``) and the relation module's layers were the method's own attributes."""
+    model = make_method(name)
+    train_a_little(model)
+    old_names = {"support_generator.hallucinator.": "hallucinator.",
+                 "support_generator.step": "augment_step", "relation_module.": ""}
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, before in old_names.items():
+            if key.startswith(new):
+                key = before + key[len(new):]
+                break
+        old[key] = value
+    assert any(k.startswith("hallucinator.") for k in old)
+    fresh = make_method(name)
+    fresh.load_state_dict(old)
+    fresh.eval()
+    ep = make_episode()
+    with torch.no_grad():
+        assert torch.equal(fresh(ep), model(ep))
