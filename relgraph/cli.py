@@ -155,11 +155,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(model, ds, ways, shots, queries, args.episodes, seed=args.seed,
                           device=device, progress=not args.no_progress,
                           within_alphabet=args.within_alphabet, tta=args.tta,
-                          cache=not args.no_cache)
+                          cache=not args.no_cache, unlabelled=args.unlabeled,
+                          distractors=args.distractors)
         result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
                        "roots": args.root, "checkpoint": str(args.checkpoint)})
-        text = (f"{ways}-way {shots}-shot, {queries} queries, {result['episodes']} episodes: "
-                f"accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% (95% CI)")
+        text = (f"{ways}-way {shots}-shot, {queries} queries, {result['episodes']} episodes, "
+                f"{result['mode']}: accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% "
+                "(95% CI)")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(text)
@@ -272,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average each image's embedding over this many "
                         "fixed small warps (1 = off; per image, so inductive stays inductive)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--unlabeled", type=int, default=0, metavar="U",
+                   help="semi-supervised episodes: U unlabelled examples of each episode class "
+                        "(default 0; the supports and queries stay the same)")
+    p.add_argument("--distractors", type=int, default=0, metavar="D",
+                   help="and U unlabelled examples of each of D distractor classes (default 0)")
     p.add_argument("--no-cache", action="store_true",
                    help="embed every episode on its own (by default relational heads embed "
                         "each distinct image once and relate all episodes on the cached "

@@ -30,6 +30,11 @@ class Episode:
         class_ids: ``[b, n_way]`` long, the original dataset classes.
         n_way: classes per episode.
         k_shot: support examples per class.
+        unlabelled: ``[b, u, *x]`` unlabelled examples (semi-supervised episodes), or
+            ``None``. Their labels are never shown to a model.
+        unlabelled_labels: ``[b, u]`` long, the hidden labels of ``unlabelled``
+            (``0..n_way-1``, or -1 for a distractor class not in the episode), for analysis
+            only; ``None`` without unlabelled examples.
     """
 
     support: Tensor
@@ -39,6 +44,8 @@ class Episode:
     class_ids: Tensor
     n_way: int
     k_shot: int
+    unlabelled: Tensor | None = None
+    unlabelled_labels: Tensor | None = None
 
     def __post_init__(self) -> None:
         b = self.support.shape[0]
@@ -57,6 +64,15 @@ class Episode:
                              f"match query {tuple(self.query.shape[:2])}")
         if self.class_ids.shape[1] != self.n_way:
             raise ValueError(f"class_ids has {self.class_ids.shape[1]} columns, n_way={self.n_way}")
+        if self.unlabelled is not None:
+            if self.unlabelled.shape[0] != b or self.unlabelled.shape[2:] != self.support.shape[2:]:
+                raise ValueError(f"unlabelled has shape {tuple(self.unlabelled.shape)}; expected "
+                                 f"[{b}, u, {', '.join(map(str, self.support.shape[2:]))}] like "
+                                 "the supports")
+            if self.unlabelled_labels is not None and \
+                    self.unlabelled_labels.shape != self.unlabelled.shape[:2]:
+                raise ValueError(f"unlabelled_labels shape {tuple(self.unlabelled_labels.shape)} "
+                                 f"does not match unlabelled {tuple(self.unlabelled.shape[:2])}")
 
     @property
     def batch_size(self) -> int:
@@ -93,7 +109,13 @@ class Episode:
                   for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
         return replace(self, **sliced)
 
+    @property
+    def n_unlabelled(self) -> int:
+        """Unlabelled examples per episode ``u`` (0 without any)."""
+        return 0 if self.unlabelled is None else int(self.unlabelled.shape[1])
+
     def __repr__(self) -> str:
+        extra = f", unlabelled={self.n_unlabelled}" if self.unlabelled is not None else ""
         return (f"Episode(b={self.batch_size}, n_way={self.n_way}, k_shot={self.k_shot}, "
-                f"n_query={self.n_query}, x={tuple(self.support.shape[2:])}, "
+                f"n_query={self.n_query}{extra}, x={tuple(self.support.shape[2:])}, "
                 f"device={self.device})")

@@ -61,6 +61,17 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
             among the alphabets with at least ``n_way`` usable classes).
         too_small: what to do with classes having fewer than ``k_shot + n_query`` examples:
             ``"error"`` (default) raises naming them, ``"skip"`` leaves them out with a warning.
+        n_unlabelled: ``U``, unlabelled examples per episode class (semi-supervised episodes,
+            Ren et al. 2018): drawn beside the supports and queries, their labels hidden from
+            the model. Default 0.
+        n_distractors: ``D``, distractor classes per episode: ``U`` unlabelled examples each
+            from ``D`` further classes that are not among the episode's ``n_way``. Default 0.
+
+    **Semi-supervised episodes** draw ``n_way + D`` classes and ``k_shot + n_query + U``
+    examples of each episode class (``U`` of each distractor class) from the same random
+    stream, so an episode's supports and queries are the same with or without its unlabelled
+    examples (when every class has ``k_shot + n_query + U`` examples): methods can be compared
+    paired on the same episodes with and without them.
 
     Raises:
         ValueError: at construction, when the request cannot be met (empty dataset, more ways
@@ -86,11 +97,15 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         world_size: int = 1,
         within_alphabet: bool = False,
         too_small: str = "error",
+        n_unlabelled: int = 0,
+        n_distractors: int = 0,
     ) -> None:
         for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1),
                                  ("n_query", n_query, 0), ("episodes_per_batch",
                                                            episodes_per_batch, 1),
-                                 ("world_size", world_size, 1), ("start_batch", start_batch, 0)):
+                                 ("world_size", world_size, 1), ("start_batch", start_batch, 0),
+                                 ("n_unlabelled", n_unlabelled, 0),
+                                 ("n_distractors", n_distractors, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 0):
@@ -114,15 +129,20 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         self.start_batch = start_batch
         self.rank, self.world_size = rank, world_size
         self.within_alphabet = within_alphabet
+        self.n_unlabelled, self.n_distractors = n_unlabelled, n_distractors
+        if n_distractors and not n_unlabelled:
+            raise ValueError(f"n_distractors={n_distractors} needs n_unlabelled >= 1 (the "
+                             "distractor classes contribute n_unlabelled examples each)")
 
-        need = k_shot + n_query
+        need = k_shot + n_query + n_unlabelled
+        what = "k_shot + n_query" + (" + n_unlabelled" if n_unlabelled else "")
         counts = dataset.class_counts()
         small = [c for c in range(dataset.num_classes) if int(counts[c]) < need]
         if small:
             listed = ", ".join(f"{dataset.class_names[c]!r} has {int(counts[c])}"
                                for c in small[:5])
             more = f" (and {len(small) - 5} more)" if len(small) > 5 else ""
-            message = (f"{len(small)} class(es) have fewer than k_shot + n_query = {need} "
+            message = (f"{len(small)} class(es) have fewer than {what} = {need} "
                        f"examples: {listed}{more}. Lower k_shot/n_query, or pass "
                        "too_small='skip' to leave these classes out.")
             if too_small == "error":
@@ -130,8 +150,11 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
             warnings.warn(message.split(". Lower")[0] + "; they are skipped.", stacklevel=2)
         small_set = set(small)
         usable = [c for c in range(dataset.num_classes) if c not in small_set]
-        if len(usable) < n_way:
-            raise ValueError(f"n_way={n_way} but the dataset has only {len(usable)} class(es) "
+        classes = n_way + n_distractors
+        if len(usable) < classes:
+            asked = f"n_way={n_way}" + (f" + n_distractors={n_distractors}" if n_distractors
+                                        else "")
+            raise ValueError(f"{asked} but the dataset has only {len(usable)} class(es) "
                              f"with at least {need} examples (of {dataset.num_classes} in all); "
                              "lower n_way or use more data")
 
@@ -152,17 +175,42 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
             for row, c in enumerate(usable):
                 by_alphabet.setdefault(dataset.class_alphabets[c], []).append(row)
             self._groups = [torch.tensor(rows) for _, rows in sorted(by_alphabet.items())
-                            if len(rows) >= n_way]
+                            if len(rows) >= classes]
             if not self._groups:
                 largest = max(len(r) for r in by_alphabet.values())
-                raise ValueError(f"within_alphabet=True needs an alphabet with at least n_way="
-                                 f"{n_way} usable classes; the largest has {largest}")
+                raise ValueError(f"within_alphabet=True needs an alphabet with at least "
+                                 f"{classes} usable classes (n_way + n_distractors); the "
+                                 f"largest has {largest}")
 
     # -- sampling -------------------------------------------------------------------------
     @property
     def episode_size(self) -> int:
-        """Examples per episode: ``n_way * (k_shot + n_query)``."""
-        return self.n_way * (self.k_shot + self.n_query)
+        """Examples per episode: ``n_way * (k_shot + n_query) + (n_way + D) * U``."""
+        return (self.n_way * (self.k_shot + self.n_query)
+                + (self.n_way + self.n_distractors) * self.n_unlabelled)
+
+    @property
+    def num_unlabelled(self) -> int:
+        """Unlabelled examples per episode ``u = (n_way + D) * U``."""
+        return (self.n_way + self.n_distractors) * self.n_unlabelled
+
+    def _draw(self, episode: int) -> Tensor:
+        """Dataset indices ``[n_way + D, k_shot + n_query + U]`` of episode ``episode``: the
+        episode classes' rows first, then the distractors' (only their first ``U`` entries
+        are used)."""
+        g = torch.Generator().manual_seed(episode_seed(self.seed, episode))
+        classes = self.n_way + self.n_distractors
+        if self._groups:
+            group = self._groups[int(torch.randint(len(self._groups), (1,), generator=g))]
+            rows = group[torch.randperm(len(group), generator=g)[:classes]]
+        else:
+            rows = torch.randperm(len(self._classes), generator=g)[:classes]
+        need = self.k_shot + self.n_query + self.n_unlabelled
+        # A uniform random subset of each class: argsort of random keys, padding last.
+        keys = torch.rand((classes, self._table.shape[1]), generator=g)
+        keys[torch.arange(self._table.shape[1]) >= self._sizes[rows, None]] = 2.0
+        picks = torch.argsort(keys, dim=1)[:, :need]
+        return torch.gather(self._table[rows], 1, picks)
 
     def sample_episode(self, episode: int) -> Tensor:
         """Dataset indices of episode ``episode``: ``[n_way, k_shot + n_query]`` long.
@@ -170,18 +218,26 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         Row ``l`` holds label ``l``'s class: its first ``k_shot`` entries are supports, the
         rest queries. A pure function of ``(seed, episode)``.
         """
-        g = torch.Generator().manual_seed(episode_seed(self.seed, episode))
-        if self._groups:
-            group = self._groups[int(torch.randint(len(self._groups), (1,), generator=g))]
-            rows = group[torch.randperm(len(group), generator=g)[: self.n_way]]
-        else:
-            rows = torch.randperm(len(self._classes), generator=g)[: self.n_way]
-        need = self.k_shot + self.n_query
-        # A uniform random subset of each class: argsort of random keys, padding last.
-        keys = torch.rand((self.n_way, self._table.shape[1]), generator=g)
-        keys[torch.arange(self._table.shape[1]) >= self._sizes[rows, None]] = 2.0
-        picks = torch.argsort(keys, dim=1)[:, :need]
-        return torch.gather(self._table[rows], 1, picks)
+        return self._draw(episode)[:self.n_way, :self.k_shot + self.n_query]
+
+    def sample_unlabelled(self, episode: int) -> tuple[Tensor, Tensor]:
+        """The unlabelled examples of episode ``episode``: dataset indices ``[u]`` and their
+        hidden labels ``[u]`` (``0..n_way-1``, or -1 for a distractor class); ``u = 0``
+        without semi-supervised episodes."""
+        if not self.n_unlabelled:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty
+        drawn = self._draw(episode)
+        own = drawn[:self.n_way, self.k_shot + self.n_query:]
+        distract = drawn[self.n_way:, :self.n_unlabelled]
+        return (torch.cat([own.reshape(-1), distract.reshape(-1)]),
+                self.sample_unlabelled_labels())
+
+    def episode_indices(self, episode: int) -> Tensor:
+        """All dataset indices of episode ``episode`` in batch layout: ``[episode_size]``,
+        the labelled ``[n_way, k_shot + n_query]`` block flattened, then the unlabelled ones."""
+        return torch.cat([self.sample_episode(episode).reshape(-1),
+                          self.sample_unlabelled(episode)[0]])
 
     def batch_episodes(self, batch: int) -> list[int]:
         """The global episode numbers of batch ``batch`` on this rank."""
@@ -189,13 +245,15 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         return list(range(first, first + self.episodes_per_batch))
 
     def sample_batch(self, batch: int) -> Tensor:
-        """Dataset indices of batch ``batch``: ``[b, n_way, k_shot + n_query]`` long."""
+        """Dataset indices of batch ``batch``: ``[b, n_way, k_shot + n_query]`` long (the
+        labelled examples; see :meth:`sample_unlabelled` for the others)."""
         return torch.stack([self.sample_episode(e) for e in self.batch_episodes(batch)])
 
     def __iter__(self) -> Iterator[list[int]]:
         batch = self.start_batch
         while self.num_batches is None or batch < self.num_batches:
-            yield self.sample_batch(batch).reshape(-1).tolist()
+            yield torch.cat([self.episode_indices(e)
+                             for e in self.batch_episodes(batch)]).tolist()
             batch += 1
 
     def __len__(self) -> int:
@@ -208,24 +266,38 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         """Build an :class:`Episode` from a batch's inputs in sampler order.
 
         Args:
-            inputs: ``[b * n_way * (k_shot + n_query), *x]``.
+            inputs: ``[b * episode_size, *x]``, per episode the ``n_way * (k_shot + n_query)``
+                labelled examples (class by class), then the ``u`` unlabelled ones.
             class_ids: ``[b, n_way]`` dataset classes.
         """
         b = class_ids.shape[0]
         n, k, q = self.n_way, self.k_shot, self.n_query
-        x = inputs.reshape(b, n, k + q, *inputs.shape[1:])
+        shape = inputs.shape[1:]
+        per_episode = inputs.reshape(b, self.episode_size, *shape)
+        x = per_episode[:, :n * (k + q)].reshape(b, n, k + q, *shape)
         labels = torch.arange(n).reshape(1, n, 1)
-        support = x[:, :, :k].reshape(b, n * k, *inputs.shape[1:])
-        query = x[:, :, k:].reshape(b, n * q, *inputs.shape[1:])
+        unlabelled = unlabelled_labels = None
+        if self.n_unlabelled:
+            unlabelled = per_episode[:, n * (k + q):]
+            unlabelled_labels = self.sample_unlabelled_labels().expand(b, -1).clone()
         return Episode(
-            support=support,
+            support=x[:, :, :k].reshape(b, n * k, *shape),
             support_labels=labels.expand(b, n, k).reshape(b, n * k).clone(),
-            query=query,
+            query=x[:, :, k:].reshape(b, n * q, *shape),
             query_labels=labels.expand(b, n, q).reshape(b, n * q).clone(),
             class_ids=class_ids,
             n_way=n,
             k_shot=k,
+            unlabelled=unlabelled,
+            unlabelled_labels=unlabelled_labels,
         )
+
+    def sample_unlabelled_labels(self) -> Tensor:
+        """The hidden labels of an episode's unlabelled examples, in order: ``[u]``
+        (``0..n_way-1`` class by class, then -1 for the distractors')."""
+        u = self.n_unlabelled
+        return torch.cat([torch.arange(self.n_way).repeat_interleave(u),
+                          torch.full((self.n_distractors * u,), -1, dtype=torch.long)])
 
     def collate(self, items: Sequence[tuple[Tensor, int]]) -> Episode:
         """``collate_fn`` for a DataLoader using this sampler as ``batch_sampler``."""
@@ -235,7 +307,9 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
         targets = torch.tensor([int(y) for _, y in items])
         b = len(items) // self.episode_size
-        class_ids = targets.reshape(b, self.n_way, -1)[:, :, 0].contiguous()
+        labelled = targets.reshape(b, self.episode_size)[:, :self.n_way * (self.k_shot
+                                                                          + self.n_query)]
+        class_ids = labelled.reshape(b, self.n_way, -1)[:, :, 0].contiguous()
         return self.make_episode(inputs, class_ids)
 
     def episode_batch(self, dataset: FewShotDataset, batch: int) -> Episode:
@@ -248,9 +322,11 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         Shapes:
             ``len(episodes) = b`` -> ``Episode`` with ``support [b, n*k, *x]``.
         """
-        idx = torch.stack([self.sample_episode(int(e)) for e in episodes])
+        idx = torch.stack([self.episode_indices(int(e)) for e in episodes])  # [b, size]
         inputs = dataset.get_batch(idx.reshape(-1))
-        return self.make_episode(inputs, self._targets[idx[:, :, 0]])
+        first = idx[:, :self.n_way * (self.k_shot + self.n_query)].reshape(
+            len(episodes), self.n_way, -1)[:, :, 0]
+        return self.make_episode(inputs, self._targets[first])
 
     def episodes(self, dataset: FewShotDataset) -> Iterator[Episode]:
         """This sampler's batches as :class:`Episode` objects read from ``dataset``."""
@@ -273,4 +349,5 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         """What is needed to rebuild the same stream: the seed and the shape of episodes."""
         return {"seed": self.seed, "n_way": self.n_way, "k_shot": self.k_shot,
                 "n_query": self.n_query, "episodes_per_batch": self.episodes_per_batch,
-                "within_alphabet": self.within_alphabet}
+                "within_alphabet": self.within_alphabet, "n_unlabelled": self.n_unlabelled,
+                "n_distractors": self.n_distractors}

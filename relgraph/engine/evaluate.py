@@ -23,7 +23,8 @@ from relgraph.data.sampler import EpisodeSampler
 from relgraph.engine.tta import with_tta
 from relgraph.methods.base import FewShotMethod
 
-__all__ = ["evaluate", "confidence_interval", "episode_accuracies", "embed_dataset"]
+__all__ = ["evaluate", "confidence_interval", "episode_accuracies", "embed_dataset",
+           "evaluation_mode"]
 
 #: Examples per backbone call when embedding the distinct examples of an evaluation.
 EMBED_CHUNK = 512
@@ -66,6 +67,8 @@ def episode_accuracies(
     within_alphabet: bool = False,
     tta: int = 1,
     cache: bool = True,
+    unlabelled: int = 0,
+    distractors: int = 0,
 ) -> Tensor:
     """Accuracy of ``model`` on each of ``episodes`` fixed episodes: ``[episodes]`` float.
 
@@ -75,6 +78,11 @@ def episode_accuracies(
     averages each image's embedding over that many fixed warps
     (:mod:`relgraph.engine.tta`; per image, so inductive methods stay inductive).
 
+    ``unlabelled`` / ``distractors`` make semi-supervised episodes (``U`` unlabelled examples
+    of each episode class and of ``D`` distractor classes, see
+    :class:`~relgraph.data.EpisodeSampler`): the same supports and queries, plus unlabelled
+    nodes that heads with ``uses_unlabelled`` read and the others ignore.
+
     With ``cache`` (default) and a model whose embeddings do not depend on the episode
     (``model.caches_embeddings``), every distinct example is embedded once
     (:func:`embed_dataset`) and the episodes are related on the cached features; otherwise
@@ -82,27 +90,30 @@ def episode_accuracies(
     """
     device = torch.device(device)
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed=seed,
-                             within_alphabet=within_alphabet)
+                             within_alphabet=within_alphabet, n_unlabelled=unlabelled,
+                             n_distractors=distractors)
     was_training = model.training
     model.eval()
     accs = []
     starts = range(0, episodes, episodes_per_batch)
     try:
         if cache and getattr(model, "caches_embeddings", False):
-            index = torch.stack([sampler.sample_episode(e) for e in range(episodes)]) \
-                if episodes else torch.zeros(0, ways, shots + queries, dtype=torch.long)
+            index = torch.stack([sampler.episode_indices(e) for e in range(episodes)]) \
+                if episodes else torch.zeros(0, sampler.episode_size, dtype=torch.long)
+            first = index[:, :ways * (shots + queries)].reshape(-1, ways, shots + queries)[..., 0]
             distinct, where = torch.unique(index, return_inverse=True)
             with autocast_context(device, amp), with_tta(model, tta):
                 features = embed_dataset(model, dataset, distinct, device, progress)
             bar = tqdm(starts, desc="relate", unit="batch", disable=not progress, leave=False)
             for start in bar:
-                rows = where[start:start + episodes_per_batch]  # [b, n, k + q]
+                rows = where[start:start + episodes_per_batch]  # [b, episode size]
                 flat = features[rows.reshape(-1).to(features.device)]
-                first = index[start:start + rows.shape[0], :, 0]  # one example of every class
-                episode = sampler.make_episode(flat, dataset.targets[first])
+                classes = dataset.targets[first[start:start + rows.shape[0]]]
+                episode = sampler.make_episode(flat, classes)
                 with autocast_context(device, amp):
                     logits = model.forward_features(episode.support, episode.support_labels,
-                                                    episode.query, episode.n_way)
+                                                    episode.query, episode.n_way,
+                                                    episode.unlabelled)
                 correct = (logits.argmax(-1) == episode.query_labels.to(device)).float()
                 accs.append(correct.mean(dim=1).cpu())
         else:
@@ -158,17 +169,19 @@ def evaluate(
     within_alphabet: bool = False,
     tta: int = 1,
     cache: bool = True,
+    unlabelled: int = 0,
+    distractors: int = 0,
 ) -> dict[str, Any]:
     """Evaluate on fixed episodes; returns accuracy (%), its 95% CI and the protocol.
 
     Returns:
         ``{"accuracy", "ci95", "episodes", "ways", "shots", "queries", "seed",
-        "transductive", "within_alphabet", "tta", "embedding_cache"}`` with accuracy and ci95
-        in percent.
+        "transductive", "within_alphabet", "tta", "embedding_cache", "unlabelled",
+        "distractors", "mode"}`` with accuracy and ci95 in percent.
     """
     accs = episode_accuracies(model, dataset, ways, shots, queries, episodes, seed,
                               episodes_per_batch, device, amp, progress, within_alphabet, tta,
-                              cache)
+                              cache, unlabelled, distractors)
     return {
         "accuracy": 100.0 * float(accs.mean()) if accs.numel() else float("nan"),
         "ci95": 100.0 * confidence_interval(accs),
@@ -181,4 +194,20 @@ def evaluate(
         "within_alphabet": within_alphabet,
         "tta": tta,
         "embedding_cache": bool(cache and getattr(model, "caches_embeddings", False)),
+        "unlabelled": unlabelled,
+        "distractors": distractors,
+        "mode": evaluation_mode(model, unlabelled, distractors),
     }
+
+
+def evaluation_mode(model: FewShotMethod, unlabelled: int = 0, distractors: int = 0) -> str:
+    """What a query's prediction may depend on, in words: ``"inductive"`` (the supports and
+    itself), ``"transductive"`` (all queries of its episode), and with unlabelled examples
+    ``"semi-supervised (U=.., D=..)"``, or ``"... (unlabelled examples ignored)"`` for a method
+    that does not read them."""
+    mode = "transductive" if model.transductive else "inductive"
+    if not unlabelled:
+        return mode
+    if not getattr(model, "uses_unlabelled", False):
+        return f"{mode} (unlabelled examples ignored: U={unlabelled}, D={distractors})"
+    return f"{mode}, semi-supervised (U={unlabelled}, D={distractors})"

@@ -1,9 +1,11 @@
 """The episode graph: every episode becomes a fully connected graph of its examples.
 
 Node order, per episode: the ``s`` labelled supports (the given ones, then any generated
-ones), then the ``q`` queries, then the ``u`` unlabelled nodes (extra examples without labels,
-as in semi-supervised episodes), ``n = s + q + u``. The graph carries what a relational head
-may see: node features, support labels, node roles, flags and weights, and the message mask.
+ones), then the ``u`` unlabelled nodes (extra examples without labels, as in semi-supervised
+episodes), then the ``q`` queries, ``n = s + u + q``. Supports and unlabelled nodes form the
+*context* (nodes ``0..s+u-1``), the nodes every query may hear. The graph carries what a
+relational head may see: node features, support labels, node roles, flags and weights, and the
+message mask.
 It never carries the queries' labels: a head cannot read them, and the loss receives them
 separately.
 """
@@ -54,7 +56,7 @@ class EpisodeGraph:
     Build one with :meth:`build` (from embeddings) or :meth:`from_episode`.
 
     Attributes:
-        x: node features ``[b, n, d]`` (supports, then queries, then unlabelled nodes).
+        x: node features ``[b, n, d]`` (supports, then unlabelled nodes, then queries).
         labels: ``[b, n]`` long: the class (``0..n_way-1``) of every support node,
             :data:`UNLABELLED` (-1) for queries and unlabelled nodes.
         is_query: ``[b, n]`` bool, the query nodes (the ones to classify).
@@ -69,9 +71,11 @@ class EpisodeGraph:
         n_support: labelled support nodes per episode ``s`` (generated ones included).
         n_query: query nodes per episode ``q``.
         transductive: whether queries may exchange messages.
+        n_unlabelled: unlabelled nodes per episode ``u``.
 
     Shapes:
-        ``n = n_support + n_query + u``; nodes ``0..s-1`` supports, ``s..s+q-1`` queries.
+        ``n = s + u + q``; nodes ``0..s-1`` supports, ``s..s+u-1`` unlabelled, ``s+u..n-1``
+        queries.
     """
 
     x: Tensor
@@ -85,6 +89,7 @@ class EpisodeGraph:
     n_support: int
     n_query: int
     transductive: bool
+    n_unlabelled: int = 0
 
     @classmethod
     def build(cls, support: Tensor, support_labels: Tensor, query: Tensor, n_way: int,
@@ -104,7 +109,7 @@ class EpisodeGraph:
             unlabelled: ``[b, u, d]`` features of unlabelled (non-query) nodes; default none.
 
         Shapes:
-            ``[b, s, d], [b, s], [b, q, d] -> x [b, s + q + u, d]``
+            ``[b, s, d], [b, s], [b, q, d] -> x [b, s + u + q, d]``
         """
         if support.dim() != 3 or query.dim() != 3:
             raise ValueError(f"expected support [b, s, d] and query [b, q, d], got "
@@ -119,7 +124,7 @@ class EpisodeGraph:
             if t is not None and tuple(t.shape) != (b, s):
                 raise ValueError(f"expected {name} of shape {(b, s)} (one per support "
                                  f"node), got {tuple(t.shape)}")
-        parts = [support, query]
+        parts = [support]
         u = 0
         if unlabelled is not None:
             if unlabelled.dim() != 3 or unlabelled.shape[0] != b or unlabelled.shape[2] != d:
@@ -127,17 +132,18 @@ class EpisodeGraph:
                                  f"{tuple(unlabelled.shape)}")
             u = unlabelled.shape[1]
             parts.append(unlabelled.to(support.dtype))
+        parts.append(query)
         x = torch.cat(parts, dim=1)
-        device, n = x.device, s + q + u
+        device, n = x.device, s + u + q
         labels = torch.full((b, n), UNLABELLED, dtype=torch.long, device=device)
         labels[:, :s] = support_labels.to(device)
         if s and (int(support_labels.min()) < 0 or int(support_labels.max()) >= n_way):
             raise ValueError(f"support labels must lie in 0..{n_way - 1} (n_way={n_way}), got "
                              f"{int(support_labels.min())}..{int(support_labels.max())}")
         is_query = torch.zeros(b, n, dtype=torch.bool, device=device)
-        is_query[:, s:s + q] = True
+        is_query[:, s + u:] = True
         is_unlabelled = torch.zeros(b, n, dtype=torch.bool, device=device)
-        is_unlabelled[:, s + q:] = True
+        is_unlabelled[:, s:s + u] = True
         generated = torch.zeros(b, n, dtype=torch.bool, device=device)
         if is_generated is not None:
             generated[:, :s] = is_generated.to(device)
@@ -147,7 +153,7 @@ class EpisodeGraph:
         return cls(x=x, labels=labels, is_query=is_query, is_unlabelled=is_unlabelled,
                    is_generated=generated, node_weights=weights,
                    mask=message_mask(is_query, transductive), n_way=int(n_way), n_support=s,
-                   n_query=q, transductive=bool(transductive))
+                   n_query=q, transductive=bool(transductive), n_unlabelled=u)
 
     @classmethod
     def from_episode(cls, episode, support: Tensor, query: Tensor,  # noqa: ANN001
@@ -193,9 +199,25 @@ class EpisodeGraph:
         return self.node_weights[:, :self.n_support]
 
     @property
+    def n_context(self) -> int:
+        """Context nodes per episode (supports and unlabelled nodes) ``s + u``: the first
+        nodes, the ones every query may hear."""
+        return self.n_support + self.n_unlabelled
+
+    @property
+    def query_start(self) -> int:
+        """Index of the first query node, ``s + u``."""
+        return self.n_support + self.n_unlabelled
+
+    @property
     def query(self) -> Tensor:
         """Query node features ``[b, q, d]``."""
-        return self.x[:, self.n_support:self.n_support + self.n_query]
+        return self.x[:, self.query_start:]
+
+    @property
+    def unlabelled(self) -> Tensor:
+        """Unlabelled node features ``[b, u, d]``."""
+        return self.x[:, self.n_support:self.query_start]
 
     @property
     def is_labelled(self) -> Tensor:
@@ -239,7 +261,7 @@ class EpisodeGraph:
             raise ValueError(f"expected query_labels of shape {(self.x.shape[0], self.n_query)},"
                              f" got {tuple(query_labels.shape)}")
         labels = self.labels.clone()
-        labels[:, self.n_support:self.n_support + self.n_query] = query_labels.to(labels.device)
+        labels[:, self.query_start:] = query_labels.to(labels.device)
         same = labels.unsqueeze(2) == labels.unsqueeze(1)
         known = (labels >= 0).unsqueeze(2) & (labels >= 0).unsqueeze(1)
         return (same & known).to(self.x.dtype)

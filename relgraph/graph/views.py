@@ -134,8 +134,7 @@ def _true_labels(graph: EpisodeGraph, index: int, query_labels: Tensor | None) -
             raise ValueError(f"expected query_labels of shape "
                              f"{(graph.x.shape[0], graph.n_query)}, got "
                              f"{tuple(query_labels.shape)}")
-        s = graph.n_support
-        labels[s:s + graph.n_query] = query_labels[index].to(labels.device)
+        labels[graph.query_start:] = query_labels[index].to(labels.device)
     return [int(v) for v in labels.tolist()]
 
 
@@ -162,15 +161,16 @@ def to_networkx(graph: EpisodeGraph, index: int = 0, similarity: Tensor | None =
 
     _check_similarity(graph, similarity)
     s, q, n = graph.n_support, graph.n_query, graph.num_nodes
+    start = graph.query_start
     preds = _predicted_labels(predictions, index, q)
     labels = _true_labels(graph, index, query_labels)
     generated = graph.is_generated[index].tolist()
     g = nx.Graph()
     for i in range(n):
-        query = s <= i < s + q
+        query = i >= start
         role = "support" if i < s else "query" if query else "unlabelled"
         g.add_node(i, role=role, generated=bool(generated[i]), label=labels[i],
-                   prediction=preds[i - s] if (query and preds is not None) else None)
+                   prediction=preds[i - start] if (query and preds is not None) else None)
     mask = graph.mask[index]
     edges = torch.triu(mask | mask.T, diagonal=1).nonzero().tolist()
     sim = similarity[index].detach().float().cpu() if similarity is not None else None
@@ -271,14 +271,15 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
     if made:
         ax.scatter(xy[made, 0], xy[made, 1], s=110, c=[colour[labels[i]] for i in made],
                    edgecolors="black", linewidths=1.0, linestyles="--", zorder=3)
-    queries = range(s, s + q)
+    start = graph.query_start
+    queries = range(start, n)
     preds = [g.nodes[i]["prediction"] for i in queries]
     outline = [colour[labels[i]] if labels[i] >= 0 else "0.5" for i in queries]
-    if s + q < n:  # unlabelled nodes
-        ax.scatter(xy[s + q:, 0], xy[s + q:, 1], s=90, c="0.75", edgecolors="0.3",
+    if start > s:  # unlabelled nodes
+        ax.scatter(xy[s:start, 0], xy[s:start, 1], s=90, c="0.75", edgecolors="0.3",
                    linewidths=1.0, zorder=3)
     if predictions is None:
-        ax.scatter(xy[s:s + q, 0], xy[s:s + q, 1], s=110, marker="s", c="white",
+        ax.scatter(xy[start:, 0], xy[start:, 1], s=110, marker="s", c="white",
                    edgecolors=outline, linewidths=2.0, zorder=3)
     else:
         wrong = [i for i, p in zip(queries, preds, strict=True) if labels[i] >= 0
@@ -286,7 +287,7 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
         if wrong:
             ax.scatter(xy[wrong, 0], xy[wrong, 1], s=330, facecolors="none",
                        edgecolors="red", linewidths=2.0, zorder=2)
-        ax.scatter(xy[s:s + q, 0], xy[s:s + q, 1], s=110, marker="s",
+        ax.scatter(xy[start:, 0], xy[start:, 1], s=110, marker="s",
                    c=[colour[p] for p in preds], edgecolors=outline, linewidths=2.0, zorder=3)
 
     names = [class_names[k] if class_names is not None else f"class {k}" for k in range(n_way)]
@@ -317,8 +318,8 @@ def draw_episode_graph(graph: EpisodeGraph, index: int = 0, similarity: Tensor |
         title = f"{n_way}-way {k_shot}-shot episode, {q} queries"
         if made:
             title += f", {len(made)} generated supports"
-        if s + q < n:
-            title += f", {n - s - q} unlabelled"
+        if start > s:
+            title += f", {start - s} unlabelled"
         if predictions is not None and query_labels is not None:
             correct = sum(int(p == labels[i]) for i, p in zip(queries, preds, strict=True))
             title += f": {correct}/{q} correct"

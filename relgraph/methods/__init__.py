@@ -14,6 +14,7 @@ from relgraph.methods import (  # noqa: F401  (importing registers the methods)
     protonet,
     pyg_conv,
     relation,
+    tpn,
     transfer,
 )
 from relgraph.methods.base import (
@@ -34,6 +35,7 @@ from relgraph.methods.mtl import MTL
 from relgraph.methods.protonet import ProtoNet, prototypes
 from relgraph.methods.pyg_conv import PyGConvMethod
 from relgraph.methods.relation import RelationNet
+from relgraph.methods.tpn import TPN
 from relgraph.methods.transfer import Baseline
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "PyGConvMethod",
     "RelationNet",
     "RelationalHead",
+    "TPN",
     "build_method",
     "list_methods",
     "method_class",

@@ -46,13 +46,13 @@ def _metric_edges(edges: Tensor, support: Tensor, query: Tensor, labels: Tensor,
     """``edges [b, n, m, 2]`` with every query-support edge set to ProtoNet's probability of
     the support's class for that query (embeddings ``support [b, s, d]``, ``query [b, q, d]``,
     support ``labels [b, s]``, support ``weights [b, s]`` or ``None``)."""
-    s, q = support.shape[1], query.shape[1]
+    s = support.shape[1]
     protos = prototypes(support, labels, n_way, weights)  # [b, c, d]
     probs = torch.softmax(-squared_euclidean(query, protos), dim=-1)  # [b, q, c]
     sim = probs.gather(-1, labels.unsqueeze(1).expand(-1, probs.shape[1], -1))  # [b, q, s]
     sim = sim.to(edges.dtype)
     edges = edges.clone()
-    edges[:, s:s + q, :s] = torch.stack([sim, 1.0 - sim], dim=-1)
+    edges[:, -query.shape[1]:, :s] = torch.stack([sim, 1.0 - sim], dim=-1)  # query rows
     return edges
 
 
@@ -191,6 +191,8 @@ class EdgeLabelingGNN(RelationalHead):
         ``L`` x ``[b, n, m, 2]``.
     """
 
+    uses_unlabelled = True  # unlabelled nodes are context nodes of the graph
+
     def __init__(self, backbone: nn.Module | None, num_layers: int = 3,
                  node_dims: Sequence[int] = (192, 96),
                  edge_hidden: Sequence[int] = (192, 192, 96, 96),
@@ -284,7 +286,7 @@ class EdgeLabelingGNN(RelationalHead):
         """The edge features after every layer, ``L x [b, n, m, 2]`` (``m = n`` transductive,
         ``m = s`` inductive): project the node features, initialise the edges, propagate."""
         x = apply_rows(self.proj, graph.x)  # one BatchNorm batch of all nodes
-        m = graph.num_nodes if self.transductive else graph.n_support
+        m = graph.num_nodes if self.transductive else graph.n_context
         edges = initial_edges(graph, m)
         if self.edge_init == "metric":
             edges = _metric_edges(edges, graph.support, graph.query, graph.support_labels,
@@ -292,9 +294,9 @@ class EdgeLabelingGNN(RelationalHead):
         return self.propagate(x, edges)
 
     def _logits(self, graph: EpisodeGraph, edges: Tensor) -> Tensor:
-        s, q = graph.n_support, graph.n_query
+        s = graph.n_support
         with torch.autocast(edges.device.type, enabled=False):  # float32 under mixed precision
-            to_support = edges[:, s:s + q, :s, 0].float().transpose(1, 2)  # [b, s, q]
+            to_support = edges[:, graph.query_start:, :s, 0].float().transpose(1, 2)  # [b, s, q]
             scores = class_aggregate(to_support, graph.support_labels, graph.n_way,
                                      graph.support_weights.float(),
                                      mean=self.class_scores == "mean").transpose(1, 2)

@@ -127,6 +127,8 @@ class GNN(RelationalHead):
         >>> model = GNN(build_backbone("conv4"), nf=96, layers=2)
     """
 
+    uses_unlabelled = True  # unlabelled nodes are context nodes of the graph
+
     def __init__(self, backbone: nn.Module | None, nf: int = 96, layers: int = 2,
                  kernel_hidden: Sequence[int] | None = None, transductive: bool = False,
                  embed_dim: int | None = None, chunk: int | None = 64,
@@ -199,7 +201,7 @@ class GNN(RelationalHead):
 
     def relate(self, graph: EpisodeGraph) -> Tensor:
         scores, _ = self.run(graph)
-        return scores[:, graph.n_support:graph.n_support + graph.n_query]
+        return scores[:, graph.query_start:]
 
     def adjacencies(self, graph: EpisodeGraph) -> list[Tensor]:
         """The learned adjacency ``[b, n, n]`` of every layer (for inspection and plots)."""

@@ -60,6 +60,10 @@ class RelationalHead(FewShotMethod):
     #: maps, e.g. the Relation Network's).
     embedding: str = "vector"
 
+    #: Whether the head uses unlabelled nodes (semi-supervised episodes); heads that do not
+    #: ignore them (they are then neither embedded nor put in the graph).
+    uses_unlabelled: bool = False
+
     #: Old parameter name prefixes -> new ones, for checkpoints written before a rename.
     renamed_parameters: Mapping[str, str] = {"hallucinator.": "support_generator.hallucinator.",
                                              "augment_step": "support_generator.step"}
@@ -112,10 +116,18 @@ class RelationalHead(FewShotMethod):
                                   is_generated=generated, support_weights=weights,
                                   unlabelled=unlabelled)
 
+    def embed_unlabelled(self, episode: Episode) -> Tensor | None:
+        """Embeddings ``[b, u, d]`` of the episode's unlabelled examples, or ``None`` (none
+        given, or a head that does not use them)."""
+        if episode.unlabelled is None or not self.uses_unlabelled:
+            return None
+        return self.embed_inputs(episode.unlabelled)
+
     def graph(self, episode: Episode) -> EpisodeGraph:
         """Embed a batch of episodes and build their graphs (steps 1 and 2)."""
         support, query = self.embed_episode(episode)
-        return self.build_graph(support, episode.support_labels, query, episode.n_way)
+        return self.build_graph(support, episode.support_labels, query, episode.n_way,
+                                self.embed_unlabelled(episode))
 
     # -- step 3: relate -----------------------------------------------------------------------
     @abc.abstractmethod
@@ -140,10 +152,12 @@ class RelationalHead(FewShotMethod):
         return self.relate(self.graph(episode))
 
     def forward_features(self, support: Tensor, support_labels: Tensor, query: Tensor,
-                         n_way: int) -> Tensor:
+                         n_way: int, unlabelled: Tensor | None = None) -> Tensor:
         """Query logits of episodes given as embeddings (no backbone call): build the graph
-        and relate. ``[b, s, d], [b, s], [b, q, d] -> [b, q, n_way]``."""
-        return self.relate(self.build_graph(support, support_labels, query, n_way))
+        and relate. ``[b, s, d], [b, s], [b, q, d], [b, u, d] -> [b, q, n_way]``."""
+        if not self.uses_unlabelled:
+            unlabelled = None
+        return self.relate(self.build_graph(support, support_labels, query, n_way, unlabelled))
 
     def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Training loss and query logits: ``(scalar, [b, q, n_way])``.
@@ -156,7 +170,8 @@ class RelationalHead(FewShotMethod):
         if self.support_generator is not None:
             aux = self.support_generator.loss(support, episode.support_labels, query,
                                               episode.query_labels)
-        graph = self.build_graph(support, episode.support_labels, query, episode.n_way)
+        graph = self.build_graph(support, episode.support_labels, query, episode.n_way,
+                                 self.embed_unlabelled(episode))
         loss, logits = self.relate_loss(graph, episode.query_labels)
         return (loss if aux is None else loss + aux), logits
 

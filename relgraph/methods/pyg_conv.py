@@ -40,8 +40,6 @@ def resolve_conv(conv: str | Callable[..., nn.Module]) -> Callable[..., nn.Modul
 
 @register_method("pyg")
 class PyGConvMethod(RelationalHead):
-    supports_augment = False
-
     """Few-shot classification with any :mod:`torch_geometric.nn` convolution.
 
     Each episode becomes a graph of its supports and queries (:class:`EpisodeGraph`), fully
@@ -102,6 +100,9 @@ class PyGConvMethod(RelationalHead):
         or a PyG layer by name: ``build_method("pyg", backbone, conv="GATv2Conv", heads=4)``,
         or in a config ``method: pyg``, ``method_args: {conv: TransformerConv, heads: 2}``.
     """
+
+    uses_unlabelled = True  # unlabelled nodes are context nodes of the graph
+    supports_augment = False
 
     def __init__(self, backbone: nn.Module | None, conv: str | Callable[..., nn.Module] = "GATConv",
                  hidden: int = 64, layers: int = 2, heads: int | None = None,
@@ -190,7 +191,7 @@ class PyGConvMethod(RelationalHead):
             outs.append(h)
         logits = self.readout(torch.cat(outs, dim=-1)).squeeze(-1)
         logits = rearrange(logits, "(k b n) -> b n k", k=k, b=b)
-        return logits[:, graph.n_support:graph.n_support + graph.n_query]
+        return logits[:, graph.query_start:]
 
     def extra_repr(self) -> str:
         return (f"conv={self.conv_name}, knn={self.knn}, edge_input={self.edge_input}, "

@@ -68,17 +68,19 @@ def test_the_graph_never_carries_query_labels():
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
-def test_unlabelled_nodes_follow_the_queries_and_send_messages():
+def test_unlabelled_nodes_follow_the_supports_and_send_messages():
     ep = tiny_episode()
     extra = torch.tensor([[[5.0, 5.0], [6.0, 6.0]]])
     g = EpisodeGraph.build(ep.support, ep.support_labels, ep.query, 2, unlabelled=extra)
-    assert g.num_nodes == 7 and g.n_support == 3 and g.n_query == 2
-    assert g.is_unlabelled[0].tolist() == [False] * 5 + [True] * 2
-    assert g.labels[0, 5:].tolist() == [-1, -1] and torch.equal(g.x[0, 5:], extra[0])
+    assert g.num_nodes == 7 and g.n_support == 3 and g.n_query == 2 and g.n_unlabelled == 2
+    assert g.n_context == 5 and g.query_start == 5
+    assert g.is_unlabelled[0].tolist() == [False] * 3 + [True] * 2 + [False] * 2
+    assert g.is_query[0].tolist() == [False] * 5 + [True] * 2
+    assert g.labels[0, 3:5].tolist() == [-1, -1] and torch.equal(g.unlabelled, extra)
     assert torch.equal(g.query, ep.query)
     # inductive: every node receives from supports and unlabelled nodes, never from queries
-    assert g.mask[0, :, 5:].all() and not g.mask[0, 5:, 3:5].any()
-    assert not g.edge_known[0, 0, 5] and g.edge_labels()[0, 0, 5] == 0.5
+    assert g.mask[0, :, :5].all() and not g.mask[0, :5, 5:].any()
+    assert not g.edge_known[0, 0, 3] and g.edge_labels()[0, 0, 3] == 0.5
     with pytest.raises(ValueError, match="support labels must lie in"):
         EpisodeGraph.build(ep.support, ep.support_labels + 5, ep.query, 2)
 

@@ -227,6 +227,7 @@ def _headless_args(model: FewShotMethod) -> dict:
     """Constructor arguments a head needs without a backbone to read its sizes from."""
     from relgraph.methods import (
         GNN,
+        TPN,
         EdgeLabelingGNN,
         MatchingNet,
         ProtoNet,
@@ -240,7 +241,7 @@ def _headless_args(model: FewShotMethod) -> dict:
         name = "vae" if "VAE" in type(gen.hallucinator).__name__ else "gan"
         args["augment"] = AUGMENTS[name]
     d = model.backbone.out_dim
-    if isinstance(model, (GNN, PyGConvMethod, MatchingNet, ProtoNet)):
+    if isinstance(model, (GNN, PyGConvMethod, MatchingNet, ProtoNet, TPN)):
         args["embed_dim"] = d
     if isinstance(model, EdgeLabelingGNN):
         args["in_dim"] = d
