@@ -121,6 +121,9 @@ class TrainConfig:
             ``init_from``) close to its start while a relational head learns on top. 0 freezes
             the backbone's weights (its BatchNorm running statistics still follow the training
             images).
+        unlabelled: semi-supervised training episodes: unlabelled examples per episode class
+            (see :class:`~relgraph.data.EpisodeSampler`); 0 (default): none.
+        distractors: distractor classes per training episode (with ``unlabelled``).
     """
 
     ways: int = field(default=20, metadata=_AT_LEAST_1)
@@ -145,6 +148,8 @@ class TrainConfig:
     within_alphabet: bool = False
     init_from: str | None = None
     backbone_lr_scale: float = field(default=1.0, metadata=_AT_LEAST_0)
+    unlabelled: int = field(default=0, metadata=_AT_LEAST_0)
+    distractors: int = field(default=0, metadata=_AT_LEAST_0)
 
 
 @dataclass
@@ -158,6 +163,8 @@ class EvalConfig:
         episodes_per_batch: episodes evaluated at once (speed only; results do not change).
         within_alphabet: all classes of an episode from one alphabet (the Omniglot challenge's
             protocol); also used for the validation episodes during training.
+        unlabelled, distractors: semi-supervised evaluation (and validation) episodes: ``U``
+            unlabelled examples of each episode class and of ``D`` distractor classes.
     """
 
     ways: int = field(default=5, metadata=_AT_LEAST_1)
@@ -167,6 +174,8 @@ class EvalConfig:
     seed: int = 0
     episodes_per_batch: int = field(default=20, metadata=_AT_LEAST_1)
     within_alphabet: bool = False
+    unlabelled: int = field(default=0, metadata=_AT_LEAST_0)
+    distractors: int = field(default=0, metadata=_AT_LEAST_0)
 
 
 @dataclass

@@ -383,14 +383,16 @@ def setup(config: Config, out: str | Path) -> TrainRun:
     train_ds, val_ds = build_datasets(config.data)
     sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
                              num_batches=t.steps, seed=t.seed, rank=info.rank,
-                             world_size=info.world_size, within_alphabet=t.within_alphabet)
+                             world_size=info.world_size, within_alphabet=t.within_alphabet,
+                             n_unlabelled=t.unlabelled, n_distractors=t.distractors)
     try:
         augment = AffineAugment(**config.data.augment)
     except TypeError as exc:
         raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
     v = config.eval
     if val_ds is not None:  # fail now, not after the first training interval
-        EpisodeSampler(val_ds, v.ways, v.shots, v.queries, within_alphabet=v.within_alphabet)
+        EpisodeSampler(val_ds, v.ways, v.shots, v.queries, within_alphabet=v.within_alphabet,
+                       n_unlabelled=v.unlabelled, n_distractors=v.distractors)
     return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
                     preprocessing=dict(train_ds.preprocessing), sampler=sampler,
                     augment=augment, use_amp=t.amp and info.device.type == "cuda")
@@ -411,6 +413,17 @@ def build_state(run: TrainRun) -> TrainState:
                       scaler=torch.amp.GradScaler("cuda", enabled=run.use_amp))
 
 
+def _normalised(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A saved config with the keys added since it was written filled with their defaults
+    (so a run of an earlier version resumes); ``None`` or an invalid config as it is."""
+    if config is None:
+        return None
+    try:
+        return Config.from_dict(config).to_dict()
+    except (ValueError, TypeError):
+        return config
+
+
 def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     """Load ``out/last.pt`` into ``state`` (model, optimiser, counters, RNG) if it exists.
 
@@ -424,7 +437,7 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     if not last.is_file():
         return False
     saved = load_checkpoint(last)
-    if saved.get("config") != run.config.to_dict():
+    if _normalised(saved.get("config")) != run.config.to_dict():
         raise ValueError(f"{last} was written by a different configuration; use another "
                          "--out folder, or pass resume=False (--no-resume) to start over")
     state.model.load_state_dict(saved["model"])
@@ -466,6 +479,8 @@ def training_batch(run: TrainRun, step: int) -> Episode:
                                                        step))
         episode = replace(episode, support=_warp(run.augment, episode.support, g),
                           query=_warp(run.augment, episode.query, g))
+        if episode.unlabelled is not None:  # after the others: their warps stay the same
+            episode = replace(episode, unlabelled=_warp(run.augment, episode.unlabelled, g))
     return episode.to(run.device, non_blocking=True)
 
 
@@ -539,7 +554,8 @@ def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
     if run.val_ds is not None:
         res = evaluate(state.model, run.val_ds, v.ways, v.shots, v.queries, t.val_episodes,
                        seed=VAL_SEED, episodes_per_batch=v.episodes_per_batch,
-                       device=run.device, amp=run.use_amp, within_alphabet=v.within_alphabet)
+                       device=run.device, amp=run.use_amp, within_alphabet=v.within_alphabet,
+                       unlabelled=v.unlabelled, distractors=v.distractors)
         row["val_acc"], row["val_ci95"] = res["accuracy"], res["ci95"]
         improved = res["accuracy"] > state.best["val_acc"]
     else:
