@@ -121,8 +121,8 @@ def _validation_defaults(args: argparse.Namespace, config: Any) -> tuple[Any, bo
         return config, False
     t = config.train
     config = config.override({f"eval.{k}": getattr(t, k) for k in _EPISODE_KEYS})
-    print(f"validation episodes follow the training flags: {t.ways}-way {t.shots}-shot "
-          f"{t.queries} queries (fewer if the validation classes are fewer; "
+    print(f"relgraph train: validation episodes follow the training flags: {t.ways}-way "
+          f"{t.shots}-shot {t.queries} queries (fewer if the validation classes are fewer; "
           "pass --set eval.ways=N, eval.shots=N, eval.queries=N to choose)", file=sys.stderr)
     return config, True
 
@@ -433,7 +433,7 @@ _HINTS: list[tuple[str, str, str]] = [
     (r"lower eval\.ways", "pass --set eval.ways=N", "lower --ways"),
     (r"Lower k_shot/n_query", "Lower --shots/--queries", "Lower --shots/--queries"),
     (r"lower n_way", "lower --ways", "lower --ways"),
-    (r"\bset (eval|data|train)\.([a-z_]+)=", r"pass --set \1.\2=", r"pass --set \1.\2="),
+    (r"(?<![-\w])set (eval|data|train)\.([a-z_]+)=", r"pass --set \1.\2=", r"pass --set \1.\2="),
     (r"pass invert=False", "pass --no-invert", "pass --no-invert"),
     (r"pass resume=False \(--no-resume\)", "pass --no-resume", "pass --no-resume"),
 ]

@@ -89,11 +89,11 @@ def predict_folder(model: FewShotMethod, preprocessing: dict[str, Any],
     """
     size = preprocessing.get("image_size")
     channels = int(preprocessing.get("channels", 3))
-    invert = bool(preprocessing.get("invert", False))
-    sup = ImageFolderDataset(support, image_size=size, channels=channels, invert=invert)
+    as_trained = bool(preprocessing.get("invert", False))  # the inversion of the training data
+    sup = ImageFolderDataset(support, image_size=size, channels=channels, invert=as_trained)
     files = _query_files(Path(query))
     images = torch.stack([
-        resize_images(decode_image(f, str(f), channels, invert).unsqueeze(0), size)[0]
+        resize_images(decode_image(f, str(f), channels, as_trained).unsqueeze(0), size)[0]
         for f in files]).float().div_(255.0)
     support_images = sup.get_batch(torch.arange(len(sup)))
     flip = bool(invert)
