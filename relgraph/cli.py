@@ -161,9 +161,11 @@ def _checkpoint_file(path: str) -> Path:
     return given
 
 
-def _default_split(name: str, split: str | None) -> str | None:
+def _default_split(name: str, split: str | None, alphabets: list[str] | None = None
+                   ) -> str | None:
     """The split ``evaluate`` scores: ``--split``, else ``"test"`` where the dataset has splits;
-    ``None`` (all classes) for ``--split all`` or a dataset without splits."""
+    ``None`` (all classes) for ``--split all``, a dataset without splits, or ``--alphabets``
+    (the classes were chosen by hand)."""
     from relgraph.data.catalog import DATASETS
     from relgraph.registry import accepted_keywords
 
@@ -171,6 +173,8 @@ def _default_split(name: str, split: str | None) -> str | None:
         return None
     if split:
         return split
+    if alphabets:
+        return None
     keywords = accepted_keywords(DATASETS.get(name))
     return "test" if keywords is not None and "split" in keywords else None
 
@@ -214,9 +218,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if not args.dataset:
             raise ValueError("evaluate needs --dataset NAME --root PATH, or --omniglot-runs DIR")
-        split = _default_split(args.dataset, args.split)
-        ds = dataset_for_checkpoint(args.dataset, args.root, pre, _split_list(args.alphabets),
-                                    split, **_key_values(args.option, "--option"))
+        alphabets = _split_list(args.alphabets)
+        split = _default_split(args.dataset, args.split, alphabets)
+        try:
+            ds = dataset_for_checkpoint(args.dataset, args.root, pre, alphabets, split,
+                                        **_key_values(args.option, "--option"))
+        except ValueError as exc:
+            if args.split is None and split == "test":
+                raise ValueError(f"{exc} (evaluate scores the test split by default; pass "
+                                 "--split all to score every class, or --alphabets)") from exc
+            raise
         got = dataset_polarity(ds)
         if got is not None and pre.get("polarity") not in (None, got["polarity"]):
             print(f"relgraph evaluate: warning: the {args.dataset} images are {got['polarity']} "
@@ -231,9 +242,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           within_alphabet=args.within_alphabet, tta=args.tta,
                           cache=not args.no_cache)
         result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
-                       "split": split or "all classes", "classes": ds.num_classes,
+                       "split": split or ("all classes of the given alphabets" if alphabets
+                                          else "all classes"),
+                       "classes": ds.num_classes,
                        "roots": args.root, "checkpoint": str(args.checkpoint)})
-        where = f"{split} split" if split else "all classes"
+        where = (f"{split} split" if split else
+                 f"alphabets {args.alphabets}" if alphabets else "all classes")
         text = (f"{args.dataset} {where} ({ds.num_classes} classes), {ways}-way {shots}-shot, "
                 f"{queries} queries, {result['episodes']} episodes: "
                 f"accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% (95% CI)")

@@ -173,6 +173,7 @@ def test_evaluate_says_which_split(glyph_run, tmp_path, capsys):
     assert _default_split("glyphs", None) == "test"
     assert _default_split("omniglot", None) == "test"
     assert _default_split("glyphs", "all") is None
+    assert _default_split("omniglot", None, ["Greek"]) is None  # classes chosen by hand
     assert _default_split("folder", None) is None and _default_split("tensors", None) is None
     data, run_dir = glyph_run
     code, text, _ = run(["evaluate", "--checkpoint", str(run_dir), "--dataset", "tensors",
