@@ -13,6 +13,8 @@ A checkpoint is a dict of tensors and plain Python values::
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                                 "by 'relgraph train --out DIR'")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"unsupported GLOBAL (\S+)", str(exc), re.IGNORECASE)
+        if found:  # a refused pickle; torch's advice (turn weights_only off) is left out
+            raise ValueError(f"{path} was refused: it asks to import {found.group(1)}, and "
+                             "loading it could run arbitrary code (a relgraph checkpoint holds "
+                             "only tensors and plain values)") from exc
+        raise ValueError(f"{path} is not a readable relgraph checkpoint (it could not be "
+                         "unpickled); it may be damaged or come from another program") from exc
     except Exception as exc:  # torch raises many types for damaged or foreign files
         raise ValueError(f"{path} is not a readable relgraph checkpoint ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); it may be damaged "

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,19 +32,34 @@ def _split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True,
+                   split_help: str = "dataset split, e.g. train / val / test") -> None:
     p.add_argument("--dataset", required=required,
                    help="dataset name (omniglot, glyphs, folder, tensors)")
     p.add_argument("--root", action="append", default=[], metavar="PATH",
                    help="data folder, zip or file; repeat for several roots")
     p.add_argument("--alphabets", metavar="A,B,...",
                    help="keep only these alphabets (comma separated)")
-    p.add_argument("--split", help="dataset split, e.g. train / val / test")
+    p.add_argument("--split", help=split_help)
     p.add_argument("--image-size", type=int, help="image side length")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="dataset option, e.g. --option skip_bad=true or --option download=true "
+                        "(repeatable; see the dataset's docs)")
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML)."""
+    pairs: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = yaml.safe_load(value)
+    return pairs
 
 
 def _dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = _key_values(getattr(args, "option", None), "--option")
     if getattr(args, "split", None):
         kwargs["split"] = args.split
     if getattr(args, "image_size", None):
@@ -79,12 +97,34 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "train.queries": args.queries, "train.steps": args.steps, "train.seed": args.seed,
         "train.lr": args.lr, "train.device": args.device, "train.val_every": args.val_every,
     }
-    for item in args.set or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE (e.g. train.lr=0.01), got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update({f"data.options.{k}": v
+                      for k, v in _key_values(args.option, "--option").items()})
+    overrides.update(_key_values(args.set, "--set"))
     return overrides
+
+
+_EPISODE_KEYS = ("ways", "shots", "queries")
+
+
+def _validation_defaults(args: argparse.Namespace, config: Any) -> tuple[Any, bool]:
+    """Validation episodes that follow ``--ways/--shots/--queries`` when no ``eval.*`` is given.
+
+    Returns the config and whether the validation episodes may be fitted to the validation
+    classes (only when they were not chosen by the user).
+    """
+    chosen = {k.split(".", 1)[1] for k in _key_values(args.set, "--set") if k.startswith("eval.")}
+    if args.config:
+        section = (yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}).get("eval")
+        chosen |= set(section or {})
+    given = [k for k in _EPISODE_KEYS if getattr(args, k) is not None]
+    if not given or chosen & set(_EPISODE_KEYS):
+        return config, False
+    t = config.train
+    config = config.override({f"eval.{k}": getattr(t, k) for k in _EPISODE_KEYS})
+    print(f"relgraph train: validation episodes follow the training flags: {t.ways}-way "
+          f"{t.shots}-shot {t.queries} queries (fewer if the validation classes are fewer; "
+          "pass --set eval.ways=N, eval.shots=N, eval.queries=N to choose)", file=sys.stderr)
+    return config, True
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -94,8 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.episodes is not None:
         per = config.train.episodes_per_batch
         config = config.override({"train.steps": max(1, args.episodes // per)})
+    config, fit = _validation_defaults(args, config)
     result = train(config, args.out, resume=not args.no_resume, progress=not args.no_progress,
-                   stop_after=args.stop_after)
+                   stop_after=args.stop_after, fit_validation=fit)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best"]
         status = "finished" if result["finished"] else "paused (resume with the same command)"
@@ -109,13 +150,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_file(path: str) -> Path:
+    """``--checkpoint``: a checkpoint file, or a run folder (its ``checkpoint.pt``)."""
+    given = Path(path)
+    if given.is_dir():
+        if (given / "checkpoint.pt").is_file():
+            return given / "checkpoint.pt"
+        raise FileNotFoundError(f"{given} is a folder without a checkpoint.pt; pass a run folder "
+                                "written by 'relgraph train --out DIR' or its checkpoint.pt")
+    return given
+
+
+def _default_split(name: str, split: str | None, alphabets: list[str] | None = None
+                   ) -> str | None:
+    """The split ``evaluate`` scores: ``--split``, else ``"test"`` where the dataset has splits;
+    ``None`` (all classes) for ``--split all``, a dataset without splits, or ``--alphabets``
+    (the classes were chosen by hand)."""
+    from relgraph.data.catalog import DATASETS
+    from relgraph.registry import accepted_keywords
+
+    if split == "all":
+        return None
+    if split:
+        return split
+    if alphabets:
+        return None
+    keywords = accepted_keywords(DATASETS.get(name))
+    return "test" if keywords is not None and "split" in keywords else None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from relgraph.data.base import dataset_polarity
     from relgraph.engine import evaluate, load_model, resolve_device
     from relgraph.predict import dataset_for_checkpoint
     from relgraph.utils import atomic_write_text
 
     device = resolve_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device=device)
+    model, ckpt = load_model(_checkpoint_file(args.checkpoint), device=device)
     pre = ckpt["preprocessing"]
     ev = ckpt["config"].get("eval", {})
     if args.omniglot_runs:
@@ -147,8 +218,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if not args.dataset:
             raise ValueError("evaluate needs --dataset NAME --root PATH, or --omniglot-runs DIR")
-        ds = dataset_for_checkpoint(args.dataset, args.root, pre, _split_list(args.alphabets),
-                                    args.split)
+        alphabets = _split_list(args.alphabets)
+        split = _default_split(args.dataset, args.split, alphabets)
+        try:
+            ds = dataset_for_checkpoint(args.dataset, args.root, pre, alphabets, split,
+                                        **_key_values(args.option, "--option"))
+        except ValueError as exc:
+            if args.split is None and split == "test":
+                raise ValueError(f"{exc} (evaluate scores the test split by default; pass "
+                                 "--split all to score every class, or --alphabets)") from exc
+            raise
+        got = dataset_polarity(ds)
+        if got is not None and pre.get("polarity") not in (None, got["polarity"]):
+            print(f"relgraph evaluate: warning: the {args.dataset} images are {got['polarity']} "
+                  f"(mean intensity {got['mean_intensity']:.2f}) but the model was trained on "
+                  f"{pre['polarity']} images (mean {pre.get('mean_intensity', float('nan')):.2f});"
+                  " for a folder dataset pass --option invert=true (or false)", file=sys.stderr)
         ways = args.ways or ev.get("ways", 5)
         shots = args.shots or ev.get("shots", 1)
         queries = args.queries or ev.get("queries", 15)
@@ -158,10 +243,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           cache=not args.no_cache, unlabelled=args.unlabeled,
                           distractors=args.distractors)
         result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
+                       "split": split or ("all classes of the given alphabets" if alphabets
+                                          else "all classes"),
+                       "classes": ds.num_classes,
                        "roots": args.root, "checkpoint": str(args.checkpoint)})
-        text = (f"{ways}-way {shots}-shot, {queries} queries, {result['episodes']} episodes, "
-                f"{result['mode']}: accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% "
-                "(95% CI)")
+        where = (f"{split} split" if split else
+                 f"alphabets {args.alphabets}" if alphabets else "all classes")
+        text = (f"{args.dataset} {where} ({ds.num_classes} classes), {ways}-way {shots}-shot, "
+                f"{queries} queries, {result['episodes']} episodes, {result['mode']}: "
+                f"accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% (95% CI)")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     print(text)
@@ -173,8 +263,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from relgraph.predict import predict_folder, write_predictions
 
     device = resolve_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device=device)
-    rows = predict_folder(model, ckpt["preprocessing"], args.support, args.query, device=device)
+    model, ckpt = load_model(_checkpoint_file(args.checkpoint), device=device)
+    rows = predict_folder(model, ckpt["preprocessing"], args.support, args.query, device=device,
+                          invert=args.invert)
     if args.out:
         write_predictions(rows, args.out)
     width = max(len(Path(r["file"]).name) for r in rows)
@@ -258,8 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on fixed, seeded episodes")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt from relgraph train")
-    _add_data_args(p, required=False)
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint.pt from relgraph train, or its run folder")
+    _add_data_args(p, required=False, split_help=(
+        "split to score (default: test where the dataset has splits, else all classes; "
+        "'all' for every class)"))
     p.add_argument("--omniglot-runs", metavar="DIR",
                    help="score on Lake et al.'s 20 one-shot runs (runNN folders) instead")
     p.add_argument("--ways", type=int, help="classes per episode (default: the checkpoint's)")
@@ -287,11 +381,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify new images from a few labelled ones")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt from relgraph train")
+    p = sub.add_parser(
+        "predict", help="classify new images from a few labelled ones",
+        description="Classify every image under --query from the labelled images under "
+                    "--support, read as the checkpoint's training images were (size, channels, "
+                    "polarity). Images of the other polarity (dark ink on white paper for a "
+                    "model trained on bright ink on black) are inverted, with a warning.")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint.pt from relgraph train, or its run folder")
     p.add_argument("--support", required=True, help="labelled images: DIR/<class>/<image>")
     p.add_argument("--query", required=True, help="folder of images to classify")
-    p.add_argument("--out", metavar="FILE.csv", help="write file, prediction, confidence")
+    p.add_argument("--out", metavar="FILE.csv",
+                   help="write a CSV with the columns file, prediction, confidence and one "
+                        "p(<class>) column per support class (its probability)")
+    polarity = p.add_mutually_exclusive_group()
+    polarity.add_argument("--invert", dest="invert", action="store_true", default=None,
+                          help="invert the images (1 - pixel) before classifying them "
+                               "(default: automatic, from their mean intensity against the "
+                               "checkpoint's)")
+    polarity.add_argument("--no-invert", dest="invert", action="store_false",
+                          help="never invert the images (turns the automatic check off)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=cmd_predict)
 
@@ -328,16 +437,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Library hints (Python arguments) and what to type instead: (pattern, train, other commands).
+_HINTS: list[tuple[str, str, str]] = [
+    (r"[Pp]ass download=True", "pass --option download=true", "pass --option download=true"),
+    (r"pass skip_bad=True", "pass --option skip_bad=true", "pass --option skip_bad=true"),
+    (r"pass (an )?image_size", "pass --image-size N", "pass --image-size N"),
+    (r"set data\.too_small=skip", "pass --set data.too_small=skip",
+     "lower --shots/--queries"),
+    (r"pass too_small='skip'", "pass --set data.too_small=skip", "lower --shots/--queries"),
+    (r"Lower train\.shots/train\.queries", "Lower --shots/--queries",
+     "Lower --shots/--queries"),
+    (r"lower train\.ways", "lower --ways", "lower --ways"),
+    (r"Lower eval\.shots/eval\.queries", "Lower them with --set eval.shots=N / "
+     "--set eval.queries=N", "Lower --shots/--queries"),
+    (r"lower eval\.ways", "pass --set eval.ways=N", "lower --ways"),
+    (r"Lower k_shot/n_query", "Lower --shots/--queries", "Lower --shots/--queries"),
+    (r"lower n_way", "lower --ways", "lower --ways"),
+    (r"(?<![-\w])set (eval|data|train)\.([a-z_]+)=", r"pass --set \1.\2=", r"pass --set \1.\2="),
+    (r"pass invert=False", "pass --no-invert", "pass --no-invert"),
+    (r"pass resume=False \(--no-resume\)", "pass --no-resume", "pass --no-resume"),
+]
+
+
+def _for_the_command_line(message: str, command: str) -> str:
+    """``message`` on one line, with Python-argument hints replaced by flags."""
+    for pattern, train, other in _HINTS:
+        message = re.sub(pattern, train if command == "train" else other, message)
+    return " ".join(str(message).split())
+
+
+def _show_warning(command: str):  # noqa: ANN202
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        text = _for_the_command_line(str(message), command)
+        print(f"relgraph {command}: warning: {text}", file=sys.stderr)
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``relgraph`` command; returns the exit status."""
+    """Entry point of the ``relgraph`` command; returns the exit status.
+
+    A user's mistake (``ValueError``, ``KeyError``, ``FileNotFoundError``) ends in one line on
+    stderr, ``relgraph COMMAND: error: ...``, and exit status 2; warnings and the library's
+    INFO log lines (e.g. resuming a run) are one line each too.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"relgraph {args.command}: %(message)s"))
+    library_log = logging.getLogger("relgraph")
+    library_log.addHandler(handler)
+    old_level = library_log.level
+    library_log.setLevel(logging.INFO)
+    old_show = warnings.showwarning
+    warnings.showwarning = _show_warning(args.command)
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"relgraph {args.command}: error: {message}", file=sys.stderr)
+        print(f"relgraph {args.command}: error: "
+              f"{_for_the_command_line(str(message), args.command)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = old_show
+        library_log.removeHandler(handler)
+        library_log.setLevel(old_level)
 
 
 if __name__ == "__main__":

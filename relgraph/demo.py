@@ -63,7 +63,8 @@ def run_demo(out: str | Path = "relgraph-demo", seed: int = 0, quick: bool = Fal
     results: dict[str, Any] = {}
     for shots in (1, 5):
         res = evaluate(model, test, ways=5, shots=shots, queries=15,
-                       episodes=config.eval.episodes, seed=0, device=device, progress=progress)
+                       episodes=config.eval.episodes, seed=0, device=device, progress=progress,
+                       label=f"test 5-way {shots}-shot")
         results[f"5way_{shots}shot"] = res
     sampler = EpisodeSampler(test, n_way=5, k_shot=1, n_query=5, seed=1)
     episode = sampler.read(test, [0])

@@ -5,24 +5,48 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from relgraph.data import Episode, ImageFolderDataset, build_dataset, resize_images
+from relgraph.data.base import ink_polarity
 from relgraph.data.folder import is_ignored
 from relgraph.data.io import decode_image, is_image_file
 from relgraph.methods import FewShotMethod
 from relgraph.utils import atomic_write_text
 
-__all__ = ["predict_folder", "dataset_for_checkpoint", "write_predictions"]
+__all__ = ["predict_folder", "dataset_for_checkpoint", "write_predictions",
+           "polarity_mismatch"]
+
+
+def polarity_mismatch(preprocessing: dict[str, Any], images: torch.Tensor) -> str | None:
+    """A sentence saying how ``images`` differ in polarity from a checkpoint's training
+    images, or ``None`` when they match (or the checkpoint recorded no polarity).
+
+    Args:
+        preprocessing: the checkpoint's ``preprocessing`` (``polarity``, ``mean_intensity``).
+        images: ``[m, c, h, w]`` in ``[0, 1]``, read as the checkpoint says.
+    """
+    expected = preprocessing.get("polarity")
+    if expected is None or images.numel() == 0:
+        return None
+    got = ink_polarity(images)
+    if got["polarity"] == expected:
+        return None
+    return (f"the images are {got['polarity']} (mean intensity {got['mean_intensity']:.2f}) "
+            f"but the model was trained on {expected} images (mean "
+            f"{float(preprocessing.get('mean_intensity', float('nan'))):.2f})")
 
 
 def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str, Any],
-                           alphabets: list[str] | None = None, split: str | None = None):
+                           alphabets: list[str] | None = None, split: str | None = None,
+                           **options: Any):
     """Build dataset ``name`` so that its images match what a checkpoint was trained on
-    (image size; channels and inversion for image folders). No training augmentation."""
+    (image size; channels and inversion for image folders). No training augmentation.
+    ``options`` are more dataset options (they win over the checkpoint's)."""
     kwargs: dict[str, Any] = {}
     if split:
         kwargs["split"] = split
@@ -31,7 +55,7 @@ def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str,
     if name == "folder":
         kwargs["channels"] = int(preprocessing.get("channels", 3))
         kwargs["invert"] = bool(preprocessing.get("invert", False))
-    return build_dataset(name, roots, alphabets=alphabets, **kwargs)
+    return build_dataset(name, roots, alphabets=alphabets, **{**kwargs, **options})
 
 
 def _query_files(folder: Path) -> list[Path]:
@@ -47,11 +71,17 @@ def _query_files(folder: Path) -> list[Path]:
 @torch.no_grad()
 def predict_folder(model: FewShotMethod, preprocessing: dict[str, Any],
                    support: str | os.PathLike[str], query: str | os.PathLike[str],
-                   device: str | torch.device = "cpu") -> list[dict[str, Any]]:
+                   device: str | torch.device = "cpu", invert: bool | None = None
+                   ) -> list[dict[str, Any]]:
     """Classify every image under ``query`` using the labelled images ``support/<class>/*``.
 
     Images are read exactly as the model's training data was (size, channels, inversion,
     from the checkpoint's ``preprocessing``). Inductive methods score each query on its own.
+
+    Args:
+        invert: ``True`` inverts the images (``1 - pixel``) after that, ``False`` keeps them;
+            ``None`` (default) inverts them when their polarity (mean intensity above or below
+            0.5) is the opposite of the one the checkpoint recorded, with a warning.
 
     Returns:
         One dict per query image: ``{"file", "prediction", "confidence"}`` plus one
@@ -59,16 +89,26 @@ def predict_folder(model: FewShotMethod, preprocessing: dict[str, Any],
     """
     size = preprocessing.get("image_size")
     channels = int(preprocessing.get("channels", 3))
-    invert = bool(preprocessing.get("invert", False))
-    sup = ImageFolderDataset(support, image_size=size, channels=channels, invert=invert)
+    as_trained = bool(preprocessing.get("invert", False))  # the inversion of the training data
+    sup = ImageFolderDataset(support, image_size=size, channels=channels, invert=as_trained)
     files = _query_files(Path(query))
     images = torch.stack([
-        resize_images(decode_image(f, str(f), channels, invert).unsqueeze(0), size)[0]
+        resize_images(decode_image(f, str(f), channels, as_trained).unsqueeze(0), size)[0]
         for f in files]).float().div_(255.0)
+    support_images = sup.get_batch(torch.arange(len(sup)))
+    flip = bool(invert)
+    if invert is None:
+        differs = polarity_mismatch(preprocessing, torch.cat([support_images, images]))
+        if differs:
+            flip = True
+            warnings.warn(f"{differs}: inverting them (pass invert=False to keep them as "
+                          "they are)", stacklevel=2)
+    if flip:
+        support_images, images = 1.0 - support_images, 1.0 - images
     counts = sup.class_counts()
     order = torch.argsort(sup.targets, stable=True)  # supports grouped by class
     episode = Episode(
-        support=sup.get_batch(order).unsqueeze(0),
+        support=support_images[order].unsqueeze(0),
         support_labels=sup.targets[order].unsqueeze(0),
         query=images.unsqueeze(0),
         query_labels=torch.zeros(1, len(files), dtype=torch.long),  # unknown

@@ -24,11 +24,19 @@ def cache_dir() -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    If the block raises, the temporary file is removed and ``path`` is left as it was, so a
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0666`` less the
+    umask). If the block raises, the temporary file is removed and ``path`` is left as it was, so a
     reader never sees a half-written file.
 
     Example:
@@ -39,6 +47,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give (0644 usually)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -8,6 +8,7 @@ Omniglot alphabet, a Unicode script, or just ``""``). Images come out as float t
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "ink_polarity",
+    "dataset_polarity",
     "FewShotDataset",
     "InMemoryDataset",
     "ClassSubset",
@@ -273,9 +276,45 @@ class RotatedClasses(FewShotDataset):
         return out
 
 
+_SKIP_HINT = re.compile(r"(;|\.)? *(remove it or pass skip_bad=True|Remove or replace this file "
+                        r"\(or pass skip_bad=True[^)]*\)|\(?or pass skip_bad=True[^)]*\)?)\.?$")
+
+
+def ink_polarity(images: Tensor) -> dict[str, Any]:
+    """How bright a set of images is, to check that new images match a model's training data.
+
+    Args:
+        images: ``[m, c, h, w]`` in ``[0, 1]`` (as datasets return them).
+
+    Returns:
+        ``{"mean_intensity": float, "polarity": "light-on-dark" | "dark-on-light"}``: the mean
+        pixel value, and whether the background is dark (mean below 0.5: bright ink on black,
+        like relgraph's Omniglot) or light (dark ink on white paper, like most scans).
+    """
+    mean = float(images.float().mean()) if images.numel() else 0.0
+    return {"mean_intensity": round(mean, 4),
+            "polarity": "light-on-dark" if mean < 0.5 else "dark-on-light"}
+
+
+def dataset_polarity(dataset: FewShotDataset, examples: int = 256) -> dict[str, Any] | None:
+    """:func:`ink_polarity` of up to ``examples`` images spread over ``dataset``; ``None`` when
+    its examples are not images (``[c, h, w]``)."""
+    if len(dataset) == 0:
+        return None
+    index = torch.linspace(0, len(dataset) - 1, min(examples, len(dataset))).long().unique()
+    x = dataset.get_batch(index)
+    if x.dim() != 4 or not x.is_floating_point():
+        return None
+    return ink_polarity(x)
+
+
 def warn_or_raise(message: str, skip: bool) -> None:
-    """Warn (when the user asked to skip bad files) or raise ``ValueError``."""
+    """Warn (when the user asked to skip bad files) or raise ``ValueError``.
+
+    The warning leaves out the message's closing "pass skip_bad=True" hint (it was passed)
+    and says that the file is skipped.
+    """
     if skip:
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(_SKIP_HINT.sub("", message).rstrip(" .;") + "; skipped", stacklevel=3)
     else:
         raise ValueError(message)

@@ -370,6 +370,21 @@ class _FolderSource(_Source):
         return _decode_all(chars, Path, str, size, skip_bad)
 
 
+def _check_member(archive: Path, name: str) -> None:
+    """Refuse a zip member that would name a place outside the archive's own tree.
+
+    Raises:
+        ValueError: an absolute path, a drive letter, a backslash or a ``..`` part; the
+            message names the member.
+    """
+    parts = name.split("/")
+    if (name.startswith("/") or "\\" in name or ".." in parts
+            or (len(name) > 1 and name[1] == ":")):
+        raise ValueError(f"zip {archive}: refused member {name!r}: absolute paths and '..' "
+                         "parts point outside the archive; this zip is damaged or not an "
+                         "Omniglot zip")
+
+
 class _ZipSource(_Source):
     """A zip of ``<set>/<Alphabet>/<characterNN>/*.png`` (or ``<Alphabet>/<characterNN>/...``)."""
 
@@ -388,6 +403,7 @@ class _ZipSource(_Source):
         files: list[tuple[list[str], str]] = []
         dirs: list[list[str]] = []
         for info in infos:
+            _check_member(self.path, info.filename)
             parts = [p for p in info.filename.split("/") if p]
             if not parts or any(_is_junk(p) for p in parts):
                 continue

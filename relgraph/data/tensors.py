@@ -88,14 +88,15 @@ class TensorDataset(InMemoryDataset):
 
 
 @register_dataset("tensors")
-def _build(roots: list[str], **kwargs: Any) -> TensorDataset:
+def _build(roots: list[str], class_alphabets: dict[Any, str] | None = None, **kwargs: Any
+           ) -> TensorDataset:
     """Load ``inputs`` and ``labels`` from a ``.pt`` (``torch.save({"inputs", "labels"})``) or
     ``.npz`` file, or take them as keyword arguments ``inputs=..., labels=...``.
 
     ``class_alphabets`` (a mapping ``label -> alphabet``, e.g. ``data.options`` in a config)
     groups classes into alphabets; ``alphabets`` is :func:`build_dataset`'s filter."""
-    if "class_alphabets" in kwargs:
-        kwargs["alphabets"] = kwargs.pop("class_alphabets")
+    if class_alphabets is not None:
+        kwargs["alphabets"] = class_alphabets
     if "inputs" in kwargs:
         return TensorDataset(kwargs.pop("inputs"), kwargs.pop("labels"), **kwargs)
     if len(roots) != 1:

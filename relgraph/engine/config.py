@@ -76,6 +76,8 @@ class DataConfig:
         augment: random affine warps of training images, e.g. ``{rotate: 10, scale: 0.1,
             shear: 10, translate: 0.1}`` (see :class:`relgraph.data.augment.AffineAugment`);
             images with a black background only (``padding`` is 0).
+        too_small: classes with fewer than ``shots + queries`` examples: ``"error"`` stops
+            with a message naming them, ``"skip"`` leaves them out of the episodes (warning).
         options: extra dataset keyword arguments.
     """
 
@@ -89,6 +91,7 @@ class DataConfig:
     image_size: int | None = field(default=28, metadata={"min": 1})
     rotations: bool = False
     augment: dict[str, float] = field(default_factory=dict)
+    too_small: str = field(default="error", metadata={"choices": ("error", "skip")})
     options: dict[str, Any] = field(default_factory=dict)
 
 

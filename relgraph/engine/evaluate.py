@@ -69,6 +69,7 @@ def episode_accuracies(
     cache: bool = True,
     unlabelled: int = 0,
     distractors: int = 0,
+    label: str = "",
 ) -> Tensor:
     """Accuracy of ``model`` on each of ``episodes`` fixed episodes: ``[episodes]`` float.
 
@@ -86,8 +87,10 @@ def episode_accuracies(
     With ``cache`` (default) and a model whose embeddings do not depend on the episode
     (``model.caches_embeddings``), every distinct example is embedded once
     (:func:`embed_dataset`) and the episodes are related on the cached features; otherwise
-    each batch of episodes is read and embedded on its own.
+    each batch of episodes is read and embedded on its own. ``label`` starts the progress
+    bars' descriptions (e.g. ``"test 5-way 1-shot"``).
     """
+    prefix = f"{label}: " if label else ""
     device = torch.device(device)
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed=seed,
                              within_alphabet=within_alphabet, n_unlabelled=unlabelled,
@@ -103,8 +106,10 @@ def episode_accuracies(
             first = index[:, :ways * (shots + queries)].reshape(-1, ways, shots + queries)[..., 0]
             distinct, where = torch.unique(index, return_inverse=True)
             with autocast_context(device, amp), with_tta(model, tta):
-                features = embed_dataset(model, dataset, distinct, device, progress)
-            bar = tqdm(starts, desc="relate", unit="batch", disable=not progress, leave=False)
+                features = embed_dataset(model, dataset, distinct, device, progress,
+                                         desc=f"{prefix}embed")
+            bar = tqdm(starts, desc=f"{prefix}relate", unit="batch", disable=not progress,
+                       leave=False)
             for start in bar:
                 rows = where[start:start + episodes_per_batch]  # [b, episode size]
                 flat = features[rows.reshape(-1).to(features.device)]
@@ -117,7 +122,7 @@ def episode_accuracies(
                 correct = (logits.argmax(-1) == episode.query_labels.to(device)).float()
                 accs.append(correct.mean(dim=1).cpu())
         else:
-            bar = tqdm(starts, desc="evaluate", unit="batch", disable=not progress,
+            bar = tqdm(starts, desc=f"{prefix}evaluate", unit="batch", disable=not progress,
                        leave=False)
             for start in bar:
                 ids = range(start, min(start + episodes_per_batch, episodes))
@@ -133,7 +138,8 @@ def episode_accuracies(
 
 @torch.no_grad()
 def embed_dataset(model: FewShotMethod, dataset: FewShotDataset, indices: Tensor,
-                  device: torch.device | str = "cpu", progress: bool = False) -> Tensor:
+                  device: torch.device | str = "cpu", progress: bool = False,
+                  desc: str = "embed") -> Tensor:
     """Embed the examples ``indices`` of ``dataset`` as ``model`` reads them, once each.
 
     The embedding step of a relational head (its backbone, or its feature maps, flattened)
@@ -144,7 +150,7 @@ def embed_dataset(model: FewShotMethod, dataset: FewShotDataset, indices: Tensor
     """
     device = torch.device(device)
     parts = []
-    bar = tqdm(indices.split(EMBED_CHUNK), desc="embed", unit="chunk", disable=not progress,
+    bar = tqdm(indices.split(EMBED_CHUNK), desc=desc, unit="chunk", disable=not progress,
                leave=False)
     for part in bar:
         x = dataset.get_batch(part).to(device)
@@ -171,6 +177,7 @@ def evaluate(
     cache: bool = True,
     unlabelled: int = 0,
     distractors: int = 0,
+    label: str = "",
 ) -> dict[str, Any]:
     """Evaluate on fixed episodes; returns accuracy (%), its 95% CI and the protocol.
 
@@ -181,7 +188,7 @@ def evaluate(
     """
     accs = episode_accuracies(model, dataset, ways, shots, queries, episodes, seed,
                               episodes_per_batch, device, amp, progress, within_alphabet, tta,
-                              cache, unlabelled, distractors)
+                              cache, unlabelled, distractors, label)
     return {
         "accuracy": 100.0 * float(accs.mean()) if accs.numel() else float("nan"),
         "ci95": 100.0 * confidence_interval(accs),

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,21 +45,25 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from relgraph.backbones import build_backbone
+from relgraph.backbones import BACKBONES, build_backbone
 from relgraph.data import FewShotDataset, RotatedClasses, build_dataset
 from relgraph.data.augment import AffineAugment
+from relgraph.data.base import dataset_polarity
+from relgraph.data.catalog import DATASETS
 from relgraph.data.episode import Episode
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
 from relgraph.engine.distributed import DistInfo, barrier, init_distributed
 from relgraph.engine.evaluate import autocast_context, evaluate
-from relgraph.methods import FewShotMethod, build_method
+from relgraph.methods import METHODS, FewShotMethod, build_method
 from relgraph.utils import atomic_write_text
 
 __all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED",
            "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "train_step",
-           "validate", "save_best", "save_last", "check_init_from"]
+           "validate", "save_best", "save_last", "check_init_from", "check_arguments"]
+
+logger = logging.getLogger(__name__)
 
 #: Seed of the fixed validation episodes and of the validation class hold-out.
 VAL_SEED = 12345
@@ -104,6 +110,26 @@ def build_datasets(data: DataConfig) -> tuple[FewShotDataset, FewShotDataset | N
     if data.rotations:
         train = RotatedClasses(train)
     return train, val
+
+
+def check_arguments(config: Config) -> None:
+    """Check the nested arguments of ``config`` against the signatures they go to.
+
+    ``method_args`` against the method's class, ``backbone_args`` against the backbone's,
+    ``data.options`` against the dataset builder's; nothing is built.
+
+    Raises:
+        KeyError: an unknown method, backbone or dataset name (the choices are listed).
+        ValueError: an unknown key, named with the closest allowed one and all allowed ones.
+    """
+    if "too_small" in config.data.options:
+        raise ValueError("data.options.too_small: too_small is a setting of the episodes, not "
+                         "an option of the dataset; set data.too_small=skip instead")
+    METHODS.check_keywords(config.method, config.method_args, "method_args",
+                           reserved=("backbone", "num_classes"))
+    BACKBONES.check_keywords(config.backbone, config.backbone_args, "backbone_args")
+    DATASETS.check_keywords(config.data.dataset, config.data.options, "data.options",
+                            reserved=("roots", "alphabets"))
 
 
 def build_model(config: Config, preprocessing: dict[str, Any],
@@ -285,7 +311,9 @@ class TrainRun:
         out: the run folder.
         info: this process (rank, world size, device).
         train_ds, val_ds: training and validation classes (``val_ds`` may be ``None``).
-        preprocessing: the training data's preprocessing, saved in checkpoints.
+        preprocessing: the training data's preprocessing (image size, channels, inversion,
+            and the training images' ``mean_intensity``, ``polarity`` and
+            ``normalisation``), saved in checkpoints.
         sampler: the training episodes (batch ``t`` is a pure function of ``(seed, t)``).
         augment: the training images' random affine warps (possibly inactive).
         use_amp: mixed precision (CUDA and ``train.amp`` only).
@@ -365,14 +393,78 @@ def check_init_from(path: str | Path) -> None:
                             "(its checkpoint.pt) or fix the path")
 
 
-def setup(config: Config, out: str | Path) -> TrainRun:
+def _episodes_error(exc: ValueError, section: str, what: str) -> ValueError:
+    """The sampler's message about ``n_way`` / ``k_shot`` / ``n_query``, told in config keys."""
+    text = str(exc)
+    for python, key in (("k_shot + n_query", f"{section}.shots + {section}.queries"),
+                        ("k_shot/n_query", f"{section}.shots/{section}.queries"),
+                        ("n_way", f"{section}.ways"),
+                        ("pass too_small='skip'", "set data.too_small=skip")):
+        text = text.replace(python, key)
+    return ValueError(f"{what}: {text}")
+
+
+def _validation_fit(config: Config, val_ds: FewShotDataset) -> tuple[Config, str | None]:
+    """``config`` with ``eval.ways`` / ``eval.queries`` lowered to what the validation classes
+    hold (at least 2 ways and 1 query), and a sentence saying what changed (or ``None``)."""
+    v = config.eval
+    counts = val_ds.class_counts()
+    changes: dict[str, int] = {}
+    if 2 <= val_ds.num_classes < v.ways:
+        changes["eval.ways"] = val_ds.num_classes
+    smallest = int(counts.min()) if len(counts) else 0
+    if smallest - v.shots >= 1 and smallest < v.shots + v.queries:
+        changes["eval.queries"] = smallest - v.shots
+    if not changes:
+        return config, None
+    said = ", ".join(f"{k}={val}" for k, val in changes.items())
+    return config.override(changes), (
+        f"validation episodes: {said} to fit the validation classes ({val_ds.num_classes} "
+        f"classes, {smallest} or more examples each); set eval.* to choose")
+
+
+def _too_few_validation_classes(config: Config, train_ds: FewShotDataset,
+                                val_ds: FewShotDataset) -> str:
+    """Why the validation classes cannot fill ``eval.ways``, and the settings that would."""
+    v, d = config.eval, config.data
+    message = (f"validation episodes: eval.ways={v.ways} needs {v.ways} classes but the "
+               f"validation split has {val_ds.num_classes}")
+    fixes = []
+    if val_ds.num_classes >= 2:
+        fixes.append(f"set eval.ways={val_ds.num_classes} (or fewer)")
+    if d.val_split is None and not d.val_alphabets:
+        total = train_ds.num_classes + val_ds.num_classes
+        message += f" (data.val_fraction={d.val_fraction} of {total} classes)"
+        spare = total - config.train.ways  # classes training can give up
+        wanted = min(v.ways, spare)
+        if wanted >= 2 and wanted > val_ds.num_classes:
+            fixes.append(f"set data.val_fraction={math.ceil(100 * wanted / total) / 100} "
+                         f"({wanted} validation classes)")
+    else:
+        fixes.append("give the validation split more classes")
+    fixes.append("set data.val_fraction=0 to train without validation")
+    return message + "; " + ", or ".join(fixes)
+
+
+def setup(config: Config, out: str | Path, fit_validation: bool = False) -> TrainRun:
     """Check ``config`` and build what a run keeps fixed; writes nothing.
 
+    Everything that can fail on the user's settings is built or checked here (nested
+    arguments, datasets, training and validation episodes, ``init_from``), so a bad setting
+    leaves no run folder; :func:`build_state` then builds the model.
+
+    Args:
+        config: the experiment.
+        out: the run folder (not created here).
+        fit_validation: lower ``eval.ways`` and ``eval.queries`` to what the validation
+            classes can fill (with a warning saying so) instead of failing.
+
     Raises:
-        ValueError: a setting that would fail later (augmentation arguments, validation
-            episodes the validation classes cannot fill, ...).
+        ValueError: a setting that would fail later (nested arguments, augmentation
+            arguments, episodes the training or validation classes cannot fill, ...).
         FileNotFoundError: ``train.init_from`` names a checkpoint that does not exist.
     """
+    check_arguments(config)
     info = init_distributed(config.train.device)
     t = config.train
     if t.steps < 1 or t.val_every < 1:
@@ -381,20 +473,43 @@ def setup(config: Config, out: str | Path) -> TrainRun:
     if t.init_from:
         check_init_from(t.init_from)
     train_ds, val_ds = build_datasets(config.data)
-    sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
-                             num_batches=t.steps, seed=t.seed, rank=info.rank,
-                             world_size=info.world_size, within_alphabet=t.within_alphabet,
-                             n_unlabelled=t.unlabelled, n_distractors=t.distractors)
+    try:
+        sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
+                                 num_batches=t.steps, seed=t.seed, rank=info.rank,
+                                 world_size=info.world_size, within_alphabet=t.within_alphabet,
+                                 too_small=config.data.too_small,
+                                 n_unlabelled=t.unlabelled, n_distractors=t.distractors)
+    except ValueError as exc:
+        raise _episodes_error(exc, "train", f"training episodes ({t.ways}-way {t.shots}-shot "
+                              f"{t.queries} queries, {train_ds.num_classes} training "
+                              "classes)") from exc
     try:
         augment = AffineAugment(**config.data.augment)
     except TypeError as exc:
         raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
-    v = config.eval
     if val_ds is not None:  # fail now, not after the first training interval
-        EpisodeSampler(val_ds, v.ways, v.shots, v.queries, within_alphabet=v.within_alphabet,
-                       n_unlabelled=v.unlabelled, n_distractors=v.distractors)
+        if fit_validation:
+            config, note = _validation_fit(config, val_ds)
+            if note:
+                warnings.warn(note, stacklevel=2)
+        v = config.eval
+        if val_ds.num_classes < v.ways:
+            raise ValueError(_too_few_validation_classes(config, train_ds, val_ds))
+        try:
+            EpisodeSampler(val_ds, v.ways, v.shots, v.queries, within_alphabet=v.within_alphabet,
+                           too_small=config.data.too_small, n_unlabelled=v.unlabelled,
+                           n_distractors=v.distractors)
+        except ValueError as exc:
+            raise _episodes_error(exc, "eval", f"validation episodes ({v.ways}-way {v.shots}-shot "
+                                  f"{v.queries} queries, from eval.*; {val_ds.num_classes} "
+                                  "validation classes, from data.val_split / val_alphabets / "
+                                  f"val_fraction={config.data.val_fraction})") from exc
+    preprocessing = dict(train_ds.preprocessing)
+    polarity = dataset_polarity(train_ds)  # recorded so that predict can check new images
+    if polarity is not None:
+        preprocessing.update(polarity, normalisation="pixel / 255, in [0, 1]")
     return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
-                    preprocessing=dict(train_ds.preprocessing), sampler=sampler,
+                    preprocessing=preprocessing, sampler=sampler,
                     augment=augment, use_amp=t.amp and info.device.type == "cuda")
 
 
@@ -404,7 +519,10 @@ def build_state(run: TrainRun) -> TrainState:
     config, t = run.config, run.config.train
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
-        model = build_model(config, run.preprocessing, num_classes=run.train_ds.num_classes)
+        try:
+            model = build_model(config, run.preprocessing, num_classes=run.train_ds.num_classes)
+        except TypeError as exc:  # a value of the wrong type in method_args / backbone_args
+            raise ValueError(f"method_args / backbone_args: {exc}") from exc
     if t.init_from:
         init_backbone(model, t.init_from)
     model.to(run.device)
@@ -611,6 +729,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    fit_validation: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` and write the run into ``out`` (see the module docstring).
 
@@ -626,20 +745,31 @@ def train(
         progress: show a tqdm progress bar.
         stop_after: run at most this many steps in this call, then save ``last.pt`` and
             return (``"finished": False``); a later call resumes.
+        fit_validation: fit the validation episodes to the validation classes (see
+            :func:`setup`).
+
+    Resuming is logged (logger ``relgraph.engine.trainer``, level INFO), and the metrics'
+    ``time_s`` goes on from the resumed run's total.
 
     Returns:
-        ``{"out", "step", "finished", "best": {"step", "val_acc", "val_ci95"}, "history"}``.
+        ``{"out", "step", "finished", "stopped_early", "resumed_from" (step, or ``None``),
+        "config" (as run: validation episodes possibly fitted), "best": {"step", "val_acc",
+        "val_ci95"}, "history"}``.
     """
-    run = setup(config, out)
+    run = setup(config, out, fit_validation=fit_validation)
     state = build_state(run)
-    if resume:
-        resume_from_last(run, state)
+    resumed = resume and resume_from_last(run, state)
+    if resumed and run.info.is_main:
+        logger.info("resuming %s from step %d of %d (%s)", run.out, state.step, config.train.steps,
+                    run.out / "last.pt")
     write_config(run)
     runner = loss_runner(run, state.model)
     t = config.train
+    state_start = state.step
     run_until = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     stopped_early = False
-    started = time.perf_counter()
+    # time_s goes on from the resumed run's total (the time of its last validation)
+    started = time.perf_counter() - (state.history[-1]["time_s"] if state.history else 0.0)
     bar = tqdm(total=t.steps, initial=state.step, desc=f"train {config.method}", unit="step",
                disable=not (progress and run.info.is_main), dynamic_ncols=True)
     state.model.train()
@@ -664,4 +794,5 @@ def train(
     barrier(run.info)
     finished = stopped_early or state.step >= t.steps
     return {"out": str(run.out), "step": state.step, "finished": finished,
+            "resumed_from": state_start if resumed else None, "config": run.config,
             "stopped_early": stopped_early, "best": state.best, "history": state.history}

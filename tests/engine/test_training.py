@@ -115,8 +115,10 @@ def test_no_validation_keeps_the_latest(tiny_data, tmp_path):
 def test_bad_settings_fail_before_training(tiny_data, tmp_path):
     config = tiny_config(tiny_data)
     config.eval.queries = 50
-    with pytest.raises(ValueError, match="fewer than k_shot"):
+    with pytest.raises(ValueError, match=r"validation episodes.*fewer than eval.shots \+ "
+                                         r"eval.queries"):
         train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="train.optimizer: expected one of"):
         tiny_config(tiny_data, optimizer="lbfgs")  # the config itself is checked now
     config = tiny_config(tiny_data)
