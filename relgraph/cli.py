@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,11 +102,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         status = "finished" if result["finished"] else "paused (resume with the same command)"
         if result.get("stopped_early"):
             status = "stopped early (no validation improvement)"
+        if result.get("interrupted"):
+            status = f"interrupted by {result['interrupted']} (resume with the same command)"
         val = (f"{best['val_acc']:.2f} +- {best['val_ci95']:.2f}%"
                if best.get("val_ci95") is not None else "n/a")
         print(f"training {status} at step {result['step']}; best validation accuracy {val} "
               f"at step {best['step']}")
         print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.csv, curves.png, config.yaml")
+    if result.get("interrupted"):
+        return 128 + signal.Signals[result["interrupted"]].value
     return 0
 
 
@@ -327,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"relgraph {args.command}: error: {message}", file=sys.stderr)
         return 2

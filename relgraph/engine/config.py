@@ -27,7 +27,7 @@ dotted key, what was expected and what came::
 numeric strings (YAML 1.1 reads ``1e-3`` as the string ``"1e-3"``; it becomes ``0.001``);
 ``bool`` fields take booleans only; ``list[str]`` and ``dict[str, ...]`` fields take lists and
 mappings of those types. Fields with a fixed set of values (``train.optimizer``,
-``train.scheduler``) or a range (``train.steps >= 1``, ``train.lr > 0``,
+``train.scheduler``, ``train.on_nonfinite``) or a range (``train.steps >= 1``, ``train.lr > 0``,
 ``0 <= data.val_fraction < 1``, ...) are checked too; their limits are in each field's
 ``metadata``.
 """
@@ -121,6 +121,9 @@ class TrainConfig:
             ``init_from``) close to its start while a relational head learns on top. 0 freezes
             the backbone's weights (its BatchNorm running statistics still follow the training
             images).
+        on_nonfinite: what a NaN or infinite training loss does: ``"stop"`` the run with a
+            clear error (``last.pt`` and ``checkpoint.pt`` stay those of the last validation)
+            or ``"skip"`` that step's update with a warning (the step still counts).
     """
 
     ways: int = field(default=20, metadata=_AT_LEAST_1)
@@ -145,6 +148,7 @@ class TrainConfig:
     within_alphabet: bool = False
     init_from: str | None = None
     backbone_lr_scale: float = field(default=1.0, metadata=_AT_LEAST_0)
+    on_nonfinite: str = field(default="stop", metadata={"choices": ("stop", "skip")})
 
 
 @dataclass
