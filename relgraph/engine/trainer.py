@@ -504,9 +504,16 @@ def train_step(run: TrainRun, state: TrainState, runner: nn.Module) -> float:
         the training loss of this step (before the update).
     """
     episode = training_batch(run, state.step)
+    # a skipped step must not keep what its forward pass did to BatchNorm statistics
+    buffers = ([b.detach().clone() for b in state.model.buffers()]
+               if run.config.train.on_nonfinite == "skip" else [])
     with autocast_context(run.device, run.use_amp):
         loss, logits = runner(episode)
     if not _all_finite(run, loss):
+        if run.config.train.on_nonfinite == "skip":
+            with torch.no_grad():
+                for b, saved in zip(state.model.buffers(), buffers, strict=True):
+                    b.copy_(saved)
         return _nonfinite_step(run, state, float(loss.detach()))
     opt, scaler = state.optimizer, state.scaler
     opt.zero_grad(set_to_none=True)
@@ -543,7 +550,8 @@ def _nonfinite_step(run: TrainRun, state: TrainState, loss: float) -> float:
     """Skip the update of a step whose loss is not finite, or stop the run (``on_nonfinite``).
 
     A skipped step still counts (``step`` and the scheduler advance, so batch ``t`` stays
-    batch ``t``) but adds nothing to the running loss and accuracy.
+    batch ``t``) but changes no weight or buffer (:func:`train_step` restores the BatchNorm
+    statistics its forward pass touched) and adds nothing to the running loss and accuracy.
 
     Raises:
         NonFiniteLoss: ``train.on_nonfinite`` is ``"stop"``.
