@@ -355,6 +355,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise FileNotFoundError(f"config file {path} not found")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): is it the right "
+                             "file?") from exc
         except yaml.YAMLError as exc:
             raise ValueError(f"{path} is not valid YAML: {exc}") from exc
         try:
