@@ -727,8 +727,9 @@ def train(
     page of the documentation.
 
     Returns:
-        ``{"out", "step", "finished", "stopped_early", "interrupted": None or "SIGTERM" /
-        "SIGINT", "best": {"step", "val_acc", "val_ci95"}, "history"}``.
+        ``{"out", "step", "finished", "stopped_early", "interrupted", "best", "history"}``;
+        ``interrupted`` is ``None`` or the signal's name (``"SIGTERM"``, ``"SIGINT"``), ``best``
+        is ``{"step", "val_acc", "val_ci95"}``.
 
     Raises:
         ValueError: a bad setting (before anything is written); :class:`NonFiniteLoss`;
