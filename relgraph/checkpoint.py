@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from relgraph.utils import atomic_path
+from relgraph.utils import atomic_path, write_error
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
@@ -30,10 +30,18 @@ CHECKPOINT_VERSION = 1
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically: a crash (even ``kill -9``) mid-write leaves
-    the previous file intact."""
+    the previous file intact.
+
+    Raises:
+        relgraph.utils.WriteFailed: the write failed (a full disk, ...); the previous file at
+            ``path`` is intact and no temporary file is left.
+    """
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports failed writes so
+            raise write_error(Path(path), exc) from exc
     return Path(path)
 
 

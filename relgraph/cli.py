@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -142,11 +143,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         status = "finished" if result["finished"] else "paused (resume with the same command)"
         if result.get("stopped_early"):
             status = "stopped early (no validation improvement)"
+        if result.get("interrupted"):
+            status = f"interrupted by {result['interrupted']} (resume with the same command)"
         val = (f"{best['val_acc']:.2f} +- {best['val_ci95']:.2f}%"
                if best.get("val_ci95") is not None else "n/a")
         print(f"training {status} at step {result['step']}; best validation accuracy {val} "
               f"at step {best['step']}")
         print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.csv, curves.png, config.yaml")
+    if result.get("interrupted"):
+        return 128 + signal.Signals[result["interrupted"]].value
     return 0
 
 
@@ -492,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning(args.command)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"relgraph {args.command}: error: "
               f"{_for_the_command_line(str(message), args.command)}", file=sys.stderr)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file", "open_zip",
+           "read_zip_member", "read_text", "read_npz", "ZIP_ERRORS"]
+
+#: What :mod:`zipfile` raises on damaged archives (a bad header, a CRC or a deflate error, a
+#: size field past the end, a name that is not UTF-8, an unknown compression method).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError,
+              OSError, ValueError, NotImplementedError, KeyError, RuntimeError)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
@@ -55,3 +65,63 @@ def decode_image(data: bytes | Path | str, name: str, channels: int = 1,
 def read_image(path: str | os.PathLike[str], channels: int = 1, invert: bool = False) -> Tensor:
     """Read the image file at ``path``: see :func:`decode_image`."""
     return decode_image(Path(path), str(path), channels=channels, invert=invert)
+
+
+def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
+    """Open the zip at ``path``; a damaged one is a ``ValueError`` naming it."""
+    try:
+        return zipfile.ZipFile(path)
+    except ZIP_ERRORS as exc:
+        raise ValueError(f"cannot read zip {path}: {exc}") from exc
+
+
+def read_zip_member(zf: zipfile.ZipFile, member: str, name: str) -> bytes:
+    """The bytes of ``member``; a damaged member (bad CRC, deflate error...) is a
+    ``ValueError`` naming it as ``name`` (e.g. ``archive.zip:member``)."""
+    try:
+        return zf.read(member)
+    except ZIP_ERRORS as exc:
+        raise ValueError(f"cannot read {name}: the zip is damaged ({type(exc).__name__}: "
+                         f"{exc})") from exc
+
+
+def read_text(path: str | os.PathLike[str] | bytes, name: str | None = None) -> str:
+    """UTF-8 text of the file ``path`` (or of the bytes ``path``, named ``name``); text that is
+    not UTF-8 is a ``ValueError`` naming the file."""
+    name = name or str(path)
+    try:
+        if isinstance(path, bytes):
+            return path.decode("utf-8")
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name} is not UTF-8 text (byte {exc.start}): is it the right "
+                         "file?") from exc
+
+
+def read_npz(path: str | os.PathLike[str], required: Sequence[str],
+             optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays ``required`` (and those of ``optional`` present) of the ``.npz`` at ``path``.
+
+    Object arrays are refused (no pickles are loaded).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable npz, or lacks a required array; the message
+            names the file.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            missing = [k for k in required if k not in data.files]
+            if missing:
+                raise KeyError(missing)
+            return {k: data[k] for k in [*required, *optional] if k in data.files}
+    except KeyError as exc:
+        raise ValueError(f"{path} has no {' or '.join(map(repr, exc.args[0]))} array") from exc
+    except Exception as exc:  # numpy raises many types for damaged files
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"cannot read {path}: not a readable .npz file "
+                         f"({type(exc).__name__}: {detail})") from exc

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from relgraph.data.base import resize_images
-from relgraph.data.io import decode_image, is_image_file
+from relgraph.data.io import decode_image, is_image_file, open_zip, read_text, read_zip_member
 
 __all__ = ["LakeRun", "load_lake_runs", "evaluate_lake_runs"]
 
@@ -80,10 +80,7 @@ class _Files:
                             self.members[full.relative_to(root).as_posix()] = str(full)
             self.prefix = ""
         else:
-            try:
-                self._zip = zipfile.ZipFile(root)
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise ValueError(f"cannot read zip {root}: {exc}") from exc
+            self._zip = open_zip(root)
             prefixes = set()
             for info in self._zip.infolist():
                 if info.is_dir():
@@ -109,7 +106,7 @@ class _Files:
     def read(self, key: str) -> bytes | Path:
         if self._zip is None:
             return Path(self.members[key])
-        return self._zip.read(self.members[key])
+        return read_zip_member(self._zip, self.members[key], self.describe(key))
 
     def close(self) -> None:
         if self._zip is not None:
@@ -160,7 +157,7 @@ def _load_run(files: _Files, run: str, image_size: int | None) -> LakeRun:
         raise FileNotFoundError(f"{labels_name} not found: each run needs a class_labels.txt "
                                 f"with lines {_LINE_FORMAT}")
     raw = files.read(labels_key)
-    text = raw.read_text(encoding="utf-8") if isinstance(raw, Path) else raw.decode("utf-8")
+    text = read_text(raw, labels_name)
     support_index = {k: i for i, k in enumerate(support_keys)}
     query_index = {k: j for j, k in enumerate(query_keys)}
     labels = [-1] * len(query_keys)

@@ -42,7 +42,14 @@ from relgraph.data.base import FewShotDataset, InMemoryDataset, RotatedClasses, 
 from relgraph.data.base import warn_or_raise as _warn_or_raise
 from relgraph.data.catalog import register_dataset
 from relgraph.data.download import download_file
-from relgraph.data.io import decode_image, is_image_file
+from relgraph.data.io import (
+    decode_image,
+    is_image_file,
+    open_zip,
+    read_npz,
+    read_text,
+    read_zip_member,
+)
 from relgraph.utils import cache_dir
 
 __all__ = [
@@ -392,10 +399,7 @@ class _ZipSource(_Source):
         self.path = path
 
     def _open(self) -> zipfile.ZipFile:
-        try:
-            return zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ValueError(f"cannot read zip {self.path}: {exc}") from exc
+        return open_zip(self.path)
 
     def list(self, skip_bad: bool) -> list[_Char]:
         with self._open() as zf:
@@ -444,7 +448,8 @@ class _ZipSource(_Source):
     def load(self, chars: list[_Char], size: int | None,
              skip_bad: bool) -> list[tuple[Tensor, list[str]]]:
         with self._open() as zf:
-            return _decode_all(chars, zf.read, lambda m: f"{self.path}:{m}", size, skip_bad)
+            return _decode_all(chars, lambda m: read_zip_member(zf, m, f"{self.path}:{m}"),
+                               lambda m: f"{self.path}:{m}", size, skip_bad)
 
 
 class _NpzSource(_Source):
@@ -459,13 +464,15 @@ class _NpzSource(_Source):
             raise FileNotFoundError(f"{self.tsv} not found: it names the characters of "
                                     f"{self.path} (alphabet folder name, set, first id, last id)")
         rows = []
-        for lineno, line in enumerate(self.tsv.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(read_text(self.tsv).splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
             fields = line.split("\t")
             try:
                 name, which, first, last = fields
                 rows.append((name.strip(), which.strip(), int(first), int(last)))
+                if not 0 <= rows[-1][2] <= rows[-1][3]:
+                    raise ValueError("first id > last id")
             except ValueError as exc:
                 raise ValueError(f"{self.tsv}:{lineno}: expected 'alphabet<TAB>set<TAB>first "
                                  f"id<TAB>last id', got {line!r}") from exc
@@ -491,14 +498,8 @@ class _NpzSource(_Source):
 
     def load(self, chars: list[_Char], size: int | None,
              skip_bad: bool) -> list[tuple[Tensor, list[str]]]:
-        try:
-            with np.load(self.path) as data:
-                images = data["images"]
-                labels = data["labels"] if "labels" in data.files else None
-        except KeyError as exc:
-            raise ValueError(f"{self.path} has no 'images' array") from exc
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ValueError(f"cannot read {self.path}: {exc}") from exc
+        arrays = read_npz(self.path, ["images"], ["labels"])
+        images, labels = arrays["images"], arrays.get("labels")
         if images.dtype != np.bool_ or images.ndim != 4 or images.shape[0] != self.expected_rows:
             raise ValueError(f"{self.path}: 'images' must be bool [{self.expected_rows}, drawers, "
                              f"h, w] (True = paper), got {images.dtype} {list(images.shape)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from relgraph.data.base import InMemoryDataset
 from relgraph.data.catalog import register_dataset
+from relgraph.data.io import read_npz
 
 __all__ = ["TensorDataset"]
 
@@ -104,16 +106,28 @@ def _build(roots: list[str], class_alphabets: dict[Any, str] | None = None, **kw
                          "'inputs' and 'labels'")
     path = roots[0]
     if path.endswith(".npz"):
-        import numpy as np
-
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = read_npz(path, ["inputs", "labels"])
     elif path.endswith((".pt", ".pth")):
-        arrays = torch.load(path, map_location="cpu", weights_only=True)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} not found")
+        try:
+            arrays = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for damaged or foreign files
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise ValueError(f"cannot read {path}: not a readable torch file of tensors "
+                             f"({type(exc).__name__}: {detail})") from exc
     else:
         raise ValueError(f"{path}: unsupported file; the tensors dataset reads .pt or .npz files")
     if not isinstance(arrays, dict) or "inputs" not in arrays or "labels" not in arrays:
         raise ValueError(f"{path} must hold 'inputs' and 'labels'")
-    labels = arrays["labels"]
-    labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)
-    return TensorDataset(torch.as_tensor(arrays["inputs"]), labels, **kwargs)
+    try:
+        labels = arrays["labels"]
+        labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+        inputs = torch.as_tensor(arrays["inputs"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: 'inputs' must be a tensor [N, ...] and 'labels' [N] "
+                         f"integers or strings ({exc})") from exc
+    try:
+        return TensorDataset(inputs, labels, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

@@ -27,7 +27,7 @@ dotted key, what was expected and what came::
 numeric strings (YAML 1.1 reads ``1e-3`` as the string ``"1e-3"``; it becomes ``0.001``);
 ``bool`` fields take booleans only; ``list[str]`` and ``dict[str, ...]`` fields take lists and
 mappings of those types. Fields with a fixed set of values (``train.optimizer``,
-``train.scheduler``) or a range (``train.steps >= 1``, ``train.lr > 0``,
+``train.scheduler``, ``train.on_nonfinite``) or a range (``train.steps >= 1``, ``train.lr > 0``,
 ``0 <= data.val_fraction < 1``, ...) are checked too; their limits are in each field's
 ``metadata``.
 """
@@ -127,6 +127,9 @@ class TrainConfig:
         unlabelled: semi-supervised training episodes: unlabelled examples per episode class
             (see :class:`~relgraph.data.EpisodeSampler`); 0 (default): none.
         distractors: distractor classes per training episode (with ``unlabelled``).
+        on_nonfinite: what a NaN or infinite training loss does: ``"stop"`` the run with a
+            clear error (``last.pt`` and ``checkpoint.pt`` stay those of the last validation)
+            or ``"skip"`` that step's update with a warning (the step still counts).
     """
 
     ways: int = field(default=20, metadata=_AT_LEAST_1)
@@ -153,6 +156,7 @@ class TrainConfig:
     backbone_lr_scale: float = field(default=1.0, metadata=_AT_LEAST_0)
     unlabelled: int = field(default=0, metadata=_AT_LEAST_0)
     distractors: int = field(default=0, metadata=_AT_LEAST_0)
+    on_nonfinite: str = field(default="stop", metadata={"choices": ("stop", "skip")})
 
 
 @dataclass
@@ -363,6 +367,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise FileNotFoundError(f"config file {path} not found")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): is it the right "
+                             "file?") from exc
         except yaml.YAMLError as exc:
             raise ValueError(f"{path} is not valid YAML: {exc}") from exc
         try:

@@ -13,7 +13,9 @@ improvement, and writes into ``out``:
 Resuming (the default when ``out/last.pt`` exists) continues exactly where the last
 validation left off: batch ``t`` of training is a pure function of ``(seed, t)``, and the
 model, optimiser, scheduler and RNG states are restored, so an interrupted run (even by
-``kill -9``) ends with the same weights and metrics as an uninterrupted one.
+``kill -9``) ends with the same weights and metrics as an uninterrupted one. SIGTERM and
+Ctrl-C save ``last.pt`` after the current step, so nothing since the last validation is lost;
+a lock file (``.lock``) keeps a second run out of the folder while one trains.
 
 The loop is built from small pieces, each usable on its own (the tests drive them directly):
 
@@ -30,10 +32,13 @@ The loop is built from small pieces, each usable on its own (the tests drive the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -56,12 +61,14 @@ from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
 from relgraph.engine.distributed import DistInfo, barrier, init_distributed
 from relgraph.engine.evaluate import autocast_context, evaluate
+from relgraph.engine.lock import remove_stale_temp_files, run_lock
 from relgraph.methods import METHODS, FewShotMethod, build_method
 from relgraph.utils import atomic_write_text
 
 __all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED",
            "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "train_step",
-           "validate", "save_best", "save_last", "check_init_from", "check_arguments"]
+           "validate", "save_best", "save_last", "check_init_from", "check_arguments",
+           "NonFiniteLoss"]
 
 logger = logging.getLogger(__name__)
 
@@ -531,17 +538,6 @@ def build_state(run: TrainRun) -> TrainState:
                       scaler=torch.amp.GradScaler("cuda", enabled=run.use_amp))
 
 
-def _normalised(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A saved config with the keys added since it was written filled with their defaults
-    (so a run of an earlier version resumes); ``None`` or an invalid config as it is."""
-    if config is None:
-        return None
-    try:
-        return Config.from_dict(config).to_dict()
-    except (ValueError, TypeError):
-        return config
-
-
 def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     """Load ``out/last.pt`` into ``state`` (model, optimiser, counters, RNG) if it exists.
 
@@ -555,20 +551,36 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     if not last.is_file():
         return False
     saved = load_checkpoint(last)
-    if _normalised(saved.get("config")) != run.config.to_dict():
+    if _resumable_config(saved.get("config")) != _resumable_config(run.config.to_dict()):
         raise ValueError(f"{last} was written by a different configuration; use another "
                          "--out folder, or pass resume=False (--no-resume) to start over")
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scheduler.load_state_dict(saved["scheduler"])
-    state.scaler.load_state_dict(saved["scaler"])
-    state.step, state.history, state.best, state.bad = (
-        saved["step"], saved["history"], saved["best"], saved["bad"])
-    _set_rng_state(saved["rng"], run.device)
-    running = saved["running"]
-    state.loss_sum, state.acc_sum, state.count = (
-        running["loss_sum"], running["acc_sum"], running["count"])
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        state.scaler.load_state_dict(saved["scaler"])
+        state.step, state.history, state.best, state.bad = (
+            saved["step"], saved["history"], saved["best"], saved["bad"])
+        _set_rng_state(saved["rng"], run.device)
+        running = saved["running"]
+        state.loss_sum, state.acc_sum, state.count = (
+            running["loss_sum"], running["acc_sum"], running["count"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{last} is not a resumable training state ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it, or pass "
+                         "resume=False (--no-resume) to start over") from exc
     return True
+
+
+def _resumable_config(data: Any) -> Any:
+    """A saved config with its defaults filled in, less the settings a resumed run may change
+    (``train.on_nonfinite``: a run stopped by a NaN loss may resume skipping such steps)."""
+    try:
+        data = Config.from_dict(data).to_dict()
+    except (ValueError, TypeError):
+        return data
+    data["train"].pop("on_nonfinite", None)
+    return data
 
 
 def write_config(run: TrainRun) -> None:
@@ -614,8 +626,17 @@ def train_step(run: TrainRun, state: TrainState, runner: nn.Module) -> float:
         the training loss of this step (before the update).
     """
     episode = training_batch(run, state.step)
+    # a skipped step must not keep what its forward pass did to BatchNorm statistics
+    buffers = ([b.detach().clone() for b in state.model.buffers()]
+               if run.config.train.on_nonfinite == "skip" else [])
     with autocast_context(run.device, run.use_amp):
         loss, logits = runner(episode)
+    if not _all_finite(run, loss):
+        if run.config.train.on_nonfinite == "skip":
+            with torch.no_grad():
+                for b, saved in zip(state.model.buffers(), buffers, strict=True):
+                    b.copy_(saved)
+        return _nonfinite_step(run, state, float(loss.detach()))
     opt, scaler = state.optimizer, state.scaler
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -631,6 +652,47 @@ def train_step(run: TrainRun, state: TrainState, runner: nn.Module) -> float:
     state.acc_sum += float((logits.detach().argmax(-1) == episode.query_labels).float().mean())
     state.count += 1
     return loss_value
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite (``train.on_nonfinite: stop``)."""
+
+
+def _all_finite(run: TrainRun, loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process (all of them must take the same branch)."""
+    finite = torch.isfinite(loss.detach()).all()
+    if run.info.distributed:
+        flag = finite.to(torch.float32).reshape(1)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+    return bool(finite)
+
+
+def _nonfinite_step(run: TrainRun, state: TrainState, loss: float) -> float:
+    """Skip the update of a step whose loss is not finite, or stop the run (``on_nonfinite``).
+
+    A skipped step still counts (``step`` and the scheduler advance, so batch ``t`` stays
+    batch ``t``) but changes no weight or buffer (:func:`train_step` restores the BatchNorm
+    statistics its forward pass touched) and adds nothing to the running loss and accuracy.
+
+    Raises:
+        NonFiniteLoss: ``train.on_nonfinite`` is ``"stop"``.
+    """
+    t = run.config.train
+    if t.on_nonfinite == "stop":
+        last = state.history[-1]["step"] if state.history else None
+        kept = (f"{run.out / 'last.pt'} and checkpoint.pt are those of step {last}"
+                if last is not None else "no checkpoint was written yet")
+        raise NonFiniteLoss(
+            f"the training loss is {loss} at step {state.step + 1}; stopped ({kept}). Lower "
+            "train.lr or set train.grad_clip, or set train.on_nonfinite=skip to skip such steps "
+            "(a stopped run then resumes with the same --out)")
+    warnings.warn(f"training loss is {loss} at step {state.step + 1}: step skipped "
+                  "(train.on_nonfinite=skip)", RuntimeWarning, stacklevel=3)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
+    return loss
 
 
 def is_validation_step(run: TrainRun, step: int) -> bool:
@@ -650,8 +712,9 @@ def end_interval(run: TrainRun, state: TrainState, started: float) -> dict[str, 
         torch.distributed.all_reduce(sums)
         state.loss_sum, state.acc_sum = (sums / run.info.world_size).tolist()
     row: dict[str, Any] = {
-        "step": state.step, "train_loss": state.loss_sum / state.count,
-        "train_acc": 100 * state.acc_sum / state.count, "val_acc": None, "val_ci95": None,
+        "step": state.step, "train_loss": state.loss_sum / state.count if state.count else math.nan,
+        "train_acc": 100 * state.acc_sum / state.count if state.count else math.nan,
+        "val_acc": None, "val_ci95": None,
         "lr": state.optimizer.param_groups[0]["lr"],
         "time_s": round(time.perf_counter() - started, 3)}
     state.loss_sum = state.acc_sum = 0.0
@@ -723,6 +786,41 @@ def log(run: TrainRun, history: list[dict[str, Any]]) -> None:
                  f"validation ({v.ways}-way {v.shots}-shot)")
 
 
+class _StopSignals:
+    """Turn SIGTERM and SIGINT (Ctrl-C) into a request to stop after the current step.
+
+    The loop then saves ``last.pt`` and returns, so the same command resumes exactly. A second
+    signal interrupts at once (``KeyboardInterrupt``; ``last.pt`` is that of the last save).
+    Handlers are installed only in the main thread of a single-process run: under
+    ``torchrun`` a rank that stopped alone would leave the others waiting in a collective, so
+    there the signals keep their default effect and the run resumes from the last validation.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _StopSignals:
+        if self.enabled:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def name(self) -> str | None:
+        return None if self.received is None else signal.Signals(self.received).name
+
+
 def train(
     config: Config,
     out: str | Path,
@@ -751,13 +849,39 @@ def train(
     Resuming is logged (logger ``relgraph.engine.trainer``, level INFO), and the metrics'
     ``time_s`` goes on from the resumed run's total.
 
+    Faults: the run folder is locked (``out/.lock``) while training, so a second run on it
+    refuses; SIGTERM or Ctrl-C stops after the current step with ``last.pt`` saved
+    (``"interrupted"`` names the signal); a NaN or infinite loss stops or skips the step
+    (``train.on_nonfinite``); checkpoints are written atomically. See the "When things go wrong"
+    page of the documentation.
+
     Returns:
-        ``{"out", "step", "finished", "stopped_early", "resumed_from" (step, or ``None``),
-        "config" (as run: validation episodes possibly fitted), "best": {"step", "val_acc",
-        "val_ci95"}, "history"}``.
+        ``{"out", "step", "finished", "stopped_early", "interrupted", "resumed_from" (step,
+        or ``None``), "config" (as run: validation episodes possibly fitted), "best", "history"}``;
+        ``interrupted`` is ``None`` or the signal's name (``"SIGTERM"``, ``"SIGINT"``), ``best``
+        is ``{"step", "val_acc", "val_ci95"}``.
+
+    Raises:
+        ValueError: a bad setting (before anything is written); :class:`NonFiniteLoss`;
+            :class:`relgraph.engine.lock.RunFolderLocked` (another run trains in ``out``).
+        relgraph.utils.WriteFailed: a checkpoint or log could not be written (full disk...);
+            the previous files are intact.
     """
     run = setup(config, out, fit_validation=fit_validation)
     state = build_state(run)
+    with contextlib.ExitStack() as stack:
+        if run.info.is_main:
+            stack.enter_context(run_lock(run.out))
+            remove_stale_temp_files(run.out)  # of a write interrupted by kill -9
+        barrier(run.info)  # the other ranks read last.pt only once rank 0 holds the folder
+        signals = stack.enter_context(_StopSignals(not run.info.distributed))
+        return _loop(run, state, resume, progress, stop_after, signals)
+
+
+def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
+          stop_after: int | None, signals: _StopSignals) -> dict[str, Any]:
+    """The body of :func:`train`, holding the run folder's lock."""
+    config = run.config
     resumed = resume and resume_from_last(run, state)
     if resumed and run.info.is_main:
         logger.info("resuming %s from step %d of %d (%s)", run.out, state.step, config.train.steps,
@@ -776,6 +900,8 @@ def train(
     while state.step < run_until:
         train_step(run, state, runner)
         bar.update(1)
+        if signals.received is not None and not is_validation_step(run, state.step):
+            break
         if not is_validation_step(run, state.step):
             continue
         row = end_interval(run, state, started)
@@ -787,12 +913,15 @@ def train(
         if t.patience and state.bad >= t.patience:
             stopped_early = True
             break
+        if signals.received is not None:
+            break
         state.model.train()
     bar.close()
     if state.step < t.steps and not stopped_early and not is_validation_step(run, state.step):
-        save_last(run, state)  # stop_after between validations: keep the exact state
+        save_last(run, state)  # stopped between validations: keep the exact state
     barrier(run.info)
     finished = stopped_early or state.step >= t.steps
     return {"out": str(run.out), "step": state.step, "finished": finished,
             "resumed_from": state_start if resumed else None, "config": run.config,
-            "stopped_early": stopped_early, "best": state.best, "history": state.history}
+            "stopped_early": stopped_early, "interrupted": signals.name, "best": state.best,
+            "history": state.history}
