@@ -246,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           device=device, progress=not args.no_progress,
                           within_alphabet=args.within_alphabet, tta=args.tta,
                           cache=not args.no_cache, unlabelled=args.unlabeled,
-                          distractors=args.distractors)
+                          distractors=args.distractors, random_queries=args.random_queries)
         result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
                        "split": split or ("all classes of the given alphabets" if alphabets
                                           else "all classes"),
@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0; the supports and queries stay the same)")
     p.add_argument("--distractors", type=int, default=0, metavar="D",
                    help="and U unlabelled examples of each of D distractor classes (default 0)")
+    p.add_argument("--random-queries", action="store_true",
+                   help="keep a random number of queries per class in each episode (1 to "
+                        "--queries, seeded): unbalanced query sets, the honest test of a "
+                        "transductive method")
     p.add_argument("--no-cache", action="store_true",
                    help="embed every episode on its own (by default relational heads embed "
                         "each distinct image once and relate all episodes on the cached "

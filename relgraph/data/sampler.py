@@ -35,6 +35,9 @@ def episode_seed(seed: int, episode: int) -> int:
     return _splitmix64(_splitmix64(seed & _MASK64) ^ (episode & _MASK64)) >> 1
 
 
+#: Salt of the random query counts of unbalanced evaluation episodes.
+_QUERY_COUNT_SALT = 0x9E_C0_A7
+
 class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
     """Draws batches of N-way K-shot Q-query episodes from a :class:`FewShotDataset`.
 
@@ -219,6 +222,13 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         rest queries. A pure function of ``(seed, episode)``.
         """
         return self._draw(episode)[:self.n_way, :self.k_shot + self.n_query]
+
+    def random_query_counts(self, episode: int) -> Tensor:
+        """Queries to keep per class in episode ``episode`` for unbalanced query sets:
+        ``[n_way]`` in ``1..n_query``, uniform and seeded by ``(seed, episode)`` (independent of
+        the examples drawn, so the kept queries are the first ones of the balanced episode)."""
+        g = torch.Generator().manual_seed(episode_seed(self.seed ^ _QUERY_COUNT_SALT, episode))
+        return torch.randint(1, self.n_query + 1, (self.n_way,), generator=g)
 
     def sample_unlabelled(self, episode: int) -> tuple[Tensor, Tensor]:
         """The unlabelled examples of episode ``episode``: dataset indices ``[u]`` and their

@@ -12,6 +12,7 @@ fine-tuning, ...) embed every episode on its own, automatically.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from relgraph.data.base import FewShotDataset
+from relgraph.data.episode import Episode
 from relgraph.data.sampler import EpisodeSampler
 from relgraph.engine.tta import with_tta
 from relgraph.methods.base import FewShotMethod
@@ -70,6 +72,7 @@ def episode_accuracies(
     unlabelled: int = 0,
     distractors: int = 0,
     label: str = "",
+    random_queries: bool = False,
 ) -> Tensor:
     """Accuracy of ``model`` on each of ``episodes`` fixed episodes: ``[episodes]`` float.
 
@@ -89,6 +92,11 @@ def episode_accuracies(
     (:func:`embed_dataset`) and the episodes are related on the cached features; otherwise
     each batch of episodes is read and embedded on its own. ``label`` starts the progress
     bars' descriptions (e.g. ``"test 5-way 1-shot"``).
+
+    ``random_queries`` keeps, in each episode, a random number of its queries per class (1 to
+    ``queries``, seeded per episode, :meth:`~relgraph.data.EpisodeSampler.random_query_counts`):
+    unbalanced query sets, on which a transductive method cannot lean on the class balance.
+    Episodes are then evaluated one at a time.
     """
     prefix = f"{label}: " if label else ""
     device = torch.device(device)
@@ -98,7 +106,19 @@ def episode_accuracies(
     was_training = model.training
     model.eval()
     accs = []
+    if random_queries:
+        episodes_per_batch = 1
     starts = range(0, episodes, episodes_per_batch)
+
+    def scored(episode: Episode, start: int) -> Episode:
+        if not random_queries:
+            return episode
+        counts = sampler.random_query_counts(start)
+        keep = torch.cat([c * queries + torch.arange(int(n)) for c, n in enumerate(counts)])
+        keep = keep.to(episode.query.device)
+        return replace(episode, query=episode.query[:, keep],
+                       query_labels=episode.query_labels[:, keep])
+
     try:
         if cache and getattr(model, "caches_embeddings", False):
             index = torch.stack([sampler.episode_indices(e) for e in range(episodes)]) \
@@ -114,7 +134,7 @@ def episode_accuracies(
                 rows = where[start:start + episodes_per_batch]  # [b, episode size]
                 flat = features[rows.reshape(-1).to(features.device)]
                 classes = dataset.targets[first[start:start + rows.shape[0]]]
-                episode = sampler.make_episode(flat, classes)
+                episode = scored(sampler.make_episode(flat, classes), start)
                 with autocast_context(device, amp):
                     logits = model.forward_features(episode.support, episode.support_labels,
                                                     episode.query, episode.n_way,
@@ -126,7 +146,7 @@ def episode_accuracies(
                        leave=False)
             for start in bar:
                 ids = range(start, min(start + episodes_per_batch, episodes))
-                episode = sampler.read(dataset, ids).to(device)
+                episode = scored(sampler.read(dataset, ids).to(device), start)
                 with autocast_context(device, amp), with_tta(model, tta):
                     logits = model(episode)
                 correct = (logits.argmax(-1) == episode.query_labels).float()
@@ -178,6 +198,7 @@ def evaluate(
     unlabelled: int = 0,
     distractors: int = 0,
     label: str = "",
+    random_queries: bool = False,
 ) -> dict[str, Any]:
     """Evaluate on fixed episodes; returns accuracy (%), its 95% CI and the protocol.
 
@@ -188,7 +209,7 @@ def evaluate(
     """
     accs = episode_accuracies(model, dataset, ways, shots, queries, episodes, seed,
                               episodes_per_batch, device, amp, progress, within_alphabet, tta,
-                              cache, unlabelled, distractors, label)
+                              cache, unlabelled, distractors, label, random_queries)
     return {
         "accuracy": 100.0 * float(accs.mean()) if accs.numel() else float("nan"),
         "ci95": 100.0 * confidence_interval(accs),
@@ -204,6 +225,8 @@ def evaluate(
         "unlabelled": unlabelled,
         "distractors": distractors,
         "mode": evaluation_mode(model, unlabelled, distractors),
+        "query_counts": f"random 1-{queries} per class" if random_queries
+        else "balanced",
     }
 
 

@@ -186,3 +186,29 @@ def test_tpn_arguments():
         build_method("tpn", None, embed_dim=4, k=0)
     with pytest.raises(ValueError, match="unlabelled must be one of"):
         build_method("protonet", None, unlabelled="kmeans")
+
+
+def test_random_query_counts_keep_the_first_queries_of_each_class(tmp_path):
+    data = build_dataset("tensors", [str(make_tiny_data(tmp_path / "tiny.pt"))])
+    sampler = EpisodeSampler(data, 3, 1, 4, seed=2)
+    counts = torch.stack([sampler.random_query_counts(e) for e in range(50)])
+    assert counts.min() == 1 and counts.max() == 4 and len(set(counts.sum(1).tolist())) > 2
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", in_channels=1, image_size=28, hidden=8, out_channels=8)
+    for name in ("protonet", "tpn"):
+        model = build_method(name, backbone).eval()
+        kw = dict(ways=3, shots=1, queries=4, episodes=6, seed=2, random_queries=True)
+        cached = episode_accuracies(model, data, cache=True, **kw)
+        assert torch.equal(cached, episode_accuracies(model, data, cache=False, **kw))
+    # an inductive method scores each kept query as in the balanced episode
+    model = build_method("protonet", backbone).eval()
+    for e in range(6):
+        ep = sampler.read(data, [e])
+        with torch.no_grad():
+            right = (model(ep).argmax(-1) == ep.query_labels)[0]
+        keep = torch.cat([c * 4 + torch.arange(int(n))
+                          for c, n in enumerate(sampler.random_query_counts(e))])
+        acc = episode_accuracies(model, data, 3, 1, 4, e + 1, seed=2, random_queries=True)[e]
+        assert torch.isclose(acc, right[keep].float().mean())
+    result = evaluate(model, data, 3, 1, 4, 3, seed=2, random_queries=True)
+    assert result["query_counts"] == "random 1-4 per class"
