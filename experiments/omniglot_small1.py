@@ -40,7 +40,7 @@ FAMILIES = {"protonet": "metric", "matching": "graph", "relation": "graph", "gnn
             "edge_gnn": "graph", "maml": "meta-learning", "fomaml": "meta-learning",
             "reptile": "meta-learning", "mtl": "meta-learning", "baseline": "transfer",
             "baseline_pp": "transfer", "finetune": "transfer",
-            "edge_gnn_transductive": "graph", "tpn": "graph"}
+            "edge_gnn_transductive": "graph", "tpn": "graph", "dpgn": "graph"}
 #: 5-way 1-shot with a random number of queries per class (1 to 15, seeded per episode): the
 #: unbalanced query sets on which a transductive method cannot lean on the class balance.
 RANDOM = "5w1s_random"

@@ -6,6 +6,7 @@ gradient-based methods (:class:`GradientMetaLearner`, :class:`Baseline` and its 
 """
 
 from relgraph.methods import (  # noqa: F401  (importing registers the methods)
+    dpgn,
     edge_gnn,
     gnn,
     maml,
@@ -26,6 +27,7 @@ from relgraph.methods.base import (
     register_method,
     register_variant,
 )
+from relgraph.methods.dpgn import DPGN
 from relgraph.methods.edge_gnn import EdgeLabelingGNN
 from relgraph.methods.gnn import GNN
 from relgraph.methods.head import RelationalHead
@@ -39,6 +41,7 @@ from relgraph.methods.tpn import TPN
 from relgraph.methods.transfer import Baseline
 
 __all__ = [
+    "DPGN",
     "GNN",
     "METHODS",
     "MTL",

@@ -226,6 +226,7 @@ def test_a_head_on_cached_features_equals_the_full_model(name):
 def _headless_args(model: FewShotMethod) -> dict:
     """Constructor arguments a head needs without a backbone to read its sizes from."""
     from relgraph.methods import (
+        DPGN,
         GNN,
         TPN,
         EdgeLabelingGNN,
@@ -241,7 +242,7 @@ def _headless_args(model: FewShotMethod) -> dict:
         name = "vae" if "VAE" in type(gen.hallucinator).__name__ else "gan"
         args["augment"] = AUGMENTS[name]
     d = model.backbone.out_dim
-    if isinstance(model, (GNN, PyGConvMethod, MatchingNet, ProtoNet, TPN)):
+    if isinstance(model, (GNN, PyGConvMethod, MatchingNet, ProtoNet, TPN, DPGN)):
         args["embed_dim"] = d
     if isinstance(model, EdgeLabelingGNN):
         args["in_dim"] = d

@@ -212,3 +212,35 @@ def test_random_query_counts_keep_the_first_queries_of_each_class(tmp_path):
         assert torch.isclose(acc, right[keep].float().mean())
     result = evaluate(model, data, 3, 1, 4, 3, seed=2, random_queries=True)
     assert result["query_counts"] == "random 1-4 per class"
+
+
+def test_dpgn_inductive_mode_keeps_queries_apart_and_runs_any_episode_shape():
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8, out_channels=8)
+    model = build_method("dpgn", backbone, transductive=False, generations=2)
+    model.train()
+    with torch.no_grad():
+        model(semi_episode(5))
+    model.eval()
+    ep = semi_episode()
+    keep = torch.arange(0, N * Q, Q)
+    dropped = Episode(ep.support, ep.support_labels, ep.query[:, keep], ep.query_labels[:, keep],
+                      ep.class_ids, N, K, unlabelled=ep.unlabelled,
+                      unlabelled_labels=ep.unlabelled_labels)
+    with torch.no_grad():
+        assert torch.allclose(model(dropped), model(ep)[:, keep], atol=1e-5)
+        one_shot = Episode(ep.support[:, ::K], ep.support_labels[:, ::K], ep.query,
+                           ep.query_labels, ep.class_ids, N, 1)
+        assert model(one_shot).shape == (B, N * Q, N)  # trained shape or not
+
+
+def test_normalised_edge_update_reference():
+    from relgraph.nn import normalised_edge_update
+
+    prev = torch.tensor([[[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]]])
+    sim = torch.tensor([[[0.0, 0.9, 0.1], [0.9, 0.0, 0.3], [0.1, 0.3, 0.0]]])
+    out = normalised_edge_update(sim, prev)
+    # row 0: off-diagonal mass 1.0 split 0.9 : 0.1, self-loop 1, then L1-normalised (+eps)
+    expected = torch.tensor([1.0, 0.9, 0.1]) + 1e-6
+    assert torch.allclose(out[0, 0], expected / expected.sum(), atol=1e-6)
+    assert torch.allclose(out.sum(-1), torch.ones(1, 3))
