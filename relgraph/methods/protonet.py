@@ -26,14 +26,14 @@ def soft_kmeans(protos: Tensor, unlabelled: Tensor, support: Tensor, labels: Ten
     """One soft k-means step of the prototypes with unlabelled examples (Ren et al. 2018).
 
     .. math::
-        \tilde z_{jc} = \\operatorname{softmax}_c\big(-\\lVert \tilde h_j - p_c\rVert^2
-            \big), \\qquad
-        \tilde p_c = \frac{\\sum_i w_i z_{ic} h_i + \\sum_j \tilde z_{jc} \tilde h_j}
-            {\\sum_i w_i z_{ic} + \\sum_j \tilde z_{jc}}
+        \\tilde z_{jc} = \\operatorname{softmax}_c\\big(-\\lVert \\tilde h_j - p_c\\rVert^2
+            \\big), \\qquad
+        \\tilde p_c = \\frac{\\sum_i w_i z_{ic} h_i + \\sum_j \\tilde z_{jc} \\tilde h_j}
+            {\\sum_i w_i z_{ic} + \\sum_j \\tilde z_{jc}}
 
     with :math:`z_{ic}` the supports' one-hot labels. With ``distractor_log_r`` an extra
     cluster at the origin of learned radius :math:`r` takes the unlabelled examples of no
-    episode class (their logit :math:`-\\lVert \tilde h_j\rVert^2 / r^2 - \\log r`); it is
+    episode class (their logit :math:`-\\lVert \\tilde h_j\\rVert^2 / r^2 - \\log r`); it is
     not a class the queries can be assigned to.
 
     Shapes:
