@@ -43,6 +43,16 @@ def make_head(name: str) -> RelationalHead:
     return model.eval()
 
 
+def assert_queries_apart(model: RelationalHead, ep: Episode) -> None:
+    """Dropping all queries but one per class leaves the kept queries' logits unchanged."""
+    keep = torch.arange(0, N * Q, Q)
+    dropped = Episode(ep.support, ep.support_labels, ep.query[:, keep], ep.query_labels[:, keep],
+                      ep.class_ids, N, K, unlabelled=ep.unlabelled,
+                      unlabelled_labels=ep.unlabelled_labels)
+    with torch.no_grad():
+        assert torch.allclose(model(dropped), model(ep)[:, keep], atol=1e-5)
+
+
 # -- the sampler --------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -106,12 +116,7 @@ def test_inductive_heads_stay_inductive_with_unlabelled_nodes(name):
     if model.transductive:
         pytest.skip("transductive")
     ep = semi_episode()
-    keep = torch.arange(0, N * Q, Q)
-    dropped = Episode(ep.support, ep.support_labels, ep.query[:, keep], ep.query_labels[:, keep],
-                      ep.class_ids, N, K, unlabelled=ep.unlabelled,
-                      unlabelled_labels=ep.unlabelled_labels)
-    with torch.no_grad():
-        assert torch.allclose(model(dropped), model(ep)[:, keep], atol=1e-5)
+    assert_queries_apart(model, ep)
 
 
 @pytest.mark.parametrize("name", ["protonet", "gnn", "edge_gnn", "tpn"])
@@ -223,12 +228,8 @@ def test_dpgn_inductive_mode_keeps_queries_apart_and_runs_any_episode_shape():
         model(semi_episode(5))
     model.eval()
     ep = semi_episode()
-    keep = torch.arange(0, N * Q, Q)
-    dropped = Episode(ep.support, ep.support_labels, ep.query[:, keep], ep.query_labels[:, keep],
-                      ep.class_ids, N, K, unlabelled=ep.unlabelled,
-                      unlabelled_labels=ep.unlabelled_labels)
+    assert_queries_apart(model, ep)
     with torch.no_grad():
-        assert torch.allclose(model(dropped), model(ep)[:, keep], atol=1e-5)
         one_shot = Episode(ep.support[:, ::K], ep.support_labels[:, ::K], ep.query,
                            ep.query_labels, ep.class_ids, N, 1)
         assert model(one_shot).shape == (B, N * Q, N)  # trained shape or not
