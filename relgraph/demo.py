@@ -51,8 +51,7 @@ def run_demo(out: str | Path = "relgraph-demo", seed: int = 0, quick: bool = Fal
         quick: a much shorter run for smoke tests (the numbers are then meaningless).
         progress: show progress bars.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # created by the training run (nothing is written if its setup fails)
     started = time.perf_counter()
     config = demo_config(seed, quick)
     run = out / "run"

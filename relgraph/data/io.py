@@ -125,3 +125,23 @@ def read_npz(path: str | os.PathLike[str], required: Sequence[str],
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise ValueError(f"cannot read {path}: not a readable .npz file "
                          f"({type(exc).__name__}: {detail})") from exc
+
+
+def check_zip_member(archive: str | os.PathLike[str], name: str, kind: str = "this kind of zip"
+                     ) -> None:
+    """Refuse a zip member that would name a place outside the archive's own tree.
+
+    Args:
+        archive: the zip (for the message).
+        name: the member's name.
+        kind: what the zip should be, for the message (e.g. ``"an Omniglot zip"``).
+
+    Raises:
+        ValueError: an absolute path, a drive letter, a backslash or a ``..`` part; the
+            message names the member.
+    """
+    parts = name.split("/")
+    if (name.startswith("/") or "\\" in name or ".." in parts
+            or (len(name) > 1 and name[1] == ":")):
+        raise ValueError(f"zip {archive}: refused member {name!r}: absolute paths and '..' "
+                         f"parts point outside the archive; this zip is damaged or not {kind}")

@@ -30,7 +30,14 @@ import torch
 from torch import Tensor
 
 from relgraph.data.base import resize_images
-from relgraph.data.io import decode_image, is_image_file, open_zip, read_text, read_zip_member
+from relgraph.data.io import (
+    check_zip_member,
+    decode_image,
+    is_image_file,
+    open_zip,
+    read_text,
+    read_zip_member,
+)
 
 __all__ = ["LakeRun", "load_lake_runs", "evaluate_lake_runs"]
 
@@ -83,6 +90,7 @@ class _Files:
             self._zip = open_zip(root)
             prefixes = set()
             for info in self._zip.infolist():
+                check_zip_member(root, info.filename, "a zip of Lake et al.'s one-shot runs")
                 if info.is_dir():
                     continue
                 parts = info.filename.split("/")

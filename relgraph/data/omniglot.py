@@ -43,6 +43,7 @@ from relgraph.data.base import warn_or_raise as _warn_or_raise
 from relgraph.data.catalog import register_dataset
 from relgraph.data.download import download_file
 from relgraph.data.io import (
+    check_zip_member,
     decode_image,
     is_image_file,
     open_zip,
@@ -377,21 +378,6 @@ class _FolderSource(_Source):
         return _decode_all(chars, Path, str, size, skip_bad)
 
 
-def _check_member(archive: Path, name: str) -> None:
-    """Refuse a zip member that would name a place outside the archive's own tree.
-
-    Raises:
-        ValueError: an absolute path, a drive letter, a backslash or a ``..`` part; the
-            message names the member.
-    """
-    parts = name.split("/")
-    if (name.startswith("/") or "\\" in name or ".." in parts
-            or (len(name) > 1 and name[1] == ":")):
-        raise ValueError(f"zip {archive}: refused member {name!r}: absolute paths and '..' "
-                         "parts point outside the archive; this zip is damaged or not an "
-                         "Omniglot zip")
-
-
 class _ZipSource(_Source):
     """A zip of ``<set>/<Alphabet>/<characterNN>/*.png`` (or ``<Alphabet>/<characterNN>/...``)."""
 
@@ -407,7 +393,7 @@ class _ZipSource(_Source):
         files: list[tuple[list[str], str]] = []
         dirs: list[list[str]] = []
         for info in infos:
-            _check_member(self.path, info.filename)
+            check_zip_member(self.path, info.filename, "an Omniglot zip")
             parts = [p for p in info.filename.split("/") if p]
             if not parts or any(_is_junk(p) for p in parts):
                 continue

@@ -197,3 +197,17 @@ def test_corrupt_image_is_named(runs_dir: tuple[Path, dict]) -> None:
     (root / "run02" / "test" / "item03.png").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"run02[/\\]test[/\\]item03.png"):
         load_lake_runs(root)
+
+
+@pytest.mark.parametrize("member", ["../../run01/training/class01.png", "/abs/run01/x.png",
+                                    "all_runs\\run01\\x.png"])
+def test_zip_members_outside_the_archive_are_refused(runs_dir, tmp_path, member) -> None:
+    root, _ = runs_dir
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                zf.write(path, "all_runs/" + path.relative_to(root).as_posix())
+        zf.writestr(member, b"x")
+    with pytest.raises(ValueError, match=r"refused member .*one-shot runs"):
+        load_lake_runs(archive)
