@@ -13,6 +13,7 @@ from relgraph.backbones.catalog import (
     register_backbone,
 )
 from relgraph.backbones.conv4 import Conv4
+from relgraph.backbones.features import FeatureInput
 from relgraph.backbones.resnet12 import ResNet12
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Backbone",
     "BackboneAdapter",
     "Conv4",
+    "FeatureInput",
     "ResNet12",
     "as_backbone",
     "build_backbone",
