@@ -1,6 +1,16 @@
-"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors)."""
+"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors,
+features files, miniImageNet, tieredImageNet, CUB, CIFAR-FS, FC100)."""
 
-from relgraph.data import features, folder, glyphs, omniglot, tensors  # noqa: F401  (registers datasets)
+from relgraph.data import (  # noqa: F401  (registers datasets)
+    cifar,
+    cub,
+    features,
+    folder,
+    glyphs,
+    imagenet,
+    omniglot,
+    tensors,
+)
 from relgraph.data.base import (
     ClassSubset,
     FewShotDataset,
