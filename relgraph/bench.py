@@ -99,22 +99,6 @@ def random_features(ways: int, shots: int, queries: int, dim: int, batch: int = 
     return Episode(support, e.support_labels, query, e.query_labels, e.class_ids, ways, shots)
 
 
-class _FeatureInput(nn.Identity):
-    """Stands in for a backbone in the head-only mode: tells the head the feature size
-    (``out_dim``; ``map_shape`` ``(d, 1, 1)`` for heads reading feature maps). Never called by
-    the timed steps."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.out_dim = dim
-
-    def map_shape(self) -> tuple[int, int, int]:
-        return (self.out_dim, 1, 1)
-
-    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1, 1, 1)
-
-
 def _is_head(model: nn.Module) -> bool:
     from relgraph.methods.head import RelationalHead
 
@@ -124,13 +108,13 @@ def _is_head(model: nn.Module) -> bool:
 def _build(method: str, backbone: str, channels: int, image_size: int,
            method_args: dict[str, Any] | None, backbone_args: dict[str, Any] | None,
            seed: int, features: int | None = None) -> nn.Module:
-    from relgraph.backbones import build_backbone
+    from relgraph.backbones import FeatureInput, build_backbone
     from relgraph.methods import build_method
 
     kwargs = {"in_channels": channels, "image_size": image_size, **(backbone_args or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _FeatureInput(features) if features else build_backbone(backbone, **kwargs)
+        net = FeatureInput(features) if features else build_backbone(backbone, **kwargs)
         model = build_method(method, net, **(method_args or {}))
     if features and not _is_head(model):
         raise ValueError(f"features (the head-only mode) needs a relational head; {method!r} "

@@ -36,7 +36,8 @@ def _split_list(text: str | None) -> list[str] | None:
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True,
                    split_help: str = "dataset split, e.g. train / val / test") -> None:
     p.add_argument("--dataset", required=required,
-                   help="dataset name (omniglot, glyphs, folder, tensors)")
+                   help="dataset name (omniglot, glyphs, folder, tensors, features, "
+                        "miniimagenet, tieredimagenet, cub, cifar_fs, fc100)")
     p.add_argument("--root", action="append", default=[], metavar="PATH",
                    help="data folder, zip or file; repeat for several roots")
     p.add_argument("--alphabets", metavar="A,B,...",
@@ -265,12 +266,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from relgraph.engine import load_model, resolve_device
-    from relgraph.predict import predict_folder, write_predictions
+    from relgraph.predict import predict_features, predict_folder, write_predictions
 
     device = resolve_device(args.device)
     model, ckpt = load_model(_checkpoint_file(args.checkpoint), device=device)
-    rows = predict_folder(model, ckpt["preprocessing"], args.support, args.query, device=device,
-                          invert=args.invert)
+    if "feature_shape" in ckpt["preprocessing"]:  # trained on features: files of features
+        rows = predict_features(model, ckpt["preprocessing"], args.support, args.query,
+                                support_labels=args.support_labels, device=device)
+    else:
+        if args.support_labels:
+            raise ValueError("--support-labels is for features files; this checkpoint was "
+                             "trained on images (--support DIR/<class>/<image>)")
+        rows = predict_folder(model, ckpt["preprocessing"], args.support, args.query,
+                              device=device, invert=args.invert)
     if args.out:
         write_predictions(rows, args.out)
     width = max(len(Path(r["file"]).name) for r in rows)
@@ -398,8 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "model trained on bright ink on black) are inverted, with a warning.")
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint.pt from relgraph train, or its run folder")
-    p.add_argument("--support", required=True, help="labelled images: DIR/<class>/<image>")
-    p.add_argument("--query", required=True, help="folder of images to classify")
+    p.add_argument("--support", required=True,
+                   help="labelled images: DIR/<class>/<image>; for a model trained on features, "
+                        "a features file with labels (.npz, .safetensors, .parquet, .npy)")
+    p.add_argument("--support-labels", metavar="FILE",
+                   help="labels of an .npy --support features file (one per line, or .npy)")
+    p.add_argument("--query", required=True,
+                   help="folder of images to classify (or a features file, for a model "
+                        "trained on features: every row is classified)")
     p.add_argument("--out", metavar="FILE.csv",
                    help="write a CSV with the columns file, prediction, confidence and one "
                         "p(<class>) column per support class (its probability)")

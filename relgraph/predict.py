@@ -18,7 +18,7 @@ from relgraph.data.io import decode_image, is_image_file
 from relgraph.methods import FewShotMethod
 from relgraph.utils import atomic_write_text
 
-__all__ = ["predict_folder", "dataset_for_checkpoint", "write_predictions",
+__all__ = ["predict_folder", "predict_features", "dataset_for_checkpoint", "write_predictions",
            "polarity_mismatch"]
 
 
@@ -124,6 +124,59 @@ def predict_folder(model: FewShotMethod, preprocessing: dict[str, Any],
         row: dict[str, Any] = {"file": str(f), "prediction": sup.class_names[best],
                                "confidence": round(float(p[best]), 6)}
         row.update({f"p({name})": round(float(p[c]), 6) for c, name in enumerate(sup.class_names)})
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def predict_features(model: FewShotMethod, preprocessing: dict[str, Any],
+                     support: str | os.PathLike[str], query: str | os.PathLike[str],
+                     support_labels: str | os.PathLike[str] | None = None,
+                     device: str | torch.device = "cpu") -> list[dict[str, Any]]:
+    """Classify the rows of the features file ``query`` from the labelled rows of ``support``.
+
+    Both are features files as the ``features`` dataset reads them
+    (:mod:`relgraph.data.features`); the query file's labels, if any, are not used.
+
+    Args:
+        support_labels: labels file for an ``.npy`` support file.
+
+    Returns:
+        One dict per query row: ``{"file", "prediction", "confidence"}`` (``file`` is
+        ``name[row]``) plus one ``p(<class>)`` probability per class.
+
+    Raises:
+        ValueError: the features do not have the size the checkpoint was trained on.
+    """
+    from relgraph.data.features import FeaturesDataset, read_features
+
+    sup = FeaturesDataset(support, labels=support_labels)
+    q = read_features(query)
+    expected = preprocessing.get("feature_shape")
+    for name, width in ((support, sup.get_batch(torch.arange(1)).shape[1:].numel()),
+                        (query, q["features"].shape[1])):
+        if expected is not None and int(width) != int(torch.tensor(expected).prod()):
+            raise ValueError(f"{name}: {width} features per row, but the model was trained on "
+                             f"{list(expected)}")
+    counts = sup.class_counts()
+    order = torch.argsort(sup.targets, stable=True)
+    episode = Episode(
+        support=sup.get_batch(order).unsqueeze(0),
+        support_labels=sup.targets[order].unsqueeze(0),
+        query=torch.from_numpy(q["features"]).unsqueeze(0),
+        query_labels=torch.zeros(1, len(q["ids"]), dtype=torch.long),  # unknown
+        class_ids=torch.arange(sup.num_classes).unsqueeze(0),
+        n_way=sup.num_classes,
+        k_shot=int(counts.min()),
+    ).to(device)
+    model.eval()
+    probs = model(episode).float().softmax(-1)[0].cpu()
+    rows = []
+    for name, p in zip(q["ids"], probs, strict=True):
+        best = int(p.argmax())
+        row: dict[str, Any] = {"file": name, "prediction": sup.class_names[best],
+                               "confidence": round(float(p[best]), 6)}
+        row.update({f"p({c})": round(float(p[i]), 6) for i, c in enumerate(sup.class_names)})
         rows.append(row)
     return rows
 

@@ -13,6 +13,8 @@ from relgraph.backbones.catalog import (
     register_backbone,
 )
 from relgraph.backbones.conv4 import Conv4
+from relgraph.backbones.features import FeatureInput
+from relgraph.backbones.pretrained import Normalize, pretrained_backbone
 from relgraph.backbones.resnet12 import ResNet12
 
 __all__ = [
@@ -20,9 +22,12 @@ __all__ = [
     "Backbone",
     "BackboneAdapter",
     "Conv4",
+    "FeatureInput",
+    "Normalize",
     "ResNet12",
     "as_backbone",
     "build_backbone",
     "list_backbones",
+    "pretrained_backbone",
     "register_backbone",
 ]

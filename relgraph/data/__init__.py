@@ -1,6 +1,16 @@
-"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors)."""
+"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors,
+features files, miniImageNet, tieredImageNet, CUB, CIFAR-FS, FC100)."""
 
-from relgraph.data import folder, glyphs, omniglot, tensors  # noqa: F401  (registers datasets)
+from relgraph.data import (  # noqa: F401  (registers datasets)
+    cifar,
+    cub,
+    features,
+    folder,
+    glyphs,
+    imagenet,
+    omniglot,
+    tensors,
+)
 from relgraph.data.base import (
     ClassSubset,
     FewShotDataset,
@@ -11,6 +21,7 @@ from relgraph.data.base import (
 from relgraph.data.catalog import DATASETS, build_dataset, list_datasets, register_dataset
 from relgraph.data.download import DownloadError, download_file
 from relgraph.data.episode import Episode
+from relgraph.data.features import FeaturesDataset, read_features
 from relgraph.data.folder import ImageFolderDataset
 from relgraph.data.glyphs import GlyphsDataset
 from relgraph.data.lake import LakeRun, evaluate_lake_runs, load_lake_runs
@@ -23,6 +34,7 @@ __all__ = [
     "DATASETS",
     "DownloadError",
     "Episode",
+    "FeaturesDataset",
     "EpisodeSampler",
     "FewShotDataset",
     "GlyphsDataset",
@@ -39,6 +51,7 @@ __all__ = [
     "evaluate_lake_runs",
     "list_datasets",
     "load_lake_runs",
+    "read_features",
     "register_dataset",
     "resize_images",
     "vinyals_split",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from relgraph.utils import atomic_path
 
-__all__ = ["DownloadError", "download_file", "file_checksum"]
+__all__ = ["DownloadError", "download_file", "file_checksum", "extract_archive"]
 
 _CHUNK = 1 << 20
 
@@ -93,3 +94,28 @@ def download_file(
                     f"the server may have changed or the transfer was corrupted. {by_hand}"
                 )
     return path
+
+
+def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Extract the tar archive ``archive`` (``.tar``, ``.tgz``, ``.tar.gz``) into ``dest``.
+
+    Members that would land outside ``dest`` (absolute paths, ``..``, links) are refused.
+
+    Raises:
+        ValueError: the archive is damaged or holds an unsafe member; the message names it.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                target = (root / m.name).resolve()
+                if not (m.isfile() or m.isdir()) or not target.is_relative_to(root):
+                    raise ValueError(f"unsafe member {m.name!r}")
+            tar.extractall(dest, members=members)  # noqa: S202  (members checked above)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"cannot extract {archive}: {exc}; delete it and download it "
+                         "again") from exc
+    return dest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import struct
 import zipfile
 import zlib
@@ -16,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file", "open_zip",
-           "read_zip_member", "read_text", "read_npz", "ZIP_ERRORS"]
+           "read_zip_member", "read_text", "read_npz", "read_pickle", "ZIP_ERRORS"]
 
 #: What :mod:`zipfile` raises on damaged archives (a bad header, a CRC or a deflate error, a
 #: size field past the end, a name that is not UTF-8, an unknown compression method).
@@ -145,3 +146,39 @@ def check_zip_member(archive: str | os.PathLike[str], name: str, kind: str = "th
             or (len(name) > 1 and name[1] == ":")):
         raise ValueError(f"zip {archive}: refused member {name!r}: absolute paths and '..' "
                          f"parts point outside the archive; this zip is damaged or not {kind}")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only (no other classes, so no code runs)."""
+
+    _ALLOWED = {("_codecs", "encode"), ("collections", "OrderedDict")}
+    _NUMPY = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in self._ALLOWED or (module.split(".")[0] == "numpy"
+                                               and name in self._NUMPY):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays "
+                                     "and plain data are read)")
+
+
+def read_pickle(path: str | os.PathLike[str], encoding: str = "latin1") -> object:
+    """The pickle at ``path``, restricted to plain data and numpy arrays.
+
+    The few-shot benchmarks ship as pickles (CIFAR-100's python version, the miniImageNet and
+    tieredImageNet caches); this reads them without running any code they might carry.
+    ``encoding`` decodes Python 2 strings (``latin1`` keeps the bytes of numpy arrays).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not a readable pickle, or one holding other objects; the message names it.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding=encoding).load()
+    except Exception as exc:  # pickle raises many types for damaged files
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"cannot read {path}: not a readable pickle of arrays "
+                         f"({type(exc).__name__}: {detail})") from exc

@@ -63,9 +63,11 @@ from relgraph.engine.distributed import DistInfo, barrier, init_distributed
 from relgraph.engine.evaluate import autocast_context, evaluate
 from relgraph.engine.lock import remove_stale_temp_files, run_lock
 from relgraph.methods import METHODS, FewShotMethod, build_method
+from relgraph.registry import accepted_keywords
 from relgraph.utils import atomic_write_text
 
-__all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED",
+__all__ = ["train", "build_model", "build_datasets", "features_backbone", "init_backbone",
+           "load_model", "VAL_SEED",
            "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "train_step",
            "validate", "save_best", "save_last", "check_init_from", "check_arguments",
            "NonFiniteLoss"]
@@ -80,8 +82,9 @@ def _dataset(data: DataConfig, split: str | None) -> FewShotDataset:
     kwargs = dict(data.options)
     if split is not None:
         kwargs["split"] = split
-    if data.image_size is not None and data.dataset != "tensors":
-        kwargs["image_size"] = data.image_size
+    accepted = accepted_keywords(DATASETS.get(data.dataset))
+    if data.image_size is not None and (accepted is None or "image_size" in accepted):
+        kwargs["image_size"] = data.image_size  # not for feature datasets (tensors, features)
     return build_dataset(data.dataset, data.roots, alphabets=data.alphabets, **kwargs)
 
 
@@ -146,6 +149,8 @@ def build_model(config: Config, preprocessing: dict[str, Any],
     ``num_classes`` (training classes) reaches the methods that declare ``needs_num_classes``.
     """
     backbone_args = dict(config.backbone_args)
+    if config.backbone == "features" and "feature_shape" in preprocessing:
+        backbone_args.setdefault("feature_shape", list(preprocessing["feature_shape"]))
     if "channels" in preprocessing:
         backbone_args.setdefault("in_channels", int(preprocessing["channels"]))
     if preprocessing.get("image_size"):
@@ -153,6 +158,27 @@ def build_model(config: Config, preprocessing: dict[str, Any],
     backbone = build_backbone(config.backbone, **backbone_args)
     return build_method(config.method, backbone, num_classes=num_classes,
                         **config.method_args)
+
+
+def features_backbone(config: Config, preprocessing: dict[str, Any]) -> Config:
+    """``config`` with the ``features`` backbone when the data are precomputed features.
+
+    Features data (``preprocessing["feature_shape"]``, e.g. the ``features`` dataset) need no
+    encoder: the default backbone (``conv4`` without ``backbone_args``) becomes ``features``,
+    whose ``out_dim`` comes from the data.
+
+    Raises:
+        ValueError: another image backbone was chosen for features data.
+    """
+    if "feature_shape" not in preprocessing or config.backbone == "features":
+        return config
+    if config.backbone == Config.backbone and not config.backbone_args:
+        logger.info("the data are precomputed features %s: using the 'features' backbone",
+                    list(preprocessing["feature_shape"]))
+        return config.override({"backbone": "features"})
+    raise ValueError(f"the data are precomputed features {list(preprocessing['feature_shape'])} "
+                     f"but backbone {config.backbone!r} reads images; use the 'features' "
+                     "backbone (set backbone=features, or --backbone features)")
 
 
 def init_backbone(model: FewShotMethod, path: str | Path) -> None:
@@ -515,6 +541,7 @@ def setup(config: Config, out: str | Path, fit_validation: bool = False) -> Trai
     polarity = dataset_polarity(train_ds)  # recorded so that predict can check new images
     if polarity is not None:
         preprocessing.update(polarity, normalisation="pixel / 255, in [0, 1]")
+    config = features_backbone(config, preprocessing)
     return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
                     preprocessing=preprocessing, sampler=sampler,
                     augment=augment, use_amp=t.amp and info.device.type == "cuda")
@@ -532,6 +559,11 @@ def build_state(run: TrainRun) -> TrainState:
             raise ValueError(f"method_args / backbone_args: {exc}") from exc
     if t.init_from:
         init_backbone(model, t.init_from)
+    if not any(p.requires_grad for p in model.parameters()):
+        warnings.warn(f"{config.method} on the {config.backbone!r} backbone has no trainable "
+                      "parameters: training only validates and saves the checkpoint (on "
+                      "features, set backbone_args.project=D to learn a linear projection)",
+                      stacklevel=2)
     model.to(run.device)
     optimizer = _optimizer(config, _param_groups(model, t.lr, t.backbone_lr_scale))
     return TrainState(model=model, optimizer=optimizer, scheduler=_scheduler(config, optimizer),
@@ -638,14 +670,15 @@ def train_step(run: TrainRun, state: TrainState, runner: nn.Module) -> float:
                     b.copy_(saved)
         return _nonfinite_step(run, state, float(loss.detach()))
     opt, scaler = state.optimizer, state.scaler
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if run.config.train.grad_clip > 0:
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(state.model.parameters(), run.config.train.grad_clip)
-    scaler.step(opt)
-    scaler.update()
-    state.scheduler.step()
+    if loss.requires_grad:  # a model without trainable parameters (ProtoNet on features) has
+        opt.zero_grad(set_to_none=True)  # nothing to update: the step only counts
+        scaler.scale(loss).backward()
+        if run.config.train.grad_clip > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(state.model.parameters(), run.config.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        state.scheduler.step()
     state.step += 1
     loss_value = float(loss.detach())
     state.loss_sum += loss_value
