@@ -64,6 +64,10 @@ class DPGN(RelationalHead):
     **Model selection**: the reference code selects its model on the test split; relgraph's
     engine selects on validation classes only.
 
+    **Cost**: the distribution similarity holds ``[b, n, m, s, distribution_hidden]`` values,
+    so large transductive episodes are expensive (20-way 1-shot with 15 queries: about 10 GB
+    for a batch of 20 episodes); evaluate such shapes with few episodes per batch.
+
     Args:
         backbone: the encoder (``None``: the inputs are features).
         generations: number of generations ``L`` (default 3; the paper uses 5-6 on
