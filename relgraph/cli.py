@@ -85,7 +85,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     shown = ", ".join(alphabets[:8]) + (", ..." if len(alphabets) > 8 else "")
     print(f"alphabets {summary['alphabets']}" + (f" ({shown})" if alphabets else ""))
     if ds.preprocessing:
-        print("images    " + ", ".join(f"{k}={v}" for k, v in ds.preprocessing.items()))
+        what = "images   " if "image_size" in ds.preprocessing else "inputs   "
+        print(what + " " + ", ".join(f"{k}={v}" for k, v in ds.preprocessing.items()))
     return 0
 
 

@@ -1,6 +1,6 @@
-"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors)."""
+"""Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors, text)."""
 
-from relgraph.data import folder, glyphs, omniglot, tensors  # noqa: F401  (registers datasets)
+from relgraph.data import folder, glyphs, omniglot, tensors, text  # noqa: F401  (registers datasets)
 from relgraph.data.base import (
     ClassSubset,
     FewShotDataset,
@@ -17,6 +17,7 @@ from relgraph.data.lake import LakeRun, evaluate_lake_runs, load_lake_runs
 from relgraph.data.omniglot import Omniglot, download_omniglot, vinyals_split
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.data.tensors import TensorDataset
+from relgraph.data.text import TextDataset
 
 __all__ = [
     "ClassSubset",
@@ -32,6 +33,7 @@ __all__ = [
     "Omniglot",
     "RotatedClasses",
     "TensorDataset",
+    "TextDataset",
     "build_dataset",
     "download_file",
     "download_omniglot",
