@@ -41,11 +41,11 @@ from torch import Tensor
 
 from relgraph.data.base import FewShotDataset
 from relgraph.data.catalog import register_dataset
-from relgraph.utils import atomic_path, cache_dir
+from relgraph.utils import atomic_path, cache_dir, file_sha256
 
 __all__ = ["TextRows", "TextDataset", "read_clinc150", "read_banking77", "read_fewrel",
-           "tokenize", "build_vocab", "save_vocab", "load_vocab", "encode_tokens",
-           "text_features", "file_sha256", "ENCODERS", "PAD", "UNK"]
+           "fewrel_text", "tokenize", "build_vocab", "save_vocab", "load_vocab", "encode_tokens",
+           "text_features", "ENCODERS", "PAD", "UNK"]
 
 #: Encoders a text dataset accepts.
 ENCODERS = ("minilm", "tokens")
@@ -71,15 +71,6 @@ class TextRows:
     labels: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
     domains: dict[str, str] = field(default_factory=dict)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- reading JSON with line numbers ------------------------------------------------------------

@@ -63,6 +63,7 @@ from relgraph.engine.distributed import DistInfo, barrier, init_distributed
 from relgraph.engine.evaluate import autocast_context, evaluate
 from relgraph.engine.lock import remove_stale_temp_files, run_lock
 from relgraph.methods import METHODS, FewShotMethod, build_method
+from relgraph.registry import accepted_keywords
 from relgraph.utils import atomic_write_text
 
 __all__ = ["train", "build_model", "build_datasets", "init_backbone", "load_model", "VAL_SEED",
@@ -80,8 +81,9 @@ def _dataset(data: DataConfig, split: str | None) -> FewShotDataset:
     kwargs = dict(data.options)
     if split is not None:
         kwargs["split"] = split
-    if data.image_size is not None and data.dataset != "tensors":
-        kwargs["image_size"] = data.image_size
+    accepted = accepted_keywords(DATASETS.get(data.dataset))
+    if data.image_size is not None and (accepted is None or "image_size" in accepted):
+        kwargs["image_size"] = data.image_size  # not for tensors or text (no images)
     return build_dataset(data.dataset, data.roots, alphabets=data.alphabets, **kwargs)
 
 
@@ -150,6 +152,8 @@ def build_model(config: Config, preprocessing: dict[str, Any],
         backbone_args.setdefault("in_channels", int(preprocessing["channels"]))
     if preprocessing.get("image_size"):
         backbone_args.setdefault("image_size", int(preprocessing["image_size"]))
+    if "vocab_size" in preprocessing:  # token ids of a text dataset (encoder="tokens")
+        backbone_args.setdefault("vocab_size", int(preprocessing["vocab_size"]))
     backbone = build_backbone(config.backbone, **backbone_args)
     return build_method(config.method, backbone, num_classes=num_classes,
                         **config.method_args)
