@@ -20,9 +20,11 @@ class TextCNN(Backbone):
 
     Each kernel size ``k`` gives ``channels`` feature detectors over windows of ``k`` tokens
     (``k = 1`` is a bag of words); their maxima over the text's tokens (padding excluded) are
-    concatenated. Token ``0`` is padding (its embedding stays zero), token ``1`` out of
-    vocabulary, as the ``tokens`` encoder of :class:`~relgraph.data.text.TextDataset` writes
-    them; ``vocab_size`` comes from the dataset (``preprocessing["vocab_size"]``).
+    concatenated; windows start on a token and may run into the padding (zero embeddings), so
+    an embedding does not depend on how much padding follows. Token ``0`` is padding (its
+    embedding stays zero), token ``1`` out of vocabulary, as the ``tokens`` encoder of
+    :class:`~relgraph.data.text.TextDataset` writes them; ``vocab_size`` comes from the
+    dataset (``preprocessing["vocab_size"]``).
 
     Args:
         vocab_size: number of token ids (vocabulary + 2).
@@ -64,12 +66,7 @@ class TextCNN(Backbone):
         h = self.dropout(self.embed(x)).transpose(1, 2)                    # [m, e, L]
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs, strict=True):
-            if h.shape[-1] < k:
-                h = F.pad(h, (0, k - h.shape[-1]))
-                valid = F.pad(valid, (0, k - valid.shape[-1]))
-            z = F.relu(conv(h))                                            # [m, c, L-k+1]
-            # a window is valid when it starts on a token (the rest may be padding)
-            ok = valid[:, : z.shape[-1]].unsqueeze(1)
-            z = z.masked_fill(~ok, 0.0)
-            pooled.append(z.amax(-1))
+            # every window that starts on a token exists whatever the padding: pad k - 1
+            z = F.relu(conv(F.pad(h, (0, k - 1))))                         # [m, c, L]
+            pooled.append(z.masked_fill(~valid.unsqueeze(1), 0.0).amax(-1))
         return torch.cat(pooled, dim=1)[..., None, None]

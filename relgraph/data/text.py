@@ -383,8 +383,11 @@ class TextDataset(FewShotDataset):
         vocab_alphabets, vocab_classes: the training classes the vocabulary is built on
             (default: all classes); give the training domains / intents so that no word of
             a test class leaks into the encoder.
-        vocab_size: the most frequent tokens kept.
+        max_vocab: the most frequent tokens kept.
         progress: a progress bar while computing features (once per file).
+        classes: keep only these classes (names; default all), e.g. the training intents.
+        class_alphabets: ``class name -> alphabet``, replacing the domains (e.g. to mark
+            training and validation intents for ``data.val_alphabets``).
 
     Attributes:
         texts (list[str]): ``[N]`` the texts of the dataset's rows.
@@ -394,8 +397,9 @@ class TextDataset(FewShotDataset):
                  encoder: str = "minilm", name: str = "text", cache: str | Path | None = None,
                  max_len: int = 32, vocab: str | Path | Sequence[str] | None = None,
                  vocab_split: str | None = None, vocab_alphabets: Sequence[str] | None = None,
-                 vocab_classes: Sequence[str] | None = None, vocab_size: int = 20000,
-                 progress: bool = True) -> None:
+                 vocab_classes: Sequence[str] | None = None, max_vocab: int = 20000,
+                 progress: bool = True, classes: Sequence[str] | None = None,
+                 class_alphabets: dict[str, str] | None = None) -> None:
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
         available = list(dict.fromkeys(rows.splits))
@@ -408,11 +412,23 @@ class TextDataset(FewShotDataset):
             keep = [i for i, s in enumerate(rows.splits) if s in set(wanted)]
         else:
             keep = list(range(len(rows.texts)))
+        if classes is not None:
+            unknown = sorted(set(classes) - set(rows.labels))
+            if unknown:
+                raise ValueError(f"{rows.path}: unknown class(es) {unknown[:5]}")
+            wanted_classes = set(classes)
+            keep = [i for i in keep if rows.labels[i] in wanted_classes]
         labels = [rows.labels[i] for i in keep]
         names = sorted(set(labels))
         index = {n: c for c, n in enumerate(names)}
+        groups = rows.domains
+        if class_alphabets is not None:
+            missing = [n for n in names if n not in class_alphabets]
+            if missing:
+                raise ValueError(f"class_alphabets has no entry for class(es) {missing[:5]}")
+            groups = class_alphabets
         super().__init__([index[lab] for lab in labels], names,
-                         [rows.domains.get(n, "") for n in names],
+                         [groups.get(n, "") for n in names],
                          {"dataset": name, "inputs": "features" if encoder == "minilm"
                           else "tokens", "encoder": encoder})
         self.rows = rows
@@ -425,7 +441,7 @@ class TextDataset(FewShotDataset):
         if encoder == "tokens":
             if vocab is None:
                 vocab = self._build_vocab(vocab_split, vocab_alphabets, vocab_classes,
-                                          vocab_size)
+                                          max_vocab)
             self.vocab = load_vocab(vocab)
             self.max_len = int(max_len)
             self.preprocessing.update(
@@ -485,14 +501,17 @@ def _clinc150(roots: list[str], split: str | None = None, include_oos: bool = Fa
               encoder: str = "minilm", cache: str | None = None, max_len: int = 32,
               vocab: str | list[str] | None = None, vocab_split: str | None = None,
               vocab_alphabets: list[str] | None = None, vocab_classes: list[str] | None = None,
-              vocab_size: int = 20000, progress: bool = True) -> TextDataset:
+              max_vocab: int = 20000, progress: bool = True,
+              classes: list[str] | None = None, class_alphabets: dict[str, str] | None = None
+              ) -> TextDataset:
     """CLINC150 (Larson et al. 2019) from ``data_full.json``: 150 intents in 10 domains, 100
     train / 20 val / 30 test utterances each; ``split`` = ``train`` / ``val`` / ``test``
     (default all three); ``include_oos`` adds the out-of-scope rows as class ``oos``."""
     path = _find_file(roots, ["data_full.json"], "clinc150")
     return TextDataset(read_clinc150(path, include_oos), split, encoder, "clinc150", cache,
-                       max_len, vocab, vocab_split, vocab_alphabets, vocab_classes, vocab_size,
-                       progress)
+                       max_len, vocab, vocab_split, vocab_alphabets, vocab_classes, max_vocab,
+                       progress, classes,
+                       class_alphabets)
 
 
 @register_dataset("banking77")
@@ -500,8 +519,9 @@ def _banking77(roots: list[str], split: str | None = None, encoder: str = "minil
                cache: str | None = None, max_len: int = 32,
                vocab: str | list[str] | None = None, vocab_split: str | None = None,
                vocab_alphabets: list[str] | None = None,
-               vocab_classes: list[str] | None = None, vocab_size: int = 20000,
-               progress: bool = True) -> TextDataset:
+               vocab_classes: list[str] | None = None, max_vocab: int = 20000,
+               progress: bool = True, classes: list[str] | None = None,
+               class_alphabets: dict[str, str] | None = None) -> TextDataset:
     """Banking77 (Casanueva et al. 2020) from ``train.csv`` and ``test.csv``: 77 intents,
     10,003 + 3,080 queries; ``split`` = ``train`` / ``test`` (default both).
 
@@ -517,7 +537,8 @@ def _banking77(roots: list[str], split: str | None = None, encoder: str = "minil
     if not paths:
         raise FileNotFoundError(f"{root} holds neither train.csv nor test.csv (banking77)")
     return TextDataset(read_banking77(paths), split, encoder, "banking77", cache, max_len,
-                       vocab, vocab_split, vocab_alphabets, vocab_classes, vocab_size, progress)
+                       vocab, vocab_split, vocab_alphabets, vocab_classes, max_vocab, progress,
+                       classes, class_alphabets)
 
 
 @register_dataset("fewrel")
@@ -525,7 +546,9 @@ def _fewrel(roots: list[str], split: str = "val_wiki", encoder: str = "minilm",
             cache: str | None = None, max_len: int = 64,
             vocab: str | list[str] | None = None, vocab_split: str | None = None,
             vocab_alphabets: list[str] | None = None, vocab_classes: list[str] | None = None,
-            vocab_size: int = 20000, progress: bool = True) -> TextDataset:
+            max_vocab: int = 20000, progress: bool = True,
+            classes: list[str] | None = None, class_alphabets: dict[str, str] | None = None
+            ) -> TextDataset:
     """FewRel (Han et al. 2018; Gao et al. 2019 for PubMed): relations as classes, from the
     file ``<split>.json`` in the root folder (``val_wiki``: 16 relations x 700,
     ``val_pubmed``: 10 x 100), or the file given as root."""
@@ -534,4 +557,5 @@ def _fewrel(roots: list[str], split: str = "val_wiki", encoder: str = "minilm",
     else:
         path = _find_file(roots, [f"{split}.json"], "fewrel")
     return TextDataset(read_fewrel(path), None, encoder, "fewrel", cache, max_len, vocab,
-                       vocab_split, vocab_alphabets, vocab_classes, vocab_size, progress)
+                       vocab_split, vocab_alphabets, vocab_classes, max_vocab, progress,
+                       classes, class_alphabets)
