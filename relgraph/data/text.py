@@ -444,10 +444,12 @@ class TextDataset(FewShotDataset):
                                           max_vocab)
             self.vocab = load_vocab(vocab)
             self.max_len = int(max_len)
+            # the vocabulary travels in checkpoints, so evaluation reads texts with the same ids
             self.preprocessing.update(
                 vocab_size=len(self.vocab) + 2, max_len=self.max_len,
                 vocab_sha256=hashlib.sha256("\n".join(self.vocab).encode()).hexdigest()[:16],
-                tokenizer="lower-case \\w+|[^\\w\\s], 0=pad 1=unk, truncate then right-pad")
+                tokenizer="lower-case \\w+|[^\\w\\s], 0=pad 1=unk, truncate then right-pad",
+                vocab=list(self.vocab))
         else:
             self.preprocessing.update(feature_shape=[384])
 

@@ -217,6 +217,21 @@ def test_relgraph_train_on_token_ids(tmp_path):
     })
     result = train(config, tmp_path / "run", progress=False)
     assert result["finished"] and (tmp_path / "run" / "checkpoint.pt").is_file()
+    # the checkpoint carries the vocabulary: evaluating on the unseen domain needs no options
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--dataset", "clinc150",
+                 "--root", str(root), "--split", "test", "--alphabets", "home", "--ways", "2",
+                 "--shots", "1", "--queries", "2", "--episodes", "3", "--no-progress",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["episodes"] == 3
+    from relgraph.engine.trainer import load_model
+    from relgraph.predict import dataset_for_checkpoint
+
+    _, ckpt = load_model(tmp_path / "run" / "checkpoint.pt")
+    test = dataset_for_checkpoint("clinc150", [str(root)], ckpt["preprocessing"], ["home"],
+                                  "test")
+    assert test.dataset.vocab == ckpt["preprocessing"]["vocab"]
+    assert "music" not in test.dataset.vocab
 
 
 # -- pretrained features: cache and missing extra -------------------------------------------------
