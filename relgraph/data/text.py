@@ -111,6 +111,7 @@ def _json_object_of_arrays(path: Path) -> Iterator[tuple[str, Any, int]]:
             raise ValueError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from exc
 
     pos = expect(0, "{", "a JSON object '{'") + 1
+    line, counted = 1, 0
     pos = _skip_ws(text, pos)
     if pos < len(text) and text[pos] == "}":
         return
@@ -125,9 +126,10 @@ def _json_object_of_arrays(path: Path) -> Iterator[tuple[str, Any, int]]:
         else:
             while True:
                 pos = _skip_ws(text, pos)
-                start = pos
+                line += text.count("\n", counted, pos)  # lines counted incrementally: O(size)
+                counted = pos
                 item, pos = decode(pos)
-                yield key, item, _line(text, start)
+                yield key, item, line
                 pos = expect(pos, ",]", "',' or ']' after a row")
                 pos += 1
                 if text[pos - 1] == "]":
