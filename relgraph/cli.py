@@ -86,7 +86,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     shown = ", ".join(alphabets[:8]) + (", ..." if len(alphabets) > 8 else "")
     print(f"alphabets {summary['alphabets']}" + (f" ({shown})" if alphabets else ""))
     if ds.preprocessing:
-        print("images    " + ", ".join(f"{k}={v}" for k, v in ds.preprocessing.items()))
+        what = "images   " if "image_size" in ds.preprocessing else "inputs   "
+        shown = {k: (f"[{len(v)} items]" if isinstance(v, list) and len(v) > 8 else v)
+                 for k, v in ds.preprocessing.items()}
+        print(what + " " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
 
 

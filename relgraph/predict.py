@@ -45,7 +45,8 @@ def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str,
                            alphabets: list[str] | None = None, split: str | None = None,
                            **options: Any):
     """Build dataset ``name`` so that its images match what a checkpoint was trained on
-    (image size; channels and inversion for image folders). No training augmentation.
+    (image size; channels and inversion for image folders; the vocabulary and length of text
+    token ids). No training augmentation.
     ``options`` are more dataset options (they win over the checkpoint's)."""
     kwargs: dict[str, Any] = {}
     if split:
@@ -55,6 +56,10 @@ def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str,
     if name == "folder":
         kwargs["channels"] = int(preprocessing.get("channels", 3))
         kwargs["invert"] = bool(preprocessing.get("invert", False))
+    if preprocessing.get("encoder") == "tokens" and "vocab" in preprocessing:
+        # text read as token ids: the training vocabulary and length, so ids mean the same words
+        kwargs.update(encoder="tokens", vocab=list(preprocessing["vocab"]),
+                      max_len=int(preprocessing["max_len"]))
     return build_dataset(name, roots, alphabets=alphabets, **{**kwargs, **options})
 
 

@@ -1,5 +1,5 @@
 """Data: episodes, the episode sampler, and datasets (Omniglot, glyphs, folders, tensors,
-features files, miniImageNet, tieredImageNet, CUB, CIFAR-FS, FC100)."""
+features files, miniImageNet, tieredImageNet, CUB, CIFAR-FS, FC100, text)."""
 
 from relgraph.data import (  # noqa: F401  (registers datasets)
     cifar,
@@ -10,6 +10,7 @@ from relgraph.data import (  # noqa: F401  (registers datasets)
     imagenet,
     omniglot,
     tensors,
+    text,
 )
 from relgraph.data.base import (
     ClassSubset,
@@ -28,6 +29,7 @@ from relgraph.data.lake import LakeRun, evaluate_lake_runs, load_lake_runs
 from relgraph.data.omniglot import Omniglot, download_omniglot, vinyals_split
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.data.tensors import TensorDataset
+from relgraph.data.text import TextDataset
 
 __all__ = [
     "ClassSubset",
@@ -44,6 +46,7 @@ __all__ = [
     "Omniglot",
     "RotatedClasses",
     "TensorDataset",
+    "TextDataset",
     "build_dataset",
     "download_file",
     "download_omniglot",

@@ -84,7 +84,7 @@ def _dataset(data: DataConfig, split: str | None) -> FewShotDataset:
         kwargs["split"] = split
     accepted = accepted_keywords(DATASETS.get(data.dataset))
     if data.image_size is not None and (accepted is None or "image_size" in accepted):
-        kwargs["image_size"] = data.image_size  # not for feature datasets (tensors, features)
+        kwargs["image_size"] = data.image_size  # not for features, tensors or text
     return build_dataset(data.dataset, data.roots, alphabets=data.alphabets, **kwargs)
 
 
@@ -155,6 +155,8 @@ def build_model(config: Config, preprocessing: dict[str, Any],
         backbone_args.setdefault("in_channels", int(preprocessing["channels"]))
     if preprocessing.get("image_size"):
         backbone_args.setdefault("image_size", int(preprocessing["image_size"]))
+    if "vocab_size" in preprocessing:  # token ids of a text dataset (encoder="tokens")
+        backbone_args.setdefault("vocab_size", int(preprocessing["vocab_size"]))
     backbone = build_backbone(config.backbone, **backbone_args)
     return build_method(config.method, backbone, num_classes=num_classes,
                         **config.method_args)

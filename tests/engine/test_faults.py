@@ -60,8 +60,12 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def env() -> dict[str, str]:
+    """The child's environment: this checkout first, and this process's thread count (runs
+    compared with an in-process run must reduce floats in the same order)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    threads = str(torch.get_num_threads())
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads}
 
 
 @pytest.fixture(scope="module")
