@@ -64,9 +64,10 @@ class DPGN(RelationalHead):
     **Model selection**: the reference code selects its model on the test split; relgraph's
     engine selects on validation classes only.
 
-    **Cost**: the distribution similarity holds ``[b, n, m, s, distribution_hidden]`` values,
-    so large transductive episodes are expensive (20-way 1-shot with 15 queries: about 10 GB
-    for a batch of 20 episodes); evaluate such shapes with few episodes per batch.
+    **Cost**: the distribution similarity pools the ``[b, n, m, s]`` squared differences of
+    the distributions before its MLP, so memory grows with ``n * m * s`` (an earlier version
+    ran an MLP on every coordinate: ``[b, n, m, s, 32]``, about 10 GB for 20 episodes of
+    20-way 1-shot with 15 queries).
 
     Args:
         backbone: the encoder (``None``: the inputs are features).

@@ -72,13 +72,15 @@ class SetPairSimilarity(nn.Module):
     """The distribution similarity of DPGN, for distributions over any number of supports.
 
     The paper's MLP reads :math:`(v^d_i - v^d_j)^2 \\in \\mathbb R^{NK}`, which ties a model to
-    one episode shape. Here every coordinate goes through the same small MLP ``g`` and the
-    results are averaged (DeepSets), then ``f`` gives the similarity:
-    :math:`s_{ij} = \\sigma(f(\\operatorname{mean}_k g((v^d_{ik} - v^d_{jk})^2)))`, invariant
-    to the order of the supports and defined for any ``NK``.
+    one episode shape. Here the squared differences :math:`\\delta_{ijk}` over the support
+    coordinates ``k`` are pooled into three statistics (their mean, their maximum and the mean
+    of their square roots), invariant to the order of the supports and defined for any ``NK``,
+    and an MLP ``f`` reads them: :math:`s_{ij} = \\sigma(f([\\operatorname{mean}_k
+    \\delta_{ijk}, \\max_k \\delta_{ijk}, \\operatorname{mean}_k \\sqrt{\\delta_{ijk}}]))`.
+    The cost is that of the differences, ``[b, n, m, s]``, not ``s`` times a hidden width.
 
     Args:
-        hidden: width of ``g``'s output and of ``f``'s hidden layer.
+        hidden: width of ``f``'s hidden layer.
 
     Shapes:
         ``forward(v [b, n, s], m) -> [b, n, m]``
@@ -86,12 +88,12 @@ class SetPairSimilarity(nn.Module):
 
     def __init__(self, hidden: int = 32) -> None:
         super().__init__()
-        self.coordinate = nn.Sequential(nn.Linear(1, hidden), nn.LeakyReLU(0.01))
-        self.mlp = nn.Sequential(*mlp_layers((hidden, hidden)), nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(*mlp_layers((3, hidden)), nn.Linear(hidden, 1))
 
     def forward(self, v: Tensor, m: int) -> Tensor:
-        diff = (v.unsqueeze(2) - v[:, :m].unsqueeze(1)).pow(2).unsqueeze(-1)  # [b, n, m, s, 1]
-        pooled = self.coordinate(diff).mean(dim=3)  # [b, n, m, h]
+        diff = (v.unsqueeze(2) - v[:, :m].unsqueeze(1)).pow(2)  # [b, n, m, s]
+        pooled = torch.stack([diff.mean(-1), diff.amax(-1),
+                              diff.clamp_min(1e-12).sqrt().mean(-1)], dim=-1)
         return torch.sigmoid(apply_rows(self.mlp, pooled).squeeze(-1).float())
 
 
