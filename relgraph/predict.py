@@ -110,27 +110,8 @@ def predict_folder(model: FewShotMethod, preprocessing: dict[str, Any],
                           "they are)", stacklevel=2)
     if flip:
         support_images, images = 1.0 - support_images, 1.0 - images
-    counts = sup.class_counts()
-    order = torch.argsort(sup.targets, stable=True)  # supports grouped by class
-    episode = Episode(
-        support=support_images[order].unsqueeze(0),
-        support_labels=sup.targets[order].unsqueeze(0),
-        query=images.unsqueeze(0),
-        query_labels=torch.zeros(1, len(files), dtype=torch.long),  # unknown
-        class_ids=torch.arange(sup.num_classes).unsqueeze(0),
-        n_way=sup.num_classes,
-        k_shot=int(counts.min()),
-    ).to(device)
-    model.eval()
-    probs = model(episode).float().softmax(-1)[0].cpu()
-    rows = []
-    for f, p in zip(files, probs, strict=True):
-        best = int(p.argmax())
-        row: dict[str, Any] = {"file": str(f), "prediction": sup.class_names[best],
-                               "confidence": round(float(p[best]), 6)}
-        row.update({f"p({name})": round(float(p[c]), 6) for c, name in enumerate(sup.class_names)})
-        rows.append(row)
-    return rows
+    return _prediction_rows(model, sup, support_images, images, [str(f) for f in files],
+                            device)
 
 
 @torch.no_grad()
@@ -163,21 +144,33 @@ def predict_features(model: FewShotMethod, preprocessing: dict[str, Any],
         if expected is not None and int(width) != int(torch.tensor(expected).prod()):
             raise ValueError(f"{name}: {width} features per row, but the model was trained on "
                              f"{list(expected)}")
-    counts = sup.class_counts()
-    order = torch.argsort(sup.targets, stable=True)
+    return _prediction_rows(model, sup, sup.get_batch(torch.arange(len(sup))),
+                            torch.from_numpy(q["features"]), list(q["ids"]), device)
+
+
+def _prediction_rows(model: FewShotMethod, sup: Any, support: torch.Tensor,
+                     query: torch.Tensor, names: list[str], device: str | torch.device
+                     ) -> list[dict[str, Any]]:
+    """Classify ``query`` with one episode whose supports are all of ``sup``: one row per
+    query, ``{"file": name, "prediction", "confidence", "p(<class>)"...}``.
+
+    Shapes:
+        ``support [s, *x]`` (the examples of ``sup`` in its order), ``query [q, *x]``.
+    """
+    order = torch.argsort(sup.targets, stable=True)  # supports grouped by class
     episode = Episode(
-        support=sup.get_batch(order).unsqueeze(0),
+        support=support[order].unsqueeze(0),
         support_labels=sup.targets[order].unsqueeze(0),
-        query=torch.from_numpy(q["features"]).unsqueeze(0),
-        query_labels=torch.zeros(1, len(q["ids"]), dtype=torch.long),  # unknown
+        query=query.unsqueeze(0),
+        query_labels=torch.zeros(1, len(names), dtype=torch.long),  # unknown
         class_ids=torch.arange(sup.num_classes).unsqueeze(0),
         n_way=sup.num_classes,
-        k_shot=int(counts.min()),
+        k_shot=int(sup.class_counts().min()),
     ).to(device)
     model.eval()
     probs = model(episode).float().softmax(-1)[0].cpu()
     rows = []
-    for name, p in zip(q["ids"], probs, strict=True):
+    for name, p in zip(names, probs, strict=True):
         best = int(p.argmax())
         row: dict[str, Any] = {"file": name, "prediction": sup.class_names[best],
                                "confidence": round(float(p[best]), 6)}

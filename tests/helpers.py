@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import torch
@@ -28,3 +29,12 @@ def tiny_config(data: Path, **train: object) -> Config:
                   "val_episodes": 10, "step_size": 3, "device": "cpu", **train},
         "eval": {"ways": 3, "shots": 1, "queries": 2, "episodes": 10},
     })
+
+
+def metrics(out: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv without the wall-clock column (for exact comparisons)."""
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.pop("time_s")
+    return rows

@@ -334,9 +334,16 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         """
         idx = torch.stack([self.episode_indices(int(e)) for e in episodes])  # [b, size]
         inputs = dataset.get_batch(idx.reshape(-1))
-        first = idx[:, :self.n_way * (self.k_shot + self.n_query)].reshape(
-            len(episodes), self.n_way, -1)[:, :, 0]
-        return self.make_episode(inputs, self._targets[first])
+        return self.make_episode(inputs, self.class_ids(idx))
+
+    def class_ids(self, indices: Tensor) -> Tensor:
+        """The dataset classes of episodes given by their indices in batch layout.
+
+        Shapes:
+            ``[b, episode_size]`` (from :meth:`episode_indices`) -> ``[b, n_way]``
+        """
+        labelled = indices[:, :self.n_way * (self.k_shot + self.n_query)]
+        return self._targets[labelled.reshape(len(indices), self.n_way, -1)[:, :, 0]]
 
     def episodes(self, dataset: FewShotDataset) -> Iterator[Episode]:
         """This sampler's batches as :class:`Episode` objects read from ``dataset``."""

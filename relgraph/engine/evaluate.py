@@ -123,7 +123,6 @@ def episode_accuracies(
         if cache and getattr(model, "caches_embeddings", False):
             index = torch.stack([sampler.episode_indices(e) for e in range(episodes)]) \
                 if episodes else torch.zeros(0, sampler.episode_size, dtype=torch.long)
-            first = index[:, :ways * (shots + queries)].reshape(-1, ways, shots + queries)[..., 0]
             distinct, where = torch.unique(index, return_inverse=True)
             with autocast_context(device, amp), with_tta(model, tta):
                 features = embed_dataset(model, dataset, distinct, device, progress,
@@ -133,7 +132,7 @@ def episode_accuracies(
             for start in bar:
                 rows = where[start:start + episodes_per_batch]  # [b, episode size]
                 flat = features[rows.reshape(-1).to(features.device)]
-                classes = dataset.targets[first[start:start + rows.shape[0]]]
+                classes = sampler.class_ids(index[start:start + rows.shape[0]])
                 episode = scored(sampler.make_episode(flat, classes), start)
                 with autocast_context(device, amp):
                     logits = model.forward_features(episode.support, episode.support_labels,

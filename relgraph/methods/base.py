@@ -22,7 +22,7 @@ from relgraph.data.episode import Episode
 from relgraph.registry import Registry
 
 __all__ = ["FewShotMethod", "METHODS", "Variant", "register_method", "register_variant",
-           "build_method", "method_class", "list_methods", "embedding_size"]
+           "build_method", "method_class", "list_methods", "embedding_size", "cross_entropy"]
 
 
 def embedding_size(backbone: nn.Module, given: int | None = None, name: str = "embed_dim"
@@ -106,12 +106,15 @@ class FewShotMethod(nn.Module, abc.ABC):
         The default is the cross-entropy of the logits against ``episode.query_labels``.
         """
         logits = self(episode)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                               episode.query_labels.reshape(-1))
-        return loss, logits
+        return cross_entropy(logits, episode.query_labels), logits
 
     def extra_repr(self) -> str:
         return f"transductive={self.transductive}"
+
+
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of ``[b, q, n]`` logits against ``[b, q]`` labels, in float32."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
 
 
 METHODS: Registry[FewShotMethod] = Registry("method")

@@ -66,8 +66,7 @@ class DPGN(RelationalHead):
 
     **Cost**: the distribution similarity pools the ``[b, n, m, s]`` squared differences of
     the distributions before its MLP, so memory grows with ``n * m * s`` (an earlier version
-    ran an MLP on every coordinate: ``[b, n, m, s, 32]``, about 10 GB for 20 episodes of
-    20-way 1-shot with 15 queries).
+    ran an MLP on every coordinate: ``[b, n, m, s, 32]`` values).
 
     Args:
         backbone: the encoder (``None``: the inputs are features).

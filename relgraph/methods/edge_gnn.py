@@ -11,8 +11,13 @@ from torch import Tensor, nn
 from relgraph.graph.classes import class_aggregate, prototypes
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import squared_euclidean
-from relgraph.methods.base import embedding_size, register_method, register_variant
-from relgraph.methods.head import RelationalHead, cross_entropy
+from relgraph.methods.base import (
+    cross_entropy,
+    embedding_size,
+    register_method,
+    register_variant,
+)
+from relgraph.methods.head import RelationalHead
 from relgraph.nn.edge_labeling import EdgeUpdate, NodeUpdate, apply_rows, pair_index
 
 __all__ = ["EdgeLabelingGNN", "balanced_edge_loss", "initial_edges", "pair_index"]

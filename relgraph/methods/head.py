@@ -23,16 +23,15 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from relgraph.backbones.embed import embed_examples
 from relgraph.data.episode import Episode
 from relgraph.generative.stage import SupportGenerator, build_support_generator
 from relgraph.graph.episode_graph import EpisodeGraph
-from relgraph.methods.base import FewShotMethod
+from relgraph.methods.base import FewShotMethod, cross_entropy
 
-__all__ = ["RelationalHead", "cross_entropy"]
+__all__ = ["RelationalHead"]
 
 
 class RelationalHead(FewShotMethod):
@@ -189,9 +188,3 @@ class RelationalHead(FewShotMethod):
 
     def extra_repr(self) -> str:
         return f"transductive={self.transductive}"
-
-
-def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy of ``[b, q, n]`` logits against ``[b, q]`` labels (in float32)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
-

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from relgraph.graph.classes import class_aggregate
 from relgraph.graph.episode_graph import EpisodeGraph
-from relgraph.methods.base import register_method
-from relgraph.methods.head import RelationalHead, cross_entropy
+from relgraph.methods.base import cross_entropy, register_method
+from relgraph.methods.head import RelationalHead
 from relgraph.nn.relation import RelationModule
 
 __all__ = ["RelationNet", "class_maps"]

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import squared_euclidean
-from relgraph.methods.base import embedding_size, register_method
-from relgraph.methods.head import RelationalHead, cross_entropy
+from relgraph.methods.base import cross_entropy, embedding_size, register_method
+from relgraph.methods.head import RelationalHead
 
 __all__ = ["TPN", "knn_graph", "label_propagation"]
 

@@ -75,13 +75,20 @@ def test_load_runs(runs_dir: tuple[Path, dict[str, list[int]]]) -> None:
     assert float(resized[0].support.max()) <= 1.0
 
 
-def test_load_runs_from_zip(runs_dir: tuple[Path, dict[str, list[int]]], tmp_path: Path) -> None:
-    root, answers = runs_dir
-    archive = tmp_path / "all_runs.zip"
+def zip_runs(root: Path, archive: Path, extra: str | None = None) -> Path:
+    """The runs folder as a zip with an ``all_runs/`` prefix (plus an ``extra`` member)."""
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted(root.rglob("*")):
             if path.is_file():
                 zf.write(path, "all_runs/" + path.relative_to(root).as_posix())
+        if extra is not None:
+            zf.writestr(extra, b"x")
+    return archive
+
+
+def test_load_runs_from_zip(runs_dir: tuple[Path, dict[str, list[int]]], tmp_path: Path) -> None:
+    root, answers = runs_dir
+    archive = zip_runs(root, tmp_path / "all_runs.zip")
     from_zip = load_lake_runs(archive)
     from_dir = load_lake_runs(root)
     assert [r.name for r in from_zip] == [r.name for r in from_dir]
@@ -203,11 +210,6 @@ def test_corrupt_image_is_named(runs_dir: tuple[Path, dict]) -> None:
                                     "all_runs\\run01\\x.png"])
 def test_zip_members_outside_the_archive_are_refused(runs_dir, tmp_path, member) -> None:
     root, _ = runs_dir
-    archive = tmp_path / "bad.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                zf.write(path, "all_runs/" + path.relative_to(root).as_posix())
-        zf.writestr(member, b"x")
+    archive = zip_runs(root, tmp_path / "bad.zip", extra=member)
     with pytest.raises(ValueError, match=r"refused member .*one-shot runs"):
         load_lake_runs(archive)

@@ -6,7 +6,6 @@ The ones that start processes are marked ``faults`` (they still run in CI).
 
 from __future__ import annotations
 
-import csv
 import errno
 import io
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import make_tiny_data, tiny_config
+from helpers import make_tiny_data, metrics, tiny_config
 
 from relgraph.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.cli import main
@@ -36,14 +35,6 @@ from relgraph.utils import WriteFailed
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, VAL_EVERY = 40, 4
 _REAL_SAVE = torch.save
-
-
-def metrics(out: Path) -> list[dict[str, str]]:
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r.pop("time_s")
-    return rows
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -13,17 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import metrics, tiny_config
 
 from relgraph.engine import Config, load_checkpoint, load_model, train
-
-
-def metrics(out: Path) -> list[dict[str, str]]:
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r.pop("time_s")
-    return rows
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -80,7 +71,7 @@ def test_resume_after_kill_9_is_exact(tiny_data, tmp_path):
     out = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})
-        from helpers import tiny_config
+        from helpers import metrics, tiny_config
         from relgraph.engine import train
         train(tiny_config({str(tiny_data)!r}, steps=40, val_every=4), {str(out)!r},
               progress=False)
