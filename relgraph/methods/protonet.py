@@ -42,8 +42,9 @@ def soft_kmeans(protos: Tensor, unlabelled: Tensor, support: Tensor, labels: Ten
     """
     logits = -squared_euclidean(unlabelled, protos)  # [b, u, n]
     if distractor_log_r is not None:
-        r2 = (2 * distractor_log_r).exp()
-        outlier = -unlabelled.pow(2).sum(-1, keepdim=True) / r2 - distractor_log_r
+        # 1 / r^2 as exp(-2 log r): no overflow for large radii (it underflows to 0)
+        outlier = (-unlabelled.pow(2).sum(-1, keepdim=True) * (-2 * distractor_log_r).exp()
+                   - distractor_log_r)
         logits = torch.cat([logits, outlier], dim=-1)
     z = logits.softmax(dim=-1)[..., :n_way]  # [b, u, n]
     sums = class_aggregate(support, labels, n_way, weights) + einsum(
@@ -86,6 +87,13 @@ class ProtoNet(RelationalHead):
             (see :doc:`/generative`); ``None`` (default): none.
         embed_dim: embedding size (for ``augment``); default ``backbone.out_dim``.
         unlabelled: ``"ignore"`` (default), ``"soft_kmeans"`` or ``"soft_kmeans_distractor"``.
+        distractor_log_radius: initial :math:`\\log r` of the distractor cluster (learned in
+            training; 0 by default, i.e. :math:`r = 1`). A model trained without unlabelled
+            nodes never learns it: choose it on validation episodes instead
+            (``experiments/distractor_radius_sweep.py``). Its logit
+            :math:`-\\lVert h\\rVert^2 / r^2 - \\log r` tends to the constant :math:`-\\log r`
+            for large :math:`r`: an unlabelled example goes to the distractor cluster when its
+            squared distance to every prototype exceeds about :math:`\\log r`.
 
     Shapes:
         :meth:`relate`: graph ``x [b, n, d]`` -> logits ``[b, q, n_way]``.
@@ -94,7 +102,7 @@ class ProtoNet(RelationalHead):
     def __init__(self, backbone: nn.Module | None, distance: str = "euclidean",
                  scale: float = 10.0, learn_scale: bool = False,
                  augment: dict[str, Any] | None = None, embed_dim: int | None = None,
-                 unlabelled: str = "ignore") -> None:
+                 unlabelled: str = "ignore", distractor_log_radius: float = 0.0) -> None:
         super().__init__(backbone)
         if distance not in DISTANCES:
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
@@ -104,7 +112,7 @@ class ProtoNet(RelationalHead):
         self.unlabelled = unlabelled
         self.uses_unlabelled = unlabelled != "ignore"
         if unlabelled == "soft_kmeans_distractor":
-            self.distractor_log_r = nn.Parameter(torch.zeros(()))
+            self.distractor_log_r = nn.Parameter(torch.tensor(float(distractor_log_radius)))
         self.distance = distance
         scale_t = torch.tensor(float(scale))
         if learn_scale:

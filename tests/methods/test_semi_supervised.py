@@ -166,6 +166,17 @@ def test_soft_kmeans_reference():
     plain = soft_kmeans(protos, outlier, support, labels, 2)
     wide = soft_kmeans(protos, outlier, support, labels, 2, None, torch.tensor(4.0))
     assert (plain - support).abs().max() > 5 and (wide - support).abs().max() < 1e-3
+    # a very wide one is a constant threshold -log r: finite, no overflow in 1 / r^2
+    huge = soft_kmeans(protos, outlier, support, labels, 2, None, torch.tensor(200.0))
+    assert torch.isfinite(huge).all() and (huge - support).abs().max() < 1e-3
+
+
+def test_distractor_log_radius_sets_the_initial_radius():
+    model = build_method("protonet", None, unlabelled="soft_kmeans_distractor",
+                         distractor_log_radius=8.0)
+    assert float(model.distractor_log_r) == 8.0
+    assert float(build_method("protonet", None, unlabelled="soft_kmeans_distractor")
+                 .distractor_log_r) == 0.0
 
 
 def test_label_propagation_matches_the_explicit_inverse():
