@@ -32,10 +32,10 @@ def main() -> int:
     args = parser.parse_args()
     from semi_supervised import load
 
+    from relgraph.checkpoint import load_checkpoint
     from relgraph.engine import confidence_interval, episode_accuracies
     from relgraph.engine.config import Config
     from relgraph.engine.trainer import VAL_SEED, build_datasets
-    from relgraph.checkpoint import load_checkpoint
 
     run = Path(args.runs) / "protonet"
     ckpt = load_checkpoint(run / "checkpoint.pt")

@@ -39,7 +39,7 @@ RESULTS = ROOT / "experiments" / "results"
 TABLE = RESULTS / "omniglot.md"
 STATE = RESULTS / "omniglot.json"
 PLOT = RESULTS / "omniglot.png"
-METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "maml"]
+METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "tpn", "dpgn", "maml"]
 SHOTS = [1, 5]
 WAYS = (5, 20)
 CELLS = ["5w1s", "5w5s", "20w1s", "20w5s"]
@@ -52,6 +52,8 @@ PAPER = {
     "relation": ("Sung et al. 2018", [99.6, 99.8, 97.6, 99.1]),
     "gnn": ("Garcia & Bruna 2018", [99.2, 99.7, 97.4, 99.0]),
     "edge_gnn": ("Kim et al. 2019 (no Omniglot numbers)", [None, None, None, None]),
+    "tpn": ("Liu et al. 2019 (no Omniglot numbers)", [None, None, None, None]),
+    "dpgn": ("Yang et al. 2020 (no Omniglot numbers)", [None, None, None, None]),
 }
 
 
