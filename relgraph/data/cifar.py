@@ -31,7 +31,7 @@ __all__ = ["CIFARFewShot", "CIFAR_FS_SPLIT", "FC100_SPLIT", "download_cifar100",
 
 #: The official archive and its md5 (as published with CIFAR and used by torchvision).
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-CIFAR100_MD5 = "eb9058c3a382ffc7106e2002c42a8d85"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 
 #: CIFAR-FS (Bertinetto et al. 2019): validation and test fine classes; train = the other 64.
 CIFAR_FS_SPLIT = {
