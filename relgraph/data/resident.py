@@ -76,9 +76,12 @@ class ResidentImages(FewShotDataset):
         self._rotates = bool(turns.any())
         if self._rotates:
             h, w = base.images.shape[-2:]
-            if "feature_shape" in base.preprocessing or h != w:
-                what = ("feature vectors" if "feature_shape" in base.preprocessing
-                        else f"non-square images ({h}x{w})")
+            what = None
+            if "feature_shape" in base.preprocessing:
+                what = "feature vectors"
+            elif h != w and bool((turns % 2).any()):
+                what = f"non-square images ({h}x{w}) turned by 90 or 270 degrees"
+            if what is not None:
                 raise ValueError(f"{type(dataset).__name__} rotates its examples, but they are "
                                  f"{what}: only square images can turn by 90 degrees")
 
