@@ -38,6 +38,7 @@ Usage::
 
     python experiments/bench_pipeline.py                 # writes experiments/results/pipeline.md
     python experiments/bench_pipeline.py --configs omniglot_gnn_1shot --steps 10 --device cuda
+    pip install --no-deps easyfsl==1.5.0   # then --peers adds easyfsl's TaskSampler + DataLoader
 
 Overhead = (trainer step - model step) / model step; the issue's target is <= 10 %.
 """
@@ -261,13 +262,19 @@ def interval(run: Any, state: Any, args: argparse.Namespace) -> dict[str, Any]:
             "interval_ms_per_step": round(1000 * (val + save) / t.val_every, 3)}
 
 
+def _stages_pct(r: dict[str, Any], label: str) -> float:
+    """The pipeline's stages (measured directly) as a percentage of the model step."""
+    parts = r[label]["stages_ms"]
+    return 100 * sum(parts[k] for k in STAGES) / r["model_ms"]
+
+
 def _row(r: dict[str, Any]) -> str:
     o, n = r["old"], r["new"]
     return (f"| {r['method']} | {r['episode']} | {r['model_ms']:.1f} | {o['step_ms']:.1f} | "
             f"{n['step_ms']:.1f} | {o['overhead_pct']:+.1f} % | {n['overhead_pct']:+.1f} % | "
-            f"{o['step_ms'] / n['step_ms']:.2f} | "
-            f"{o['overhead_with_validation_pct']:+.1f} % | "
-            f"{n['overhead_with_validation_pct']:+.1f} % |")
+            f"{_stages_pct(r, 'old'):.2f} % | {_stages_pct(r, 'new'):.2f} % | "
+            f"{sum(o['stages_ms'][k] for k in STAGES) / sum(n['stages_ms'][k] for k in STAGES):.2f}"
+            f" | {100 * r['interval_ms_per_step'] / r['model_ms']:.1f} % |")
 
 
 def _stage_row(r: dict[str, Any], label: str) -> str:
@@ -276,18 +283,35 @@ def _stage_row(r: dict[str, Any], label: str) -> str:
             + f" | {s['rest']:+.2f} |")
 
 
-def report(results: list[dict[str, Any]], header: str) -> str:
+def report(results: list[dict[str, Any]], header: str,
+           peer_rows: list[dict[str, Any]] | None = None) -> str:
     lines = [header, "",
              "| method | episodes per step | model step (ms) | trainer step, old (ms) | "
-             "trainer step, new (ms) | overhead old | overhead new | old / new | "
-             "old + validation | new + validation |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "trainer step, new (ms) | overhead old | overhead new | pipeline old | "
+             "pipeline new | pipeline old / new | validation + logs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [_row(r) for r in results]
+    lines += ["", "*overhead* = (trainer step - model step) / model step, medians (on a loaded "
+              "machine its noise is several %); *pipeline* = the stages below (sample + read + "
+              "assemble + augment + copy, each timed inside the trainer step) / model step; "
+              "*pipeline old / new* = the ratio of those stage times; *validation + logs* = "
+              "validate + save_last + log, every `val_every` steps, spread over them, / model "
+              "step."]
     lines += ["", "Where the trainer step's extra time goes (medians, ms per step; *rest* = "
               "trainer step - model step - the stages, mostly noise):", "",
               "| method | path | sample | read | assemble | augment | copy | rest |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += [_stage_row(r, label) for r in results for label in ("old", "new")]
+    if peer_rows:
+        lines += ["", "Making one training batch (data only, no model; medians, ms): easyfsl "
+                  "1.5.0's `TaskSampler` + `DataLoader` with its `episodic_collate_fn` (one "
+                  "`__getitem__` per image) over the same in-memory training images, and "
+                  "relgraph's two paths:", "",
+                  "| method | episode | easyfsl | relgraph old | relgraph new | easyfsl / new |",
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['method']} | {r['episode']} | {r['easyfsl_ms']:.2f} | "
+                  f"{r['old_ms']:.2f} | {r['new_ms']:.2f} | "
+                  f"{r['easyfsl_ms'] / r['new_ms']:.1f} |" for r in peer_rows]
     starts = [r for r in results if "startup_s" in r]
     if starts:
         s = starts[0]["startup_s"]
@@ -305,6 +329,112 @@ def report(results: list[dict[str, Any]], header: str) -> str:
     return "\n".join(lines)
 
 
+def write(out: Path, table: str, saved: dict[str, Any]) -> None:
+    """Put ``table`` between the markers of ``out`` (kept text around them) and the run in
+    ``out`` with suffix ``.json``."""
+    body = f"{BEGIN}\n{table}\n{END}"
+    text = (out.read_text() if out.is_file()
+            else f"# Data pipeline: trainer step vs model step\n\n{BEGIN}\n{END}\n")
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + body + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + body + "\n"
+    atomic_write_text(out, text)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(saved, indent=1))
+
+
+class _Items(torch.utils.data.Dataset):
+    """A relgraph dataset as easyfsl reads one: ``(image, label)`` per item, ``get_labels``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.dataset[i]
+
+    def get_labels(self) -> list[int]:
+        return self.dataset.targets.tolist()
+
+
+def easyfsl_task_sampler() -> Any:
+    """easyfsl's ``TaskSampler`` class (``pip install --no-deps easyfsl==1.5.0``), loaded with
+    a stand-in for ``easyfsl.datasets`` (whose other modules import torchvision; the sampler
+    only needs the name ``FewShotDataset``) and, on torch versions whose ``Sampler`` takes no
+    ``data_source``, a base class that accepts the one it passes. ``None`` when easyfsl is not
+    installed."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("easyfsl")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "samplers" / "task_sampler.py"
+    stub = types.ModuleType("easyfsl.datasets")
+    stub.FewShotDataset = torch.utils.data.Dataset  # type: ignore[attr-defined]
+    saved = sys.modules.get("easyfsl.datasets")
+    sys.modules["easyfsl.datasets"] = stub
+    try:
+        module_spec = importlib.util.spec_from_file_location("_easyfsl_task_sampler", path)
+        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    finally:
+        if saved is None:
+            sys.modules.pop("easyfsl.datasets", None)
+        else:
+            sys.modules["easyfsl.datasets"] = saved
+    sampler = module.TaskSampler
+    try:
+        torch.utils.data.Sampler(data_source=None)  # type: ignore[call-arg]
+    except TypeError:
+        # easyfsl 1.5.0 calls Sampler.__init__(data_source=None), an argument newer torch
+        # versions dropped: give it a base that accepts it (and ignores it, as torch did)
+        class _Sampler(torch.utils.data.Sampler):
+            def __init__(self, data_source: Any = None) -> None:
+                pass
+
+        sampler.__bases__ = (_Sampler,)
+    return sampler
+
+
+def peers(names: list[str], steps: int, warmup: int) -> list[dict[str, Any]]:
+    """Milliseconds to make one training batch of each config (one episode per batch):
+    easyfsl's ``TaskSampler`` and ``DataLoader`` (``episodic_collate_fn``, one ``__getitem__``
+    per image) over the same in-memory training images, relgraph's old path and its new path;
+    interleaved medians. Empty when easyfsl is not installed."""
+    task_sampler = easyfsl_task_sampler()
+    if task_sampler is None:
+        return []
+    return [_peer_row(name, task_sampler, steps, warmup) for name in names
+            if _config(name, "cpu").train.episodes_per_batch == 1]
+
+
+def _peer_row(name: str, task_sampler: Any, steps: int, warmup: int) -> dict[str, Any]:
+    config = _config(name, "cpu")
+    t = config.train
+    with tempfile.TemporaryDirectory() as tmp:
+        run = trainer.setup(config, tmp)
+    new, old = run.train_ds, getattr(run.train_ds, "dataset", run.train_ds)
+    task = task_sampler(_Items(old), t.ways, t.shots, t.queries, n_tasks=10**9)
+    loader = iter(torch.utils.data.DataLoader(_Items(old), batch_sampler=task,
+                                              collate_fn=task.episodic_collate_fn))
+    fns: dict[str, Callable[[int], Any]] = {
+        "easyfsl": lambda i: next(loader),
+        "old": lambda i: run.sampler.episode_batch(old, i),
+        "new": lambda i: run.sampler.episode_batch(new, i)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + steps):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn(i)
+            if i >= warmup:
+                times[label].append(time.perf_counter() - start)
+    return {"config": name, "method": config.method, "episode": f"{t.ways}w{t.shots}s{t.queries}q",
+            **{f"{k}_ms": _median_ms(v) for k, v in times.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=CONFIGS,
@@ -315,10 +445,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="validation episodes timed, scaled to the config's (default: all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--peers", nargs="*", default=None, metavar="CONFIG",
+                   help="also time making one batch with easyfsl's TaskSampler + DataLoader "
+                   "for these configs (default with --peers alone: protonet, matching, "
+                   "relation 1-shot; needs easyfsl installed)")
     p.add_argument("--no-startup", dest="startup", action="store_false",
                    help="skip timing the dataset build")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "pipeline.md"))
+    p.add_argument("--report", metavar="JSON",
+                   help="only write the report of a saved run (its pipeline.json)")
     args = p.parse_args(argv)
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        write(Path(args.out), report(saved["results"], saved["header"],
+                                     saved.get("peers", [])), saved)
+        return 0
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)  # the configs' data paths are relative to the project root
     load = os.getloadavg()
@@ -329,6 +470,14 @@ def main(argv: list[str] | None = None) -> int:
         r = bench_config(name, args)
         print(json.dumps(r), flush=True)
         results.append(r)
+    peer_rows = []
+    if args.peers is not None:
+        peer_rows = peers(args.peers or [f"omniglot_{m}_1shot" for m in
+                                         ("protonet", "matching", "relation")],
+                          max(args.steps, 50), args.warmup)
+        if not peer_rows:
+            print("easyfsl is not installed: no peer rows (pip install --no-deps "
+                  "easyfsl==1.5.0)", file=sys.stderr)
     end = os.getloadavg()
     command = "python experiments/bench_pipeline.py " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv)
@@ -336,20 +485,12 @@ def main(argv: list[str] | None = None) -> int:
               f"load average (1, 5, 15 min) at start {' '.join(f'{x:.2f}' for x in load)}, at "
               f"end {' '.join(f'{x:.2f}' for x in end)}; {args.steps} timed steps after "
               f"{args.warmup} warm-up, interleaved (model / old / new, order rotating).")
-    table = report(results, header)
+    saved = {"command": command, "started": started, "machine": machine_info(),
+             "device": args.device, "load": [load, end], "header": header, "results": results,
+             "peers": peer_rows}
+    table = report(results, header, peer_rows)
     print(table)
-    out = Path(args.out)
-    body = f"{BEGIN}\n{table}\n{END}"
-    text = (out.read_text() if out.is_file()
-            else f"# Data pipeline: trainer step vs model step\n\n{BEGIN}\n{END}\n")
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    atomic_write_text(out, text)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(
-        {"command": command, "started": started, "machine": machine_info(),
-         "device": args.device, "load": [load, end], "results": results}, indent=1))
+    write(Path(args.out), table, saved)
     return 0
 
 
