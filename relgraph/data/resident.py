@@ -114,9 +114,10 @@ def resident_images(dataset: FewShotDataset, device: torch.device | str | None =
                     ) -> FewShotDataset:
     """``ResidentImages(dataset, device)`` when ``dataset`` is held in one tensor, else
     ``dataset`` itself (its own ``get_batch`` then reads it, e.g. from files)."""
-    if isinstance(dataset, ResidentImages) and (device is None or
-                                                dataset.device == torch.device(device)):
-        return dataset
+    if isinstance(dataset, ResidentImages):
+        wanted = torch.device(device) if device is not None else dataset.device
+        if wanted.type == dataset.device.type and wanted.index in (None, dataset.device.index):
+            return dataset  # already there ("cuda" names the current device)
     if dataset.storage_index(torch.zeros(0, dtype=torch.long)) is None:
         return dataset
     return ResidentImages(dataset, device)
