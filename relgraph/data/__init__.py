@@ -27,6 +27,7 @@ from relgraph.data.folder import ImageFolderDataset
 from relgraph.data.glyphs import GlyphsDataset
 from relgraph.data.lake import LakeRun, evaluate_lake_runs, load_lake_runs
 from relgraph.data.omniglot import Omniglot, download_omniglot, vinyals_split
+from relgraph.data.resident import ResidentImages, resident_images
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.data.tensors import TensorDataset
 from relgraph.data.text import TextDataset
@@ -44,6 +45,7 @@ __all__ = [
     "InMemoryDataset",
     "LakeRun",
     "Omniglot",
+    "ResidentImages",
     "RotatedClasses",
     "TensorDataset",
     "TextDataset",
@@ -56,6 +58,7 @@ __all__ = [
     "load_lake_runs",
     "read_features",
     "register_dataset",
+    "resident_images",
     "resize_images",
     "vinyals_split",
 ]

@@ -118,6 +118,22 @@ class FewShotDataset(torch.utils.data.Dataset):
         """Examples at ``indices`` stacked: ``[m] -> [m, c, h, w]`` float."""
         return torch.stack([self.load(int(i)) for i in indices.reshape(-1)])
 
+    def storage_index(self, indices: Tensor) -> tuple[InMemoryDataset, Tensor, Tensor] | None:
+        """Where examples ``indices`` sit in the one tensor that holds this dataset, if any.
+
+        Returns ``(base, rows, quarter_turns)``: example ``indices[i]`` is
+        ``torch.rot90(base.images[rows[i]], quarter_turns[i], dims=(-2, -1))`` read by
+        ``base`` (as ``base.get_batch`` reads its rows). ``None`` (the default) for datasets
+        that are not views of an :class:`InMemoryDataset` (files read on demand, text), and
+        for subclasses that override ``get_batch`` without overriding this method (their
+        reading is their own); :class:`~relgraph.data.resident.ResidentImages` then cannot
+        hold them.
+
+        Shapes:
+            ``[m] -> (base, [m] long, [m] long in 0..3)``
+        """
+        return None
+
     @property
     def num_classes(self) -> int:
         """Number of classes ``C``."""
@@ -167,6 +183,13 @@ class FewShotDataset(torch.utils.data.Dataset):
                 f"alphabets={s['alphabets']})")
 
 
+def _reads_its_own_way(dataset: FewShotDataset, cls: type) -> bool:
+    """Whether ``dataset`` (an instance of ``cls``) overrides ``get_batch`` but not
+    ``storage_index``: a subclass reading its examples in a way the storage map cannot know."""
+    kind = type(dataset)
+    return kind.get_batch is not cls.get_batch and kind.storage_index is cls.storage_index
+
+
 class InMemoryDataset(FewShotDataset):
     """A dataset whose images all sit in one tensor (uint8 to save memory, or float).
 
@@ -196,11 +219,26 @@ class InMemoryDataset(FewShotDataset):
     def _to_float(self, x: Tensor) -> Tensor:
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
+    def read_rows(self, rows: Tensor) -> Tensor:
+        """What :meth:`get_batch` returns for rows of :attr:`images` (on any device): float,
+        uint8 read as ``x / 255``. Subclasses that reshape their examples override this.
+
+        Shapes:
+            ``[m, c, h, w]`` (rows of ``images``) ``-> [m, c, h, w]`` float
+        """
+        return self._to_float(rows)
+
     def load(self, index: int) -> Tensor:
         return self._to_float(self.images[index])
 
     def get_batch(self, indices: Tensor) -> Tensor:
-        return self._to_float(self.images[indices.reshape(-1)])
+        return self.read_rows(self.images[indices.reshape(-1)])
+
+    def storage_index(self, indices: Tensor) -> tuple[InMemoryDataset, Tensor, Tensor] | None:
+        if _reads_its_own_way(self, InMemoryDataset):
+            return None
+        rows = indices.reshape(-1)
+        return self, rows, torch.zeros_like(rows)
 
 
 class ClassSubset(FewShotDataset):
@@ -233,6 +271,11 @@ class ClassSubset(FewShotDataset):
 
     def get_batch(self, indices: Tensor) -> Tensor:
         return self.dataset.get_batch(self.indices[indices.reshape(-1)])
+
+    def storage_index(self, indices: Tensor) -> tuple[InMemoryDataset, Tensor, Tensor] | None:
+        if _reads_its_own_way(self, ClassSubset):
+            return None
+        return self.dataset.storage_index(self.indices[indices.reshape(-1)])
 
 
 class RotatedClasses(FewShotDataset):
@@ -274,6 +317,17 @@ class RotatedClasses(FewShotDataset):
             if angle and bool(sel.any()):
                 out[sel] = torch.rot90(base[sel], k=angle // 90, dims=(-2, -1))
         return out
+
+    def storage_index(self, indices: Tensor) -> tuple[InMemoryDataset, Tensor, Tensor] | None:
+        if _reads_its_own_way(self, RotatedClasses):
+            return None
+        indices = indices.reshape(-1)
+        found = self.dataset.storage_index(indices % self._n)
+        if found is None:
+            return None
+        base, rows, turns = found
+        quarter = torch.tensor([a // 90 for a in self.angles], dtype=torch.long)
+        return base, rows, (turns + quarter[indices // self._n]) % 4
 
 
 _SKIP_HINT = re.compile(r"(;|\.)? *(remove it or pass skip_bad=True|Remove or replace this file "

@@ -41,6 +41,7 @@ from torch import Tensor
 from relgraph.data.base import FewShotDataset, InMemoryDataset, RotatedClasses, resize_images
 from relgraph.data.base import warn_or_raise as _warn_or_raise
 from relgraph.data.catalog import register_dataset
+from relgraph.data.decoded import decoded_cache_path, file_stamps, load_decoded, save_decoded
 from relgraph.data.download import download_file
 from relgraph.data.io import (
     check_zip_member,
@@ -592,9 +593,16 @@ class Omniglot(InMemoryDataset):
         download: fetch the official zips into a folder root (or the named zip) when missing.
         skip_bad: skip unreadable images, unsupported files and empty folders with a warning
             instead of raising.
+        cache: keep the decoded images in the decoded-image cache
+            (``<cache_dir()>/decoded/omniglot-<key>.npy``, see :mod:`relgraph.data.decoded`)
+            and memory-map them from there at later constructions (milliseconds instead of
+            seconds). The key covers the characters, the image size and the path, size and
+            modification time of every source file, so changed sources are decoded again.
+            Decodings that skipped bad files are not cached. Default ``True``.
 
     Attributes:
-        images (Tensor): ``[N, 1, S, S]`` uint8, ink 255, paper 0.
+        images (Tensor): ``[N, 1, S, S]`` uint8, ink 255, paper 0 (memory-mapped from the
+            cache file when it came from the cache).
         targets (Tensor): ``[N]`` long class indices.
         class_names (list[str]): ``[C]`` ``"Alphabet/characterNN"``.
         class_alphabets (list[str]): ``[C]`` alphabet folder names.
@@ -617,6 +625,7 @@ class Omniglot(InMemoryDataset):
         sets: Sequence[str] | None = None,
         download: bool = False,
         skip_bad: bool = False,
+        cache: bool = True,
     ) -> None:
         if split is not None and split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -660,34 +669,24 @@ class Omniglot(InMemoryDataset):
                               "images_evaluation, val ones in images_background)" if split else ""))
         selected.sort(key=lambda c: (c.alphabet, _char_number(c.folder) or 0, c.folder))
 
-        # 2. read the images, one pass per source
-        loaded: dict[str, tuple[Tensor, list[str]]] = {}
-        by_source: dict[int, list[_Char]] = {}
-        for char in selected:
-            by_source.setdefault(id(char.source), []).append(char)
-        for group in by_source.values():
-            for char, result in zip(group, group[0].source.load(group, image_size, skip_bad),
-                                    strict=True):
-                loaded[char.name] = result
-
-        images, targets, names, class_alphabets, files = [], [], [], [], []
-        for char in selected:
-            imgs, paths = loaded[char.name]
-            if imgs.shape[0] == 0:
-                warnings.warn(f"skipped class {char.name}: no readable images", stacklevel=2)
-                continue
-            targets.extend([len(names)] * imgs.shape[0])
-            names.append(char.name)
-            class_alphabets.append(char.alphabet)
-            images.append(imgs)
-            files.extend(paths)
+        # 2. read the images: from the decoded-image cache, else one pass per source
+        cache_file = _cache_file(selected, image_size) if cache else None
+        cached = load_decoded(cache_file) if cache_file is not None else None
+        if cached is not None and cached[1].get("classes") == [c.name for c in selected]:
+            stacked, meta = cached
+            counts, files = meta["counts"], meta["files"]
+            names = [c.name for c in selected]
+            class_alphabets = [c.alphabet for c in selected]
+        else:
+            loaded = _decode(selected, image_size, skip_bad)
+            stacked, names, class_alphabets, counts, files = _gather(selected, loaded)
+            clean = all(len(loaded[c.name][1]) == len(c.items) for c in selected if c.items)
+            if cache_file is not None and clean:  # a run that skipped files is not cached
+                save_decoded(cache_file, stacked, {"classes": names, "counts": counts,
+                                                   "files": files})
         if not names:
             raise ValueError(f"no readable Omniglot images in {[str(r) for r in root_paths]}")
-        shapes = {tuple(im.shape[1:]) for im in images}
-        if len(shapes) != 1:
-            raise ValueError(f"the Omniglot roots hold images of different sizes {sorted(shapes)}; "
-                             "pass an image_size to resize them all to one size")
-        stacked = torch.cat(images)
+        targets = torch.arange(len(names)).repeat_interleave(torch.tensor(counts))
         self.files = files
         super().__init__(stacked, targets, names, class_alphabets, {
             "dataset": "omniglot",
@@ -695,6 +694,63 @@ class Omniglot(InMemoryDataset):
             "channels": 1,
             "invert": True,
         })
+
+
+def _cache_file(selected: list[_Char], image_size: int | None) -> Path:
+    """Where the decoded images of ``selected`` at ``image_size`` are cached: keyed by the
+    characters, where they come from and the stamps of their source files."""
+    sources: dict[str, _Source] = {}
+    items: list[str] = []
+    for char in selected:
+        sources.setdefault(str(char.source.path), char.source)
+        if isinstance(char.source, _FolderSource):
+            items.extend(char.items)
+    archives = [Path(p) for p, src in sources.items() if not isinstance(src, _FolderSource)]
+    archives += [src.tsv for src in sources.values() if isinstance(src, _NpzSource)]
+    return decoded_cache_path("omniglot", {
+        "image_size": image_size,
+        "classes": [[c.name, type(c.source).__name__, str(c.source.path), c.row, c.items]
+                    for c in selected],
+        "stamps": file_stamps([*archives, *items]),
+    })
+
+
+def _decode(selected: list[_Char], image_size: int | None,
+            skip_bad: bool) -> dict[str, tuple[Tensor, list[str]]]:
+    """Decode the images of ``selected``, one pass per source: ``name -> (images, files)``."""
+    loaded: dict[str, tuple[Tensor, list[str]]] = {}
+    by_source: dict[int, list[_Char]] = {}
+    for char in selected:
+        by_source.setdefault(id(char.source), []).append(char)
+    for group in by_source.values():
+        for char, result in zip(group, group[0].source.load(group, image_size, skip_bad),
+                                strict=True):
+            loaded[char.name] = result
+    return loaded
+
+
+def _gather(selected: list[_Char], loaded: dict[str, tuple[Tensor, list[str]]]
+            ) -> tuple[Tensor, list[str], list[str], list[int], list[str]]:
+    """One tensor of the decoded characters, in order, without those that have no image:
+    ``(images [N, 1, S, S], names, alphabets, counts, files)``."""
+    images, names, class_alphabets, counts, files = [], [], [], [], []
+    for char in selected:
+        imgs, paths = loaded[char.name]
+        if imgs.shape[0] == 0:
+            warnings.warn(f"skipped class {char.name}: no readable images", stacklevel=3)
+            continue
+        names.append(char.name)
+        class_alphabets.append(char.alphabet)
+        counts.append(int(imgs.shape[0]))
+        images.append(imgs)
+        files.extend(paths)
+    if not names:
+        return torch.zeros(0, 1, 1, 1, dtype=torch.uint8), [], [], [], []
+    shapes = {tuple(im.shape[1:]) for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"the Omniglot roots hold images of different sizes {sorted(shapes)}; "
+                         "pass an image_size to resize them all to one size")
+    return torch.cat(images), names, class_alphabets, counts, files
 
 
 def _rotation_angles(rotations: bool | Sequence[int] | None) -> list[int]:
@@ -718,11 +774,13 @@ def build_omniglot(
     sets: Sequence[str] | None = None,
     download: bool = False,
     skip_bad: bool = False,
+    cache: bool = True,
 ) -> FewShotDataset:
     """The ``"omniglot"`` dataset: :class:`Omniglot`, optionally with rotated classes.
 
     Args:
-        roots, image_size, alphabets, split, sets, download, skip_bad: see :class:`Omniglot`.
+        roots, image_size, alphabets, split, sets, download, skip_bad, cache: see
+            :class:`Omniglot`.
             The split is applied to characters, so all rotations of a character share a split.
         rotations: ``True`` adds rotations by 90, 180 and 270 degrees as new classes (the
             standard augmentation; classes named ``"Alphabet/characterNN/rotDDD"``, as in the
@@ -733,6 +791,6 @@ def build_omniglot(
         Images ``[1, S, S]`` float in ``[0, 1]``, ink bright.
     """
     dataset = Omniglot(roots, image_size=image_size, alphabets=alphabets, split=split,
-                       sets=sets, download=download, skip_bad=skip_bad)
+                       sets=sets, download=download, skip_bad=skip_bad, cache=cache)
     angles = _rotation_angles(rotations)
     return RotatedClasses(dataset, angles) if angles else dataset

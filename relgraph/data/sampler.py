@@ -170,6 +170,7 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         for row, c in enumerate(usable):
             table[row, : len(class_idx[c])] = class_idx[c]
         self._table = table
+        self._ragged = bool((self._sizes < width).any())  # classes of different sizes
         self._targets = dataset.targets
 
         self._groups: list[Tensor] = []
@@ -211,7 +212,8 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         need = self.k_shot + self.n_query + self.n_unlabelled
         # A uniform random subset of each class: argsort of random keys, padding last.
         keys = torch.rand((classes, self._table.shape[1]), generator=g)
-        keys[torch.arange(self._table.shape[1]) >= self._sizes[rows, None]] = 2.0
+        if self._ragged:
+            keys[torch.arange(self._table.shape[1]) >= self._sizes[rows, None]] = 2.0
         picks = torch.argsort(keys, dim=1)[:, :need]
         return torch.gather(self._table[rows], 1, picks)
 
@@ -246,8 +248,10 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
     def episode_indices(self, episode: int) -> Tensor:
         """All dataset indices of episode ``episode`` in batch layout: ``[episode_size]``,
         the labelled ``[n_way, k_shot + n_query]`` block flattened, then the unlabelled ones."""
-        return torch.cat([self.sample_episode(episode).reshape(-1),
-                          self.sample_unlabelled(episode)[0]])
+        labelled = self.sample_episode(episode).reshape(-1)
+        if not self.n_unlabelled:
+            return labelled
+        return torch.cat([labelled, self.sample_unlabelled(episode)[0]])
 
     def batch_episodes(self, batch: int) -> list[int]:
         """The global episode numbers of batch ``batch`` on this rank."""

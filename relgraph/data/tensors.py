@@ -85,8 +85,8 @@ class TensorDataset(InMemoryDataset):
     def load(self, index: int) -> Tensor:
         return self._shape(super().load(index), batched=False)
 
-    def get_batch(self, indices: Tensor) -> Tensor:
-        return self._shape(super().get_batch(indices), batched=True)
+    def read_rows(self, rows: Tensor) -> Tensor:
+        return self._shape(super().read_rows(rows), batched=True)
 
 
 @register_dataset("tensors")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from relgraph.data.base import FewShotDataset
 from relgraph.data.episode import Episode
+from relgraph.data.resident import resident_images
 from relgraph.data.sampler import EpisodeSampler
 from relgraph.engine.tta import with_tta
 from relgraph.methods.base import FewShotMethod
@@ -93,6 +94,9 @@ def episode_accuracies(
     each batch of episodes is read and embedded on its own. ``label`` starts the progress
     bars' descriptions (e.g. ``"test 5-way 1-shot"``).
 
+    A dataset held in memory is read through :class:`~relgraph.data.resident.ResidentImages`
+    on ``device`` (the same examples, one gather per batch on the device).
+
     ``random_queries`` keeps, in each episode, a random number of its queries per class (1 to
     ``queries``, seeded per episode, :meth:`~relgraph.data.EpisodeSampler.random_query_counts`):
     unbalanced query sets, on which a transductive method cannot lean on the class balance.
@@ -100,6 +104,7 @@ def episode_accuracies(
     """
     prefix = f"{label}: " if label else ""
     device = torch.device(device)
+    dataset = resident_images(dataset, device)  # in memory: read by index on the device
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed=seed,
                              within_alphabet=within_alphabet, n_unlabelled=unlabelled,
                              n_distractors=distractors)

@@ -56,6 +56,7 @@ from relgraph.data.augment import AffineAugment
 from relgraph.data.base import dataset_polarity
 from relgraph.data.catalog import DATASETS
 from relgraph.data.episode import Episode
+from relgraph.data.resident import resident_images
 from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
@@ -345,7 +346,9 @@ class TrainRun:
         config: the experiment.
         out: the run folder.
         info: this process (rank, world size, device).
-        train_ds, val_ds: training and validation classes (``val_ds`` may be ``None``).
+        train_ds, val_ds: training and validation classes (``val_ds`` may be ``None``);
+            datasets held in memory are :class:`~relgraph.data.resident.ResidentImages` on
+            the run's device (the same examples, read by one gather per batch).
         preprocessing: the training data's preprocessing (image size, channels, inversion,
             and the training images' ``mean_intensity``, ``polarity`` and
             ``normalisation``), saved in checkpoints.
@@ -508,6 +511,9 @@ def setup(config: Config, out: str | Path, fit_validation: bool = False) -> Trai
     if t.init_from:
         check_init_from(t.init_from)
     train_ds, val_ds = build_datasets(config.data)
+    # held once on the training device, episodes gathered by index (the same examples)
+    train_ds = resident_images(train_ds, info.device)
+    val_ds = resident_images(val_ds, info.device) if val_ds is not None else None
     try:
         sampler = EpisodeSampler(train_ds, t.ways, t.shots, t.queries, t.episodes_per_batch,
                                  num_batches=t.steps, seed=t.seed, rank=info.rank,

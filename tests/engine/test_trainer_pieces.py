@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import tiny_config
 
+from relgraph.data.resident import ResidentImages
 from relgraph.engine import load_checkpoint, load_config, train
 from relgraph.engine.trainer import (
     TrainState,
@@ -18,6 +20,7 @@ from relgraph.engine.trainer import (
     save_last,
     setup,
     train_step,
+    training_batch,
     validate,
     write_config,
 )
@@ -103,3 +106,31 @@ def test_missing_init_from_of_a_committed_config(monkeypatch):
             "relgraph train --config experiments/configs/omniglot_small1_protonet.yaml "
             "--out runs/omniglot_small1/protonet$")):
         check_init_from(init_from)
+
+
+def test_training_reads_resident_data_with_the_same_episodes_and_weights(tiny_data, tmp_path):
+    """The run holds its data as ResidentImages; the views' own get_batch (the path before)
+    gives the same episodes, augmentation included, and so the same weights."""
+    config = tiny_config(tiny_data, steps=4)
+    config = config.override({"data.rotations": True,
+                              "data.augment": {"rotate": 10.0, "translate": 0.1}})
+    run = setup(config, tmp_path / "run")
+    assert isinstance(run.train_ds, ResidentImages) and isinstance(run.val_ds, ResidentImages)
+    before = replace(run, train_ds=run.train_ds.dataset, val_ds=run.val_ds.dataset)
+    for step in range(4):
+        a, b = training_batch(run, step), training_batch(before, step)
+        assert torch.equal(a.support, b.support) and torch.equal(a.query, b.query)
+    weights = []
+    for r in (run, before):
+        state = build_state(r)
+        runner = loss_runner(r, state.model)
+        state.model.train()
+        for _ in range(4):
+            train_step(r, state, runner)
+        row = end_interval(r, state, 0.0)
+        write_config(r)
+        validate(r, state, row)
+        weights.append((state.model.state_dict(), state.history[-1]["val_acc"]))
+    (a, acc_a), (b, acc_b) = weights
+    assert acc_a == acc_b
+    assert all(torch.equal(a[k], b[k]) for k in a)
