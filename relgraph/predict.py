@@ -237,29 +237,44 @@ def predict_texts(model: FewShotMethod, preprocessing: dict[str, Any],
     return out
 
 
+#: Queries per episode for inductive methods, at least (memory stays bounded for any number of
+#: queries); as many as the supports when there are more of them, since a graph head relates
+#: the supports again in every episode.
+QUERY_CHUNK = 1024
+
+
 def _prediction_rows(model: FewShotMethod, sup: Any, support: torch.Tensor,
                      query: torch.Tensor, names: list[str], device: str | torch.device
                      ) -> list[dict[str, Any]]:
-    """Classify ``query`` with one episode whose supports are all of ``sup``: one row per
+    """Classify ``query`` with episodes whose supports are all of ``sup``: one row per
     query, ``{"file": name, "prediction", "confidence", "p(<class>)"...}``.
+
+    An inductive method classifies the queries :data:`QUERY_CHUNK` (or as many as the
+    supports) at a time: the same predictions, since a query's depends only on the supports
+    and itself, and a graph head's memory stays bounded. A transductive one sees all of them in
+    one episode.
 
     Shapes:
         ``support [s, *x]`` (the examples of ``sup`` in its order), ``query [q, *x]``.
     """
     order = torch.argsort(sup.targets, stable=True)  # supports grouped by class
-    episode = Episode(
-        support=support[order].unsqueeze(0),
-        support_labels=sup.targets[order].unsqueeze(0),
-        query=query.unsqueeze(0),
-        query_labels=torch.zeros(1, len(names), dtype=torch.long),  # unknown
-        class_ids=torch.arange(sup.num_classes).unsqueeze(0),
-        n_way=sup.num_classes,
-        k_shot=int(sup.class_counts().min()),
-    ).to(device)
     model.eval()
-    probs = model(episode).float().softmax(-1)[0].cpu()
+    chunk = len(names) if model.transductive else max(QUERY_CHUNK, len(order))
+    probs = []
+    for start in range(0, len(names), max(1, chunk)):
+        part = query[start:start + chunk]
+        episode = Episode(
+            support=support[order].unsqueeze(0),
+            support_labels=sup.targets[order].unsqueeze(0),
+            query=part.unsqueeze(0),
+            query_labels=torch.zeros(1, len(part), dtype=torch.long),  # unknown
+            class_ids=torch.arange(sup.num_classes).unsqueeze(0),
+            n_way=sup.num_classes,
+            k_shot=int(sup.class_counts().min()),
+        ).to(device)
+        probs.append(model(episode).float().softmax(-1)[0].cpu())
     rows = []
-    for name, p in zip(names, probs, strict=True):
+    for name, p in zip(names, torch.cat(probs), strict=True):
         best = int(p.argmax())
         row: dict[str, Any] = {"file": name, "prediction": sup.class_names[best],
                                "confidence": round(float(p[best]), 6)}

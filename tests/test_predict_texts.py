@@ -156,6 +156,21 @@ def test_150_classes_in_one_episode(tokens_run, tmp_path):
     assert torch.allclose(probs.sum(1), torch.ones(300), atol=1e-3)
 
 
+def test_queries_in_chunks_give_the_same_predictions(tokens_run, tmp_path, monkeypatch):
+    from relgraph import predict
+
+    model, ckpt = load_model(tokens_run / "checkpoint.pt")
+    support = write(tmp_path / "s.tsv", "a\tbalance please 1\na\tbalance 2\nb\ttransfer 3\n"
+                                        "b\ttransfer please 4\n")
+    query = write(tmp_path / "q.txt", "".join(f"balance transfer {k}\n" for k in range(10)))
+    whole = predict_texts(model, ckpt["preprocessing"], support, query)
+    monkeypatch.setattr(predict, "QUERY_CHUNK", 1)  # 4 queries (as many as supports) at a time
+    chunked = predict_texts(model, ckpt["preprocessing"], support, query)
+    assert [r["prediction"] for r in chunked] == [r["prediction"] for r in whole]
+    for r, w in zip(chunked, whole, strict=True):  # equal up to float rounding
+        assert r["p(a)"] == pytest.approx(w["p(a)"], abs=1e-5)
+
+
 # -- errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, content, match", [
     ("s.tsv", "a\tgood\nno tab here\n", r"s.tsv, line 2: expected label<TAB>text"),
