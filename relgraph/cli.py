@@ -4,7 +4,8 @@ Commands:
     ``relgraph data``: count the classes, examples and alphabets of a dataset.
     ``relgraph train``: episodic training from a YAML config and/or flags.
     ``relgraph evaluate``: fixed, seeded evaluation episodes (or Lake's one-shot runs).
-    ``relgraph predict``: classify a folder of images from a few labelled ones per class.
+    ``relgraph predict``: classify new images, feature rows or texts from a few labelled ones
+    per class.
     ``relgraph demo``: the main job on the embedded ``glyphs`` data.
 """
 
@@ -269,24 +270,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from relgraph.engine import load_model, resolve_device
-    from relgraph.predict import predict_features, predict_folder, write_predictions
+    from relgraph.predict import (
+        predict_features,
+        predict_folder,
+        predict_texts,
+        text_encoder_of,
+        write_predictions,
+    )
 
     device = resolve_device(args.device)
     model, ckpt = load_model(_checkpoint_file(args.checkpoint), device=device)
-    if "feature_shape" in ckpt["preprocessing"]:  # trained on features: files of features
-        rows = predict_features(model, ckpt["preprocessing"], args.support, args.query,
+    pre = ckpt["preprocessing"]
+    if text_encoder_of(pre) is not None:  # trained on texts: files of texts
+        for flag, given in (("--support-labels", args.support_labels),
+                            ("--invert/--no-invert", args.invert is not None)):
+            if given:
+                raise ValueError(f"{flag} is not for texts; this checkpoint was trained on "
+                                 f"{pre.get('dataset', 'a text dataset')} texts (--support "
+                                 "labelled.tsv --query texts.txt)")
+        rows = predict_texts(model, pre, args.support, args.query, device=device,
+                             progress=not args.no_progress)
+    elif "feature_shape" in pre:  # trained on features: files of features
+        rows = predict_features(model, pre, args.support, args.query,
                                 support_labels=args.support_labels, device=device)
     else:
         if args.support_labels:
             raise ValueError("--support-labels is for features files; this checkpoint was "
                              "trained on images (--support DIR/<class>/<image>)")
-        rows = predict_folder(model, ckpt["preprocessing"], args.support, args.query,
+        rows = predict_folder(model, pre, args.support, args.query,
                               device=device, invert=args.invert)
     if args.out:
         write_predictions(rows, args.out)
     width = max(len(Path(r["file"]).name) for r in rows)
     for r in rows:
-        print(f"{Path(r['file']).name:<{width}}  {r['prediction']}  ({r['confidence']:.1%})")
+        text = f"  {r['text'][:60]!r}" if "text" in r else ""
+        print(f"{Path(r['file']).name:<{width}}  {r['prediction']}  ({r['confidence']:.1%}){text}")
+    if any(r.get("label") for r in rows):  # texts with known labels: how many are right
+        known = [r for r in rows if r.get("label")]
+        right = sum(r["prediction"] == r["label"] for r in known)
+        print(f"accuracy {right / len(known):.2%} on the {len(known)} labelled queries")
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -402,24 +424,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "predict", help="classify new images from a few labelled ones",
+        "predict", help="classify new images, feature rows or texts from a few labelled ones",
         description="Classify every image under --query from the labelled images under "
                     "--support, read as the checkpoint's training images were (size, channels, "
                     "polarity). Images of the other polarity (dark ink on white paper for a "
-                    "model trained on bright ink on black) are inverted, with a warning.")
+                    "model trained on bright ink on black) are inverted, with a warning. A model "
+                    "trained on features reads features files; a model trained on texts "
+                    "(clinc150, banking77, fewrel) reads text files and encodes them as its "
+                    "training texts were (MiniLM features or its token vocabulary). All the "
+                    "supports form one episode, whatever the number of classes.")
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint.pt from relgraph train, or its run folder")
     p.add_argument("--support", required=True,
                    help="labelled images: DIR/<class>/<image>; for a model trained on features, "
-                        "a features file with labels (.npz, .safetensors, .parquet, .npy)")
+                        "a features file with labels (.npz, .safetensors, .parquet, .npy); for "
+                        "a model trained on texts, a file of labelled texts: .tsv or .txt "
+                        "(label<TAB>text per line), .csv (columns label, text) or .jsonl "
+                        "({\"label\": ..., \"text\": ...} per line)")
     p.add_argument("--support-labels", metavar="FILE",
                    help="labels of an .npy --support features file (one per line, or .npy)")
     p.add_argument("--query", required=True,
                    help="folder of images to classify (or a features file, for a model "
-                        "trained on features: every row is classified)")
+                        "trained on features: every row is classified; or a file of texts, for "
+                        "a model trained on texts: .txt with one text per line, or .csv / "
+                        ".jsonl with a text column, or .tsv; a label column, if any, is kept "
+                        "and the accuracy printed)")
     p.add_argument("--out", metavar="FILE.csv",
                    help="write a CSV with the columns file, prediction, confidence and one "
-                        "p(<class>) column per support class (its probability)")
+                        "p(<class>) column per support class (its probability); for texts, "
+                        "file is <query file>:<line>, followed by the columns text (and label)")
     polarity = p.add_mutually_exclusive_group()
     polarity.add_argument("--invert", dest="invert", action="store_true", default=None,
                           help="invert the images (1 - pixel) before classifying them "
@@ -428,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     polarity.add_argument("--no-invert", dest="invert", action="store_false",
                           help="never invert the images (turns the automatic check off)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (while texts are encoded)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="the main job on the embedded glyphs data")
@@ -522,6 +557,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"relgraph {args.command}: error: "
               f"{_for_the_command_line(str(message), args.command)}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        if "relgraph[" not in str(exc):  # not a missing optional extra: a real failure
+            raise
+        print(f"relgraph {args.command}: error: {_for_the_command_line(str(exc), args.command)}",
+              file=sys.stderr)
         return 2
     finally:
         warnings.showwarning = old_show

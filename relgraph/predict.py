@@ -1,4 +1,4 @@
-"""Everyday use: classify a folder of new images from a few labelled ones per class."""
+"""Everyday use: classify new images, feature rows or texts from a few labelled ones per class."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from relgraph.data.io import decode_image, is_image_file
 from relgraph.methods import FewShotMethod
 from relgraph.utils import atomic_write_text
 
-__all__ = ["predict_folder", "predict_features", "dataset_for_checkpoint", "write_predictions",
-           "polarity_mismatch"]
+__all__ = ["predict_folder", "predict_features", "predict_texts", "text_encoder_of",
+           "dataset_for_checkpoint", "write_predictions", "polarity_mismatch"]
+
+#: Datasets whose checkpoints read texts (:mod:`relgraph.data.text`).
+TEXT_DATASETS = ("clinc150", "banking77", "fewrel")
 
 
 def polarity_mismatch(preprocessing: dict[str, Any], images: torch.Tensor) -> str | None:
@@ -148,29 +151,130 @@ def predict_features(model: FewShotMethod, preprocessing: dict[str, Any],
                             torch.from_numpy(q["features"]), list(q["ids"]), device)
 
 
+def text_encoder_of(preprocessing: dict[str, Any]) -> str | None:
+    """How a checkpoint's training texts were encoded: ``"minilm"`` (sentence features) or
+    ``"tokens"`` (token ids); ``None`` for a checkpoint not trained on texts."""
+    from relgraph.data.text import ENCODERS
+
+    encoder = preprocessing.get("encoder")
+    if encoder in ENCODERS:
+        return str(encoder)
+    if preprocessing.get("dataset") in TEXT_DATASETS:
+        return "tokens" if preprocessing.get("inputs") == "tokens" else "minilm"
+    return None
+
+
+def _encode_texts(rows: Any, encoder: str, preprocessing: dict[str, Any],
+                  progress: bool) -> torch.Tensor:
+    """The texts of ``rows`` as the checkpoint's training texts were encoded."""
+    from relgraph.data.text import encode_tokens, text_features
+
+    if encoder == "tokens":
+        return encode_tokens(rows.texts, preprocessing["vocab"], int(preprocessing["max_len"]))
+    return text_features(rows.texts, rows.path, progress=progress).float()
+
+
+@torch.no_grad()
+def predict_texts(model: FewShotMethod, preprocessing: dict[str, Any],
+                  support: str | os.PathLike[str], query: str | os.PathLike[str],
+                  device: str | torch.device = "cpu", progress: bool = False
+                  ) -> list[dict[str, Any]]:
+    """Classify the texts of the file ``query`` from the labelled texts of ``support``.
+
+    Files as :func:`relgraph.data.text.read_text_file` reads them: ``support`` is ``.tsv`` /
+    ``.txt`` (``label<TAB>text`` per line), ``.csv`` (columns ``label``, ``text``) or
+    ``.jsonl`` (``{"label", "text"}``); ``query`` is ``.txt`` (one text per line) or ``.csv`` /
+    ``.jsonl`` / ``.tsv`` (their labels, if any, are kept in a ``label`` column, not used).
+    Texts are encoded as the model's training texts were (from the checkpoint's
+    ``preprocessing``): MiniLM sentence features (extra ``relgraph[text]``; cached on disk
+    like a dataset's, keyed by the file's contents) or token ids with the training vocabulary
+    and length. All supports form one episode, whatever the number of classes.
+
+    Args:
+        progress: a progress bar while the MiniLM features are computed.
+
+    Returns:
+        One dict per query text: ``{"file", "text", ["label",] "prediction", "confidence"}``
+        (``file`` is ``<query file>:<line>``) plus one ``p(<class>)`` probability per class.
+
+    Raises:
+        ValueError: the checkpoint was not trained on texts, or a malformed file (the message
+            names the file and line).
+        ImportError: MiniLM features without the ``relgraph[text]`` extra.
+    """
+    from relgraph.data.text import TextDataset, read_text_file
+
+    encoder = text_encoder_of(preprocessing)
+    if encoder is None:
+        raise ValueError(f"the checkpoint was trained on {preprocessing.get('dataset', '?')!r} "
+                         f"({preprocessing.get('inputs', 'images')}), not on texts: texts are "
+                         "classified by a model trained on a text dataset (clinc150, banking77, "
+                         "fewrel)")
+    if encoder == "tokens" and not ("vocab" in preprocessing and "max_len" in preprocessing):
+        raise ValueError("the checkpoint was trained on token ids but records no vocabulary "
+                         "(preprocessing 'vocab' and 'max_len')")
+    sup_rows = read_text_file(support, labelled=True)
+    q_rows = read_text_file(query, labelled=False)
+    options: dict[str, Any] = {"encoder": encoder, "progress": progress}
+    if encoder == "tokens":
+        options.update(vocab=list(preprocessing["vocab"]), max_len=int(preprocessing["max_len"]))
+    sup = TextDataset(sup_rows, name="support", **options)
+    support_x = sup.inputs()
+    query_x = _encode_texts(q_rows, encoder, preprocessing, progress)
+    expected = preprocessing.get("feature_shape")
+    if encoder == "minilm" and expected is not None and [support_x.shape[1]] != list(expected):
+        raise ValueError(f"the model was trained on features {list(expected)}, but MiniLM gives "
+                         f"[{support_x.shape[1]}]")
+    names = [f"{q_rows.path}:{line}" for line in q_rows.lines]
+    rows = _prediction_rows(model, sup, support_x, query_x, names, device)
+    labelled = any(q_rows.labels)
+    out = []
+    for row, text, label in zip(rows, q_rows.texts, q_rows.labels, strict=True):
+        front = {"file": row.pop("file"), "text": text}
+        if labelled:
+            front["label"] = label
+        out.append({**front, **row})
+    return out
+
+
+#: Queries per episode for inductive methods, at least (memory stays bounded for any number of
+#: queries); as many as the supports when there are more of them, since a graph head relates
+#: the supports again in every episode.
+QUERY_CHUNK = 1024
+
+
 def _prediction_rows(model: FewShotMethod, sup: Any, support: torch.Tensor,
                      query: torch.Tensor, names: list[str], device: str | torch.device
                      ) -> list[dict[str, Any]]:
-    """Classify ``query`` with one episode whose supports are all of ``sup``: one row per
+    """Classify ``query`` with episodes whose supports are all of ``sup``: one row per
     query, ``{"file": name, "prediction", "confidence", "p(<class>)"...}``.
+
+    An inductive method classifies the queries :data:`QUERY_CHUNK` (or as many as the
+    supports) at a time: the same predictions, since a query's depends only on the supports
+    and itself, and a graph head's memory stays bounded. A transductive one sees all of them in
+    one episode.
 
     Shapes:
         ``support [s, *x]`` (the examples of ``sup`` in its order), ``query [q, *x]``.
     """
     order = torch.argsort(sup.targets, stable=True)  # supports grouped by class
-    episode = Episode(
-        support=support[order].unsqueeze(0),
-        support_labels=sup.targets[order].unsqueeze(0),
-        query=query.unsqueeze(0),
-        query_labels=torch.zeros(1, len(names), dtype=torch.long),  # unknown
-        class_ids=torch.arange(sup.num_classes).unsqueeze(0),
-        n_way=sup.num_classes,
-        k_shot=int(sup.class_counts().min()),
-    ).to(device)
     model.eval()
-    probs = model(episode).float().softmax(-1)[0].cpu()
+    chunk = len(names) if model.transductive else max(QUERY_CHUNK, len(order))
+    probs = []
+    for start in range(0, len(names), max(1, chunk)):
+        part = query[start:start + chunk]
+        episode = Episode(
+            support=support[order].unsqueeze(0),
+            support_labels=sup.targets[order].unsqueeze(0),
+            query=part.unsqueeze(0),
+            query_labels=torch.zeros(1, len(part), dtype=torch.long),  # unknown
+            class_ids=torch.arange(sup.num_classes).unsqueeze(0),
+            n_way=sup.num_classes,
+            k_shot=int(sup.class_counts().min()),
+        ).to(device)
+        probs.append(model(episode).float().softmax(-1)[0].cpu())
     rows = []
-    for name, p in zip(names, probs, strict=True):
+    for name, p in zip(names, torch.cat(probs), strict=True):
         best = int(p.argmax())
         row: dict[str, Any] = {"file": name, "prediction": sup.class_names[best],
                                "confidence": round(float(p[best]), 6)}

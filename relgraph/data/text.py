@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -44,8 +45,9 @@ from relgraph.data.catalog import register_dataset
 from relgraph.utils import atomic_path, cache_dir, file_sha256
 
 __all__ = ["TextRows", "TextDataset", "read_clinc150", "read_banking77", "read_fewrel",
-           "fewrel_text", "tokenize", "build_vocab", "save_vocab", "load_vocab", "encode_tokens",
-           "text_features", "ENCODERS", "PAD", "UNK"]
+           "read_text_file", "TEXT_FILE_SUFFIXES", "fewrel_text", "tokenize", "build_vocab",
+           "save_vocab", "load_vocab", "encode_tokens", "text_features", "ENCODERS", "PAD",
+           "UNK"]
 
 #: Encoders a text dataset accepts.
 ENCODERS = ("minilm", "tokens")
@@ -64,6 +66,7 @@ class TextRows:
         labels: ``[M]`` intent / relation names.
         splits: ``[M]`` split of each row (``"train"``, ``"test"``, ...).
         domains: ``label -> domain`` for the labels that have one.
+        lines: ``[M]`` the 1-based line of each row (filled by :func:`read_text_file`).
     """
 
     path: Path
@@ -71,6 +74,7 @@ class TextRows:
     labels: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
     domains: dict[str, str] = field(default_factory=dict)
+    lines: list[int] = field(default_factory=list)
 
 
 # -- reading JSON with line numbers ------------------------------------------------------------
@@ -275,6 +279,130 @@ def read_fewrel(path: str | Path) -> TextRows:
         rows.splits.append(split)
     rows.domains = {label: domain for label in rows.labels}
     return rows
+
+
+# -- a user's own files: labelled examples and new texts ------------------------------------------
+#: File types :func:`read_text_file` reads.
+TEXT_FILE_SUFFIXES = (".tsv", ".txt", ".csv", ".jsonl")
+
+
+def _text_row(rows: TextRows, text: str, label: str, line: int, labelled: bool,
+              where: str) -> None:
+    if not text.strip():
+        raise ValueError(f"{where}: empty text")
+    if labelled and not label.strip():
+        raise ValueError(f"{where}: empty label")
+    rows.texts.append(text)
+    rows.labels.append(label.strip())
+    rows.splits.append(rows.path.stem)
+    rows.lines.append(line)
+
+
+def read_text_file(path: str | Path, labelled: bool = True) -> TextRows:
+    """Read a user's file of texts: labelled examples (``labelled=True``) or texts to classify.
+
+    ==========  ===========================================  =================================
+    suffix      labelled                                     unlabelled
+    ==========  ===========================================  =================================
+    ``.tsv``    ``label<TAB>text`` per line                  the same (labels kept, not needed)
+    ``.txt``    ``label<TAB>text`` per line                  one text per line
+    ``.csv``    a header with the columns ``label`` and      a ``text`` column (``label``
+                ``text`` (others ignored)                    optional)
+    ``.jsonl``  one object ``{"label": ..., "text": ...}``   ``{"text": ...}`` (``"label"``
+                per line (other keys ignored)                optional)
+    ==========  ===========================================  =================================
+
+    Blank lines are skipped; a ``.tsv`` / ``.txt`` first line ``label<TAB>text`` is a header.
+    The text of a ``label<TAB>text`` line is everything after the first tab. Rows keep their
+    file order; ``lines`` holds the line of each (for a ``.csv`` row, the line it ends on).
+    Texts without a label get the label ``""``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: an unknown suffix, a missing tab, column or key, an empty label or text,
+            invalid JSON, or no text at all; the message names the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (or not a file)")
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_FILE_SUFFIXES:
+        raise ValueError(f"{path}: unknown text file type {path.suffix!r}; expected .tsv or .txt "
+                         "(label<TAB>text per line" + ("" if labelled else "; .txt: one text per "
+                         "line") + "), .csv (columns label, text) or .jsonl ({\"label\", "
+                         "\"text\"} per line)")
+    try:
+        content = path.read_text(encoding="utf-8-sig")  # a byte-order mark is dropped
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    rows = TextRows(path)
+    if suffix == ".csv":
+        _read_text_csv(rows, content, labelled)
+    else:
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            if suffix == ".jsonl":
+                _read_text_json(rows, line, number, labelled, where)
+            elif suffix == ".txt" and not labelled:
+                _text_row(rows, line, "", number, False, where)
+            else:
+                if "\t" not in line:
+                    raise ValueError(f"{where}: expected label<TAB>text, found no tab in "
+                                     f"{line[:60]!r}")
+                label, text = line.split("\t", 1)
+                if not rows.texts and label.strip() == "label" and text.strip() == "text":
+                    continue  # a header
+                _text_row(rows, text, label, number, labelled, where)
+    if not rows.texts:
+        raise ValueError(f"{path}: no texts in the file")
+    return rows
+
+
+def _read_text_json(rows: TextRows, line: str, number: int, labelled: bool, where: str) -> None:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: invalid JSON ({exc.msg})") from exc
+    needed = ("label", "text") if labelled else ("text",)
+    if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in needed):
+        what = f"keys {sorted(item)}" if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"{where}: expected an object with the string"
+                         f"{'s' if labelled else ''} {' and '.join(map(repr, needed))}, got "
+                         f"{what}")
+    label = item.get("label", "")
+    if not isinstance(label, str):
+        raise ValueError(f"{where}: 'label' must be a string, got {type(label).__name__}")
+    _text_row(rows, item["text"], label, number, labelled, where)
+
+
+def _read_text_csv(rows: TextRows, content: str, labelled: bool) -> None:
+    path = rows.path
+    reader = csv.reader(io.StringIO(content, newline=""))
+    try:
+        header = next(reader, None)
+        while header is not None and not any(h.strip() for h in header):
+            header = next(reader, None)  # blank lines before the header
+        needed = ("label", "text") if labelled else ("text",)
+        columns = [h.strip() for h in header or []]
+        if any(c not in columns for c in needed):
+            raise ValueError(f"{path}, line {reader.line_num}: expected a header with the "
+                             f"column{'s' if labelled else ''} {' and '.join(map(repr, needed))}"
+                             f", got {columns}")
+        t = columns.index("text")
+        lab = columns.index("label") if "label" in columns else None
+        for record in reader:
+            where = f"{path}, line {reader.line_num}"
+            if not any(v.strip() for v in record):
+                continue
+            if len(record) != len(columns):
+                raise ValueError(f"{where}: expected {len(columns)} fields ({','.join(columns)})"
+                                 f", got {len(record)}")
+            _text_row(rows, record[t], record[lab] if lab is not None else "",
+                      reader.line_num, labelled, where)
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {reader.line_num}: {exc}") from exc
 
 
 # -- tokens ------------------------------------------------------------------------------------

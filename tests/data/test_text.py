@@ -160,6 +160,34 @@ def test_fewrel_malformed_instance(tmp_path):
         build_dataset("fewrel", root)
 
 
+# -- a user's own files (relgraph predict) -------------------------------------------------------
+def test_read_text_file_formats(tmp_path):
+    from relgraph.data.text import read_text_file
+
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("\ufefflabel\ttext\n\nrefund\tI want my money back\ttoday\n top_up \thi\n",
+                   encoding="utf-8")  # a byte-order mark, a header, a blank line, a tab in a text
+    rows = read_text_file(tsv)
+    assert rows.labels == ["refund", "top_up"] and rows.lines == [3, 4]
+    assert rows.texts == ["I want my money back\ttoday", "hi"]
+    csv_file = tmp_path / "s.csv"
+    csv_file.write_text('id,text,label\n1,"a, b\nc",x\n\n2,d,y\n')
+    rows = read_text_file(csv_file)
+    assert rows.texts == ["a, b\nc", "d"] and rows.labels == ["x", "y"] and rows.lines == [3, 5]
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text('{"text": "a"}\n\n{"text": "b", "label": "y", "id": 3}\n')
+    rows = read_text_file(jsonl, labelled=False)
+    assert rows.texts == ["a", "b"] and rows.labels == ["", "y"] and rows.lines == [1, 3]
+    with pytest.raises(ValueError, match=r"q.jsonl, line 1: expected an object with the strings "
+                                         r"'label' and 'text'"):
+        read_text_file(jsonl)  # labelled: every row needs a label
+    txt = tmp_path / "q.txt"
+    txt.write_text("no\ttab needed\nplain\n")
+    assert read_text_file(txt, labelled=False).texts == ["no\ttab needed", "plain"]
+    with pytest.raises(FileNotFoundError, match="nope.tsv"):
+        read_text_file(tmp_path / "nope.tsv")
+
+
 # -- token ids and the text CNN -----------------------------------------------------------------
 def test_tokens_vocab_from_training_classes_only(tmp_path):
     root = make_clinc(tmp_path / "clinc")
