@@ -99,3 +99,20 @@ def test_configure_threads_sets_torch(tmp_path, affinity):
         assert configure_threads(None, {"OMP_NUM_THREADS": "4"}) == 1  # left as it was
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_command_line_option(tmp_path, capsys):
+    from helpers import make_tiny_data
+
+    from relgraph.cli import main
+
+    data = ["data", "--dataset", "tensors", "--root", str(make_tiny_data(tmp_path / "t.pt"))]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main([*data, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*data, "--threads", "0"]) == 2
+        assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
