@@ -14,16 +14,26 @@ has; :func:`configure_threads` gives torch that many intra-op threads unless the
 
 Only the command line (:mod:`relgraph.cli`) calls :func:`configure_threads`: library code never
 changes the process's thread settings, so ``torch.set_num_threads`` in a user's script stands.
+
+The ``relgraph`` command also sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported
+(:func:`command_line_wait_policy`), unless the user set ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT``: by default GNU OpenMP's idle threads spin for a while at every barrier, which
+on a machine shared with other jobs burns the cores those jobs need and waits on threads that
+are descheduled. ``experiments/bench_threads.py`` measured it (``experiments/results/threads.md``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["available_cpus", "cgroup_cpu_limit", "configure_threads", "default_threads"]
+__all__ = ["available_cpus", "cgroup_cpu_limit", "command_line_wait_policy", "configure_threads",
+           "default_threads"]
+
+#: Variables by which a user chose how OpenMP threads wait; any of them set: left alone.
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 _V1_CPU_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
@@ -160,3 +170,24 @@ def configure_threads(threads: int | None = None, environ: Mapping[str, str] | N
     if n is not None and n != torch.get_num_threads():
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def command_line_wait_policy(orig_argv: Sequence[str], argv: Sequence[str],
+                             environ: Mapping[str, str], modules: Mapping[str, object]) -> bool:
+    """Whether to set ``OMP_WAIT_POLICY=PASSIVE`` while ``relgraph`` is imported: only in the
+    ``relgraph`` command (the console script, or ``python -m relgraph.cli``), only before
+    torch is imported (OpenMP reads it once, when torch loads it), and only when the user set
+    none of :data:`WAIT_VARIABLES`.
+
+    Args:
+        orig_argv: the interpreter's command line (``sys.orig_argv``).
+        argv: the program's (``sys.argv``).
+        environ: the environment.
+        modules: the imported modules (``sys.modules``).
+    """
+    if "torch" in modules or any(v in environ for v in WAIT_VARIABLES):
+        return False
+    orig = list(orig_argv)
+    module = orig[orig.index("-m") + 1] if "-m" in orig[:-1] else None
+    script = Path(argv[0]).name if argv else ""
+    return module == "relgraph.cli" or script == "relgraph"

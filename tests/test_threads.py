@@ -116,3 +116,33 @@ def test_the_command_line_option(tmp_path, capsys):
         assert "--threads must be >= 1, got 0" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_wait_policy_only_for_the_command():
+    from relgraph.threads import command_line_wait_policy as policy
+
+    python = ["/usr/bin/python3"]
+    assert policy([*python, "-m", "relgraph.cli", "train"], ["-m"], {}, {})
+    assert policy(["/venv/bin/python", "/venv/bin/relgraph", "train"], ["/venv/bin/relgraph"],
+                  {}, {})
+    assert not policy([*python, "script.py"], ["script.py"], {}, {})  # a user's program
+    assert not policy([*python, "-m", "pytest"], ["pytest"], {}, {})
+    assert not policy([*python, "-m", "relgraph.cli"], ["-m"], {"OMP_WAIT_POLICY": "ACTIVE"}, {})
+    assert not policy([*python, "-m", "relgraph.cli"], ["-m"], {"GOMP_SPINCOUNT": "1000"}, {})
+    assert not policy([*python, "-m", "relgraph.cli"], ["-m"], {}, {"torch": object()})
+
+
+def test_wait_policy_is_set_before_torch_loads():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['relgraph']; import relgraph, os; "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert run.stdout.split()[-1] == "PASSIVE"
+    run = subprocess.run([sys.executable, "-c", code.replace("sys.argv = ['relgraph']; ", "")],
+                         capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split()[-1] == "None"
