@@ -20,7 +20,7 @@ Rounds repeat every setting in turn so that other load on the machine spreads ov
 
 Usage (from the project root)::
 
-    python experiments/bench_threads.py --steps 6 --rounds 2   # writes results/threads.md
+    python experiments/bench_threads.py            # 6 steps, 2 rounds: writes results/threads.md
     python experiments/bench_threads.py --steps 3 --rounds 1 --no-write   # a quick look
 
 Each child gets ``OMP_NUM_THREADS`` set to its thread count; the wait-policy variables of the
@@ -129,8 +129,14 @@ def report(results: dict[str, list[list[float]]], args: argparse.Namespace, load
 
     from relgraph.threads import available_cpus
 
-    alone = {t: statistics.median(m for run in results[f"alone, {t} thread{'s' * (t > 1)}"]
-                                  for m in run) for t in (1, 2)}
+    def per_process(name: str) -> list[float]:
+        return [statistics.median(run[i] for run in results[name])
+                for i in range(len(results[name][0]))]
+
+    def mean(name: str) -> float:
+        return statistics.mean(per_process(name))
+
+    base = mean("alone, 1 thread")
     lines = [
         "# Threads: two processes on two cores",
         "",
@@ -138,18 +144,34 @@ def report(results: dict[str, list[list[float]]], args: argparse.Namespace, load
         "5 queries, 28x28, forward + backward + Adam) on random images, timed in fresh processes; "
         "side-by-side processes start timing together. Median step time per process over "
         f"{args.steps} steps (after {args.warmup} warm-up steps), median over {args.rounds} "
-        "rounds (each round runs every setting once, in turn). Slowdown: against the same thread "
-        "count alone. Throughput: steps per second of all processes together.",
+        "rounds (each round runs every setting once, in turn). Slowdown: a process's step time "
+        "against one process alone with 1 thread. Throughput: steps per second of all processes "
+        "together.",
         "",
         "| setting | step (ms), each process | slowdown | throughput (steps/s) |",
         "|---|---|---|---|",
     ]
-    for name, processes, threads, _ in SETTINGS:
-        per = [statistics.median(run[i] for run in results[name]) for i in range(processes)]
-        slow = statistics.mean(per) / alone[threads]
-        lines.append(f"| {name} | {' / '.join(f'{p:.0f}' for p in per)} | {slow:.2f}x | "
-                     f"{sum(1000 / p for p in per):.1f} |")
+    for name, *_ in SETTINGS:
+        per = per_process(name)
+        lines.append(f"| {name} | {' / '.join(f'{p:.0f}' for p in per)} | "
+                     f"{statistics.mean(per) / base:.2f}x | "
+                     f"{sum(1000 / p for p in per):.2f} |")
+    pair = mean("2 processes x 2 threads")
+    passive = mean("2 processes x 2 threads, OMP_WAIT_POLICY=PASSIVE")
     lines += [
+        "",
+        f"Reading: two 2-thread processes side by side took {pair / base:.1f}x the step time of "
+        "one 1-thread process with OpenMP's default wait policy (idle threads spin at every "
+        f"barrier, on cores the other process needs), {passive / base:.1f}x with "
+        f"OMP_WAIT_POLICY=PASSIVE ({pair / passive:.1f}x faster), and two 1-thread processes "
+        f"{mean('2 processes x 1 thread') / base:.1f}x. One 2-thread process took "
+        f"{mean('alone, 2 threads') / base:.1f}x spinning and "
+        f"{mean('alone, 2 threads, OMP_WAIT_POLICY=PASSIVE') / base:.1f}x passive: the "
+        "machine's other jobs make even a lone process a process beside others. "
+        "GOMP_SPINCOUNT=0 (no spinning) did what PASSIVE did "
+        f"({mean('2 processes x 2 threads, GOMP_SPINCOUNT=0') / passive:.2f}x its step time); "
+        "KMP_BLOCKTIME=0, Intel OpenMP's knob, did nothing for torch's GNU OpenMP "
+        f"({mean('2 processes x 2 threads, KMP_BLOCKTIME=0') / pair:.2f}x the default's).",
         "",
         f"Machine: {available_cpus()} CPUs available to this process (affinity and cgroup "
         f"quota; os.cpu_count() = {os.cpu_count()}), torch {torch.__version__} "
@@ -159,7 +181,9 @@ def report(results: dict[str, list[list[float]]], args: argparse.Namespace, load
         "upper bounds; the ratios within a round are the measurement.",
         "",
         f"Command: `python experiments/bench_threads.py --steps {args.steps} --warmup "
-        f"{args.warmup} --rounds {args.rounds}`.",
+        f"{args.warmup} --rounds {args.rounds}`"
+        + (" (this file rebuilt from that run's printed output with `--report-from`)."
+           if args.report_from else "."),
         "",
     ]
     return "\n".join(lines)
@@ -176,10 +200,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per process")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--rounds", type=int, default=3, help="repetitions of every setting")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per process")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=2, help="repetitions of every setting")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the file")
+    parser.add_argument("--report-from", metavar="LOG",
+                        help="rebuild the report from this script's printed output (its "
+                             "'round N: ...' and 'load: ...' lines) without measuring again")
     args = parser.parse_args()
     if args.child:
         child(args.threads, args.steps, args.warmup)
@@ -187,8 +214,18 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     results: dict[str, list[list[float]]] = {name: [] for name, *_ in SETTINGS}
     loads = []
-    for r in range(args.rounds):
+    if args.report_from:
+        for line in Path(args.report_from).read_text().splitlines():
+            if line.startswith("load: "):
+                loads.append(line[len("load: "):])
+            elif line.startswith("round ") and line.endswith(" ms"):
+                name, _, times = line.split(": ", 1)[1].rpartition(": ")
+                results[name].append([float(t) for t in times[:-3].split(", ")])
+        args.rounds = min(len(v) for v in results.values())
+        results = {k: v[:args.rounds] for k, v in results.items()}
+    for r in range(0 if args.report_from else args.rounds):
         loads.append(_load())
+        print(f"load: {loads[-1]}", flush=True)
         for name, processes, threads, env in SETTINGS:
             medians = measure(processes, threads, env, args.steps, args.warmup)
             results[name].append(medians)
