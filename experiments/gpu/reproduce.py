@@ -57,8 +57,9 @@ from common import train as start_training  # noqa: E402
 
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "maml"]
 CHALLENGE = ["full", "minimal"]
-#: A file that comes back from the device machine must stay under 16 MiB.
+#: A file that comes back from the device machine must stay under 16 MiB, all under 64 MiB.
 ARCHIVE_LIMIT = 15 * 2**20
+RUNS_LIMIT = 56 * 2**20
 SMOKE_SETS = ["train.steps=4", "train.val_every=2", "train.val_episodes=4", "train.device=cpu"]
 
 
@@ -252,7 +253,7 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
 
 def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
     """Each run's files into ``runs-N.tar.gz`` archives of at most :data:`ARCHIVE_LIMIT`."""
-    notes, archives, current, size = [], [], io.BytesIO(), 0
+    notes, archives, current, size, total = [], [], io.BytesIO(), 0, 0
     tar = tarfile.open(fileobj=current, mode="w:gz")
 
     def close() -> None:
@@ -266,10 +267,12 @@ def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
         log = logs / f"train_{job.name.replace(':', '_')}.log"
         files += [log] if log.is_file() else []
         need = sum(f.stat().st_size for f in files)
-        if need > ARCHIVE_LIMIT:
+        if need > ARCHIVE_LIMIT or total + need > RUNS_LIMIT:
             files = [f for f in files if f.name != "last.pt"]
-            notes.append(f"{job.name}: last.pt left out ({need / 2**20:.1f} MB with it)")
+            notes.append(f"{job.name}: last.pt left out ({need / 2**20:.1f} MB with it; "
+                         "its run cannot be continued from what came back)")
             need = sum(f.stat().st_size for f in files)
+        total += need
         if size and size + need > ARCHIVE_LIMIT:
             close()
             current, size = io.BytesIO(), 0
@@ -296,15 +299,15 @@ def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespa
              f"{args.eval_reserve} s, {args.threads} CPU thread(s) per process).",
              f"Training settings added to the configs: "
              f"{', '.join(training_sets(args)) or 'none (the configs as committed)'}.", "",
-             "| job | training | steps done / config | evaluation | notes |",
+             "| job | training | steps done / planned | evaluation | notes |",
              "|---|---|---|---|---|"]
     import yaml
 
     for job in jobs:
         seconds, steps = run_time(job.run)
-        planned = yaml.safe_load(job.config.read_text())["train"]["steps"]
-        if args.smoke:
-            planned = 4
+        resolved = job.run / "config.yaml"  # the config as run, overrides included
+        planned = yaml.safe_load((resolved if resolved.is_file() else job.config).read_text()
+                                 )["train"]["steps"]
         trained = (f"{job.trained_s:.0f} s (loop {seconds:.0f} s), rc {job.train_rc}"
                    if job.trained_s is not None and seconds is not None else
                    f"rc {job.train_rc}")
