@@ -15,6 +15,7 @@ Usage (from the project root)::
     python experiments/omniglot.py --skip-training protonet:1   # re-evaluate a saved run
     python experiments/omniglot.py --skip-training --ways 20 maml:5   # one way count only
     python experiments/omniglot.py --continue-to x2 protonet:1   # twice the budget, from its run
+    python experiments/omniglot.py --table-only   # rewrite the table and plots from the JSON
 
 A cell's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml``; its run goes to
 ``runs/omniglot/<method>_<k>shot/``. The table goes to ``experiments/results/omniglot.md``
@@ -269,21 +270,25 @@ def write_table(rows: dict) -> None:
               "run from the last checkpoint, so its segments add up. Other jobs on the same "
               "machine slow it, so treat CPU times as upper bounds.",
               "", "## Learning curves", "",
-              "Validation accuracy (20-way on the validation characters, the checkpoint's "
-              "selection set) at each validation, against cumulative training minutes "
+              "Validation accuracy (the validation characters, the checkpoint's selection "
+              "set, in each config's eval episodes: 20-way, 5-way for maml) at each "
+              "validation, against cumulative training minutes "
               "(plot: `omniglot_curves.png`). Last gain: the change over the last two "
               "validations.", "",
               "| model | minutes: val acc (%) at each validation | last gain |", "|---|---|---|"]
+    missing = [f"{key.replace(':', ' ')}-shot" for key, r in rows.items() if not r.get("curve")]
     for key, r in rows.items():
         curve = r.get("curve") or []
         if not curve:
-            lines.append(f"| {key.replace(':', ' ')}-shot | not recorded (re-evaluate with "
-                         "--skip-training while the run folder exists) | |")
             continue
         points = ", ".join(f"{m:.1f}: {a:.2f}" for _, m, a in curve)
         gain = (f"{curve[-1][2] - curve[-2][2]:+.2f} in {curve[-1][1] - curve[-2][1]:.1f} min"
                 if len(curve) > 1 else "")
         lines.append(f"| {key.replace(':', ' ')}-shot | {points} | {gain} |")
+    if missing:
+        lines += ["", f"Not recorded for {', '.join(missing)}: their rows were written before "
+                  "the learning curves were kept, and their run folders are not here; "
+                  "`--skip-training` on a run folder (or `--continue-to`) records it."]
     lines += ["", "## Short of the papers", ""] + shortfalls(rows)
     devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
                       for r in rows.values()})
@@ -326,7 +331,10 @@ def plot(rows: dict) -> None:
 
 
 def plot_curves(rows: dict) -> None:
-    """Validation accuracy against training minutes, one panel per shot count."""
+    """Validation accuracy against training minutes, one panel per shot count (nothing is
+    written while no row has a learning curve)."""
+    if not any(r.get("curve") for r in rows.values()):
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,7 +355,7 @@ def plot_curves(rows: dict) -> None:
                 start = next((c[1] for c in r["curve"] if c[0] == seg["steps"][0]), None)
                 if start is not None:
                     ax.axvline(start, color=f"C{i}", ls=":", lw=0.8)
-        ax.set_title(f"{k}-shot models (validation: 20-way {k}-shot)")
+        ax.set_title(f"{k}-shot models (validation: 20-way, maml 5-way)")
         ax.set_xlabel("training minutes (cumulative)")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
@@ -378,9 +386,18 @@ def main() -> int:
                              "for a quick check; the configs stay the recorded recipe")
     parser.add_argument("--results", help="write the table, JSON and plots into this folder "
                                           "(default: experiments/results)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the table and plots from the JSON; nothing is trained or "
+                             "evaluated")
     args = parser.parse_args()
     if args.results:
         set_results(Path(args.results))
+    if args.table_only:
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        write_table(rows)
+        plot(rows)
+        plot_curves(rows)
+        return 0
     data = data_dir(args.data)
     if not (data / "omniglot" / "full" / "images_evaluation.npz").is_file():
         sys.exit(f"full Omniglot not found at {data / 'omniglot' / 'full'}; this experiment "
