@@ -87,3 +87,14 @@ def test_amp_dtype_setting():
             assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     with pytest.raises(ValueError, match="'float16' or 'bfloat16'"):
         autocast_context(cpu, "half")
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_on_cpu(tiny_data, tmp_path):
+    """The real torch.compile (inductor, about a minute to compile here): same losses and
+    validation accuracies as eager, within float tolerance."""
+    train(tiny_config(tiny_data), tmp_path / "eager", progress=False)
+    train(tiny_config(tiny_data, compile=True), tmp_path / "compiled", progress=False)
+    for a, b in zip(metrics(tmp_path / "eager"), metrics(tmp_path / "compiled"), strict=True):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+        assert float(a["val_acc"]) == pytest.approx(float(b["val_acc"]), abs=1e-6)
