@@ -16,6 +16,7 @@ Usage (from the project root)::
     python experiments/omniglot.py --skip-training --ways 20 maml:5   # one way count only
     python experiments/omniglot.py --continue-to x2 protonet:1   # twice the budget, from its run
     python experiments/omniglot.py --table-only   # rewrite the table and plots from the JSON
+    python experiments/omniglot.py --merge results/omniglot.json   # rows from a GPU run
 
 A cell's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml``; its run goes to
 ``runs/omniglot/<method>_<k>shot/``. The table goes to ``experiments/results/omniglot.md``
@@ -216,8 +217,9 @@ def shortfalls(rows: dict) -> list[str]:
                if r["best_step"] == r["train_steps"] else
                f"its validation accuracy peaked at step {r['best_step']} of "
                f"{r['train_steps']}, so more steps of this recipe alone are unlikely to close it")
-        budget = (f"{r['train_seconds'] / 60:.0f} min, {r['device']}"
-                  if r["train_seconds"] is not None else r["device"])
+        segments = prior_segments(r) if r["train_seconds"] is not None else []
+        budget = (" + ".join(f"{seg['minutes']:.0f} min, {seg['device']}" for seg in segments)
+                  or r["device"])
         lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
                      f"The paper trained far longer on a GPU (this run: {budget}).")
     return lines or ["- no model run yet"]
@@ -389,11 +391,17 @@ def main() -> int:
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the table and plots from the JSON; nothing is trained or "
                              "evaluated")
+    parser.add_argument("--merge", metavar="JSON",
+                        help="add the rows of another omniglot.json (e.g. from "
+                             "experiments/gpu/reproduce.py's results.tar.gz) to the table, "
+                             "replacing those of the same models; nothing is trained")
     args = parser.parse_args()
     if args.results:
         set_results(Path(args.results))
-    if args.table_only:
+    if args.table_only or args.merge:
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        if args.merge:
+            rows.update(json.loads(Path(args.merge).read_text()))
         write_table(rows)
         plot(rows)
         plot_curves(rows)

@@ -166,7 +166,18 @@ def main() -> int:
     parser.add_argument("--results", help="write the table, JSON and plot into this folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training setting for both conditions (relgraph train --set)")
+    parser.add_argument("--merge", metavar="JSON",
+                        help="add the rows of another omniglot_challenge.json (e.g. from "
+                             "experiments/gpu/reproduce.py) to the table; nothing is trained")
     args = parser.parse_args()
+    if args.merge:
+        if args.results:
+            set_results(Path(args.results))
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        rows.update(json.loads(Path(args.merge).read_text()))
+        write_table(rows)
+        plot(rows)
+        return 0
     global EVAL_SET
     EVAL_SET = data_dir(args.data) / "omniglot" / "full" / "images_evaluation.npz"
     if args.results:

@@ -14,8 +14,12 @@ come back from a device machine: ``reproduce.md`` (status of every job and both 
 ``results.tar.gz`` (``omniglot.md/.json/.png``, ``omniglot_curves.png``,
 ``omniglot_challenge.md/.json/.png``, the evaluation logs), ``runs-N.tar.gz`` (each run's
 ``checkpoint.pt``, ``last.pt``, ``metrics.csv``, ``config.yaml`` and training log; split to
-stay under 15 MB a file) and ``machine.txt``. Merge into the committed tables by copying the
-rows of ``omniglot.json`` / ``omniglot_challenge.json`` (their training segments say GPU).
+stay under 15 MB a file) and ``machine.txt``. Merge into the committed tables with
+``tar xzf results.tar.gz && python experiments/omniglot.py --merge results/omniglot.json``
+(and ``omniglot_challenge.py --merge results/omniglot_challenge.json``); each row's training
+segment names the GPU and how many runs shared it. A run stopped by the deadline continues
+from its returned folder (``runs-N.tar.gz`` unpacked into ``runs/omniglot``) with
+``experiments/omniglot.py --continue-to STEPS``.
 
 Speed settings, all off unless asked (the configs are the recipe): ``--amp {config,off,fp16,
 bf16}`` (the configs' ``train.amp: true`` means fp16 autocast on CUDA), ``--compile``
