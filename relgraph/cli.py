@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="query examples per class")
     p.add_argument("--episodes", type=int,
                    help="training episodes in all (steps = episodes / episodes_per_batch)")
-    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--steps", type=int,
+                   help="optimisation steps (more than a finished run in --out has: it "
+                        "continues that run to the larger budget)")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--val-every", type=int, help="validate every this many steps")
     p.add_argument("--seed", type=int, help="training seed")
