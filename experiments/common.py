@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,14 +47,17 @@ def data_dir(given: str | None = None) -> Path:
     return inside if inside.is_dir() else SHARED_DATA
 
 
+@functools.cache
 def training_cwd(data: Path) -> Path:
     """A working directory in which the configs' relative roots (``../shared/data/...``)
     reach ``data``: the project root when they already do, else a temporary folder beside a
     ``shared/data`` link to ``data``, so that a run's saved config is the same wherever the
-    data lie (and a run trained elsewhere can be continued here)."""
+    data lie (and a run trained elsewhere can be continued here). One folder per ``data`` in
+    this process, removed when it exits."""
     if SHARED_DATA.resolve() == data.resolve():
         return ROOT
     base = Path(tempfile.mkdtemp(prefix="relgraph-data-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     (base / "shared").mkdir()
     (base / "shared" / "data").symlink_to(data.resolve(), target_is_directory=True)
     (base / "cwd").mkdir()

@@ -83,3 +83,17 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     a = load_checkpoint(tmp_path / "cont" / "protonet_1shot" / "last.pt")
     b = load_checkpoint(tmp_path / "straight" / "protonet_1shot" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
+    """Data elsewhere (a device machine's copy): training runs in a folder beside a
+    shared/data link, so a run's saved config keeps the usual ../shared/data roots."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import common
+
+    data = tmp_path / "copy"
+    (data / "omniglot").mkdir(parents=True)
+    cwd = common.training_cwd(data)
+    assert (cwd / ".." / "shared" / "data" / "omniglot").resolve() == (data / "omniglot")
+    assert common.training_cwd(data) == cwd  # one folder per data folder
+    assert common.training_cwd(common.SHARED_DATA) == ROOT
