@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Where the configs' relative roots (``../shared/data/...``) point from the project root.
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def run_time(out: Path) -> tuple[float | None, int | None]:
@@ -14,3 +25,75 @@ def run_time(out: Path) -> tuple[float | None, int | None]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return (float(rows[-1]["time_s"]), int(rows[-1]["step"])) if rows else (None, None)
+
+
+def learning_curve(out: Path) -> list[list[float]]:
+    """``[[step, training minutes, validation accuracy], ...]`` from the run's metrics.csv
+    (minutes: the cumulative ``time_s`` of the training loop, validation included)."""
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [[int(r["step"]), round(float(r["time_s"]) / 60, 3), round(float(r["val_acc"]), 3)]
+                for r in csv.DictReader(f) if r.get("val_acc") not in (None, "")]
+
+
+def data_dir(given: str | None = None) -> Path:
+    """The shared data folder (holding ``omniglot/...``): ``given``, else ``$RELGRAPH_DATA``,
+    else ``shared/data`` inside the checkout, else ``../shared/data`` beside it."""
+    if given or os.environ.get("RELGRAPH_DATA"):
+        return Path(given or os.environ["RELGRAPH_DATA"]).expanduser().resolve()
+    inside = ROOT / "shared" / "data"
+    return inside if inside.is_dir() else SHARED_DATA
+
+
+@functools.cache
+def training_cwd(data: Path) -> Path:
+    """A working directory in which the configs' relative roots (``../shared/data/...``)
+    reach ``data``: the project root when they already do, else a temporary folder beside a
+    ``shared/data`` link to ``data``, so that a run's saved config is the same wherever the
+    data lie (and a run trained elsewhere can be continued here). One folder per ``data`` in
+    this process, removed when it exits."""
+    if SHARED_DATA.resolve() == data.resolve():
+        return ROOT
+    base = Path(tempfile.mkdtemp(prefix="relgraph-data-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    (base / "shared").mkdir()
+    (base / "shared" / "data").symlink_to(data.resolve(), target_is_directory=True)
+    (base / "cwd").mkdir()
+    return base / "cwd"
+
+
+def train(config: Path, out: Path, data: Path, *extra: str, log: Path | None = None,
+          env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen | None:
+    """``relgraph train --config CONFIG --out OUT --no-progress EXTRA...`` run where the
+    config's data roots reach ``data`` (:func:`training_cwd`); output to ``log`` if given.
+
+    Returns the process when ``wait`` is false (else waits and raises on failure).
+    """
+    cmd = [sys.executable, "-m", "relgraph.cli", "train", "--config", str(Path(config).resolve()),
+           "--out", str(Path(out).resolve()), "--no-progress", *extra]
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    stream = open(log, "a") if log is not None else None  # noqa: SIM115 (closed below)
+    try:
+        proc = subprocess.Popen(cmd, cwd=training_cwd(data), env=full_env, stdout=stream,
+                                stderr=subprocess.STDOUT if stream else None)
+    finally:
+        if stream is not None:
+            stream.close()  # the child holds its own copy
+    if not wait:
+        return proc
+    if proc.wait():
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return None
+
+
+def cpu_threads() -> int:
+    """The thread count a ``relgraph`` command uses here (``OMP_NUM_THREADS``, else the CPUs
+    this process may use)."""
+    from relgraph.threads import available_cpus
+
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(given) if given.isdigit() and int(given) > 0 else available_cpus()

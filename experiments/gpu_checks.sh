@@ -3,20 +3,16 @@
 #   1. tests/methods/test_cuda.py: every method, the kernels, training and evaluation on CUDA against
 #      the CPU (skipped on machines without CUDA, so CI never runs them);
 #   2. relgraph bench on CUDA: the graph methods on 20-way 5-shot 15-query episodes (n = 400)
-#      and the growth of their cost with n;
-#   3. optionally, cells of the Vinyals table (experiments/omniglot.py), given as arguments,
-#      each started only while more than CELL_MIN seconds of DEADLINE are left.
-# Usage: bash experiments/gpu_checks.sh OUT_DIR [cell ...]   e.g. ... /tmp/gpu maml:1 maml:5
-# Environment: DEADLINE (seconds from the start, default 540), CELL_MIN (default 150),
-# PYTHON (default python3).
+#      and the growth of their cost with n.
+# Training the Vinyals cells on a GPU is experiments/gpu/reproduce.sh (all models at once, within
+# 10 minutes); this script keeps to the checks (about 3 minutes).
+# Usage: bash experiments/gpu_checks.sh OUT_DIR
+# Environment: PYTHON (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: gpu_checks.sh OUT_DIR [cell ...]}
-shift
+out=${1:?usage: gpu_checks.sh OUT_DIR}
 mkdir -p "$out"
 py=${PYTHON:-python3}
-deadline=${DEADLINE:-540}
-cell_min=${CELL_MIN:-150}
 start=$SECONDS
 
 {
@@ -43,14 +39,3 @@ timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/methods/test_cuda.py 2>
 } > "$out/bench_cuda.txt" 2>&1
 echo "bench done after $((SECONDS - start)) s"
 
-for cell in "$@"; do
-  left=$((deadline - (SECONDS - start)))
-  if ((left < cell_min)); then
-    echo "skipping $cell: $left s left" | tee -a "$out/cells.log"
-    continue
-  fi
-  echo "== $cell ($left s left)" | tee -a "$out/cells.log"
-  timeout "$left" "$py" experiments/omniglot.py "$cell" >> "$out/cells.log" 2>&1
-  echo "rc=$? after $((SECONDS - start)) s" | tee -a "$out/cells.log"
-  cp experiments/results/omniglot.json "$out/omniglot.json"
-done

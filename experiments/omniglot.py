@@ -14,10 +14,24 @@ Usage (from the project root)::
     python experiments/omniglot.py protonet matching:5   # a method's 1- and 5-shot models, ...
     python experiments/omniglot.py --skip-training protonet:1   # re-evaluate a saved run
     python experiments/omniglot.py --skip-training --ways 20 maml:5   # one way count only
+    python experiments/omniglot.py --continue-to x2 protonet:1   # twice the budget, from its run
+    python experiments/omniglot.py --table-only   # rewrite the table and plots from the JSON
+    python experiments/omniglot.py --merge results/omniglot.json   # rows from a GPU run
 
 A cell's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml``; its run goes to
 ``runs/omniglot/<method>_<k>shot/``. The table goes to ``experiments/results/omniglot.md``
-(rows of models not run are kept), the plot to ``experiments/results/omniglot.png``.
+(rows of models not run are kept), the plot to ``experiments/results/omniglot.png``, the
+learning curves (validation accuracy against training minutes) to ``omniglot_curves.png``.
+
+Longer budgets: ``--continue-to STEPS`` (or ``xF``, F times the run's current steps) resumes a
+model's finished run from its ``last.pt`` with ``train.steps=STEPS`` instead of starting again
+(exact: with the configs' step schedules the result is that of a run started with ``STEPS``;
+the learning rate keeps halving every ``step_size`` steps). Each row records its training
+segments (steps, minutes, device), so the table shows the total compute of a model that was
+trained in several goes, on several machines.
+
+Data: ``--data DIR`` or ``$RELGRAPH_DATA`` (the folder holding ``omniglot/full``), default
+``../shared/data``.
 """
 
 from __future__ import annotations
@@ -25,20 +39,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import run_time
+from common import cpu_threads, data_dir, learning_curve, run_time
+from common import train as train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "omniglot" / "full"
 RESULTS = ROOT / "experiments" / "results"
 TABLE = RESULTS / "omniglot.md"
 STATE = RESULTS / "omniglot.json"
 PLOT = RESULTS / "omniglot.png"
+CURVES = RESULTS / "omniglot_curves.png"
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "tpn", "dpgn", "maml"]
 SHOTS = [1, 5]
 WAYS = (5, 20)
@@ -71,27 +86,96 @@ def parse_cells(args: list[str]) -> list[tuple[str, int]]:
     return cells
 
 
+def set_results(folder: Path) -> None:
+    """Write the table, JSON and plots into ``folder`` instead of experiments/results."""
+    global RESULTS, TABLE, STATE, PLOT, CURVES
+    folder.mkdir(parents=True, exist_ok=True)
+    RESULTS, TABLE, STATE = folder, folder / TABLE.name, folder / STATE.name
+    PLOT, CURVES = folder / PLOT.name, folder / CURVES.name
+
+
 def config_path(method: str, shots: int) -> Path:
     return ROOT / "experiments" / "configs" / f"omniglot_{method}_{shots}shot.yaml"
 
 
+def training_device() -> str:
+    """The device a ``relgraph train`` started here trains on (``train.device: auto``)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    threads = cpu_threads()
+    return f"CPU, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def continue_steps(target: str, out: Path) -> int:
+    """``--continue-to``: ``"4000"`` or ``"x2"`` (twice the steps of the run in ``out``)."""
+    if target.startswith("x"):
+        _, steps = run_time(out)
+        return round(float(target[1:]) * steps)
+    return int(target)
+
+
+def sets(overrides: tuple[str, ...]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def prior_segments(old: dict | None) -> list[dict]:
+    """The training segments of a table row; rows written before segments were recorded
+    had one, described by their ``train_steps`` / ``train_seconds`` / ``device``."""
+    if not old:
+        return []
+    if old.get("segments"):
+        return list(old["segments"])
+    return [{"steps": [0, old["train_steps"]], "minutes": round(old["train_seconds"] / 60, 2),
+             "device": old["device"]}]
+
+
 def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
-              episodes: int, ways_list: tuple[int, ...] = WAYS) -> dict:
+              episodes: int, ways_list: tuple[int, ...] = WAYS, data: Path | None = None,
+              continue_to: str | None = None, old: dict | None = None,
+              eval_device: str | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    """Train (or continue, or reuse) one model and evaluate its cells; returns its table row.
+
+    ``old`` is the model's previous row (its training segments are kept when the run is
+    continued or only re-evaluated); ``overrides`` are ``KEY=VALUE`` settings passed to
+    ``relgraph train --set``.
+    """
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_model
 
+    data = data or data_dir()
+    full = data / "omniglot" / "full"
     config = config_path(method, shots)
     out = out_root / f"{method}_{shots}shot"
-    if not skip_training:
-        cmd = [sys.executable, "-m", "relgraph.cli", "train", "--config", str(config),
-               "--out", str(out), "--no-resume", "--no-progress"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+    before_s, before_step = run_time(out)
+    if continue_to is not None:
+        if not (out / "last.pt").is_file():
+            sys.exit(f"{out / 'last.pt'} not found: nothing to continue; train {method}:{shots} "
+                     "first (without --continue-to), or pass --out")
+        steps = continue_steps(continue_to, out)
+        train_run(config, out, data, *sets(overrides), "--set", f"train.steps={steps}")
+        segments = prior_segments(old)
+        after_s, after_step = run_time(out)
+        if after_step != before_step:
+            segments.append({"steps": [before_step, after_step],
+                             "minutes": round((after_s - before_s) / 60, 2),
+                             "device": training_device()})
+    elif not skip_training:
+        train_run(config, out, data, "--no-resume", *sets(overrides))
+        after_s, after_step = run_time(out)
+        segments = [{"steps": [0, after_step], "minutes": round(after_s / 60, 2),
+                     "device": training_device()}]
+    else:
+        segments = prior_segments(old) if old and old.get("train_steps") == before_step else []
+        if not segments and before_step is not None:
+            segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
+                         "device": training_device() + " (assumed: the run's own record has "
+                                                       "no device)"}]
     model, ckpt = load_model(out / "checkpoint.pt")
-    test = build_dataset("omniglot", [DATA / "images_background.npz",
-                                      DATA / "images_evaluation.npz"],
+    test = build_dataset("omniglot", [full / "images_background.npz",
+                                      full / "images_evaluation.npz"],
                          split="test", rotations=True,
                          image_size=ckpt["preprocessing"]["image_size"])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = eval_device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     results = {}
     threads = torch.get_num_threads()
@@ -107,6 +191,7 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
             f"CPU, {threads} thread{'s' if threads > 1 else ''}",
+            "segments": segments, "curve": learning_curve(out),
             "torch": torch.__version__,
             "transductive": next(iter(results.values()))["transductive"], "results": results}
 
@@ -134,8 +219,9 @@ def shortfalls(rows: dict) -> list[str]:
                if r["best_step"] == r["train_steps"] else
                f"its validation accuracy peaked at step {r['best_step']} of "
                f"{r['train_steps']}, so more steps of this recipe alone are unlikely to close it")
-        budget = (f"{r['train_seconds'] / 60:.0f} min, {r['device']}"
-                  if r["train_seconds"] is not None else r["device"])
+        segments = prior_segments(r) if r["train_seconds"] is not None else []
+        budget = (" + ".join(f"{seg['minutes']:.0f} min, {seg['device']}" for seg in segments)
+                  or r["device"])
         lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
                      f"The paper trained far longer on a GPU (this run: {budget}).")
     return lines or ["- no model run yet"]
@@ -173,16 +259,41 @@ def write_table(rows: dict) -> None:
     lines += ["", "Papers: " + "; ".join(f"{m}: {PAPER[m][0]}" for m in METHODS
                                           if any(f"{m}:{k}" in rows for k in SHOTS)) + ".",
               "", "## Training budget", "",
-              "| model | config | steps | best val step (val acc) | training | device |",
+              "| model | config | steps | best val step (val acc) | training, total | "
+              "segments (steps: minutes, device) |",
               "|---|---|---|---|---|---|"]
     for key, r in rows.items():
-        secs = r["train_seconds"]
+        segments = prior_segments(r)
+        total = sum(seg["minutes"] for seg in segments)
+        parts = "; ".join(f"{a}-{b}: {m:.1f} min, {d}" for (a, b), m, d in
+                          ((seg["steps"], seg["minutes"], seg["device"]) for seg in segments))
         lines.append(f"| {key.replace(':', ' ')}-shot | `{r['config']}` | {r['train_steps']} | "
-                     f"{r['best_step']} ({r['best_val']:.2f}) | "
-                     f"{secs / 60:.1f} min | {r['device']} |")
-    lines += ["", "Training time: wall clock of the training loop incl. validation (metrics.csv). "
-              "Other jobs on the same machine slow it, so treat CPU times as upper bounds.",
-              "", "## Short of the papers", ""] + shortfalls(rows)
+                     f"{r['best_step']} ({r['best_val']:.2f}) | {total:.1f} min | {parts} |")
+    lines += ["", "Training time: wall clock of the training loop incl. validation (metrics.csv), "
+              "per segment: a model continued to a larger budget (`--continue-to`) resumed its "
+              "run from the last checkpoint, so its segments add up. Other jobs on the same "
+              "machine slow it, so treat CPU times as upper bounds.",
+              "", "## Learning curves", "",
+              "Validation accuracy (the validation characters, the checkpoint's selection "
+              "set, in each config's eval episodes: 20-way, 5-way for maml) at each "
+              "validation, against cumulative training minutes "
+              "(plot: `omniglot_curves.png`). Last gain: the change over the last two "
+              "validations.", "",
+              "| model | minutes: val acc (%) at each validation | last gain |", "|---|---|---|"]
+    missing = [f"{key.replace(':', ' ')}-shot" for key, r in rows.items() if not r.get("curve")]
+    for key, r in rows.items():
+        curve = r.get("curve") or []
+        if not curve:
+            continue
+        points = ", ".join(f"{m:.1f}: {a:.2f}" for _, m, a in curve)
+        gain = (f"{curve[-1][2] - curve[-2][2]:+.2f} in {curve[-1][1] - curve[-2][1]:.1f} min"
+                if len(curve) > 1 else "")
+        lines.append(f"| {key.replace(':', ' ')}-shot | {points} | {gain} |")
+    if missing:
+        lines += ["", f"Not recorded for {', '.join(missing)}: their rows were written before "
+                  "the learning curves were kept, and their run folders are not here; "
+                  "`--skip-training` on a run folder (or `--continue-to`) records it."]
+    lines += ["", "## Short of the papers", ""] + shortfalls(rows)
     devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
                       for r in rows.values()})
     lines += ["", f"Software per device: {'; '.join(devices)} ({platform.machine()}). CPU rows "
@@ -223,6 +334,42 @@ def plot(rows: dict) -> None:
     plt.close(fig)
 
 
+def plot_curves(rows: dict) -> None:
+    """Validation accuracy against training minutes, one panel per shot count (nothing is
+    written while no row has a learning curve)."""
+    if not any(r.get("curve") for r in rows.values()):
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from relgraph.viz import save_figure
+
+    fig, axes = plt.subplots(1, len(SHOTS), figsize=(5.2 * len(SHOTS), 3.6))
+    for ax, k in zip(axes, SHOTS, strict=True):
+        for i, m in enumerate(METHODS):
+            r = rows.get(f"{m}:{k}")
+            if not r or not r.get("curve"):
+                continue
+            minutes = [c[1] for c in r["curve"]]
+            acc = [c[2] for c in r["curve"]]
+            ax.plot(minutes, acc, marker=".", color=f"C{i}", label=m)
+            for seg in prior_segments(r)[1:]:  # where a continuation started
+                start = next((c[1] for c in r["curve"] if c[0] == seg["steps"][0]), None)
+                if start is not None:
+                    ax.axvline(start, color=f"C{i}", ls=":", lw=0.8)
+        ax.set_title(f"{k}-shot models (validation: 20-way, maml 5-way)")
+        ax.set_xlabel("training minutes (cumulative)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, CURVES)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="method or method:shots (default: all)")
@@ -233,9 +380,42 @@ def main() -> int:
                         help="evaluate only these ways (repeatable; default 5 and 20); the "
                              "model's other cells already in the table are kept, so two "
                              "processes can evaluate one model's cells in parallel")
+    parser.add_argument("--continue-to", metavar="STEPS|xF",
+                        help="continue each model's finished run from its last.pt to STEPS "
+                             "steps (or F times its current steps) instead of starting again")
+    parser.add_argument("--data", help="the shared data folder holding omniglot/full "
+                                       "(default: $RELGRAPH_DATA, else ../shared/data)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training setting for every model (relgraph train --set), e.g. "
+                             "for a quick check; the configs stay the recorded recipe")
+    parser.add_argument("--results", help="write the table, JSON and plots into this folder "
+                                          "(default: experiments/results)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the table and plots from the JSON; nothing is trained or "
+                             "evaluated")
+    parser.add_argument("--merge", metavar="JSON",
+                        help="add the rows of another omniglot.json (e.g. from "
+                             "experiments/gpu/reproduce.py's results.tar.gz) to the table, "
+                             "replacing those of the same models; nothing is trained")
     args = parser.parse_args()
-    if not (DATA / "images_evaluation.npz").is_file():
-        sys.exit(f"full Omniglot not found at {DATA}; this experiment needs ../shared/data")
+    if args.results:
+        set_results(Path(args.results))
+    if args.table_only or args.merge:
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        if args.merge:
+            rows.update(json.loads(Path(args.merge).read_text()))
+        write_table(rows)
+        plot(rows)
+        plot_curves(rows)
+        return 0
+    data = data_dir(args.data)
+    if not (data / "omniglot" / "full" / "images_evaluation.npz").is_file():
+        sys.exit(f"full Omniglot not found at {data / 'omniglot' / 'full'}; this experiment "
+                 "needs the shared data (--data DIR or RELGRAPH_DATA=DIR)")
+    if args.continue_to and args.skip_training:
+        sys.exit("--continue-to trains; it cannot go with --skip-training")
+    if args.continue_to and not re.fullmatch(r"x\d+(\.\d+)?|\d+", args.continue_to):
+        sys.exit(f"--continue-to expects STEPS or xF (e.g. 4000 or x2), got {args.continue_to!r}")
     cells = parse_cells(args.models)
     missing = [str(config_path(m, k).relative_to(ROOT)) for m, k in cells
                if not config_path(m, k).is_file()]
@@ -244,7 +424,8 @@ def main() -> int:
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for method, shots in cells:
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
-                        tuple(args.ways or WAYS))
+                        tuple(args.ways or WAYS), data, args.continue_to,
+                        rows.get(f"{method}:{shots}"), overrides=tuple(args.set))
         # re-read before writing: several invocations may fill the table in parallel
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         old = rows.get(f"{method}:{shots}")
@@ -253,6 +434,7 @@ def main() -> int:
         rows[f"{method}:{shots}"] = row
         write_table(rows)
         plot(rows)
+        plot_curves(rows)
         for cell, res in rows[f"{method}:{shots}"]["results"].items():
             print(f"{method} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
     return 0

@@ -21,7 +21,9 @@ Usage (from the project root)::
     python experiments/omniglot_challenge.py --skip-training full   # re-evaluate a saved run
 
 Runs go to ``runs/omniglot_challenge/<condition>/``; results to
-``experiments/results/omniglot_challenge.md`` / ``.json`` / ``.png``.
+``experiments/results/omniglot_challenge.md`` / ``.json`` / ``.png`` (``--results DIR`` for
+another folder). Data: ``--data DIR`` or ``$RELGRAPH_DATA`` (the folder holding ``omniglot/``),
+default ``../shared/data``.
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import run_time
+from common import data_dir, learning_curve, run_time
+from common import train as train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_SET = ROOT.parent / "shared" / "data" / "omniglot" / "full" / "images_evaluation.npz"
+EVAL_SET = data_dir() / "omniglot" / "full" / "images_evaluation.npz"
 RESULTS = ROOT / "experiments" / "results"
 TABLE = RESULTS / "omniglot_challenge.md"
 STATE = RESULTS / "omniglot_challenge.json"
@@ -55,16 +57,24 @@ ANCHORS = [
 ]
 
 
-def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int) -> dict:
+def set_results(folder: Path) -> None:
+    """Write the table, JSON and plot into ``folder`` instead of experiments/results."""
+    global RESULTS, TABLE, STATE, PLOT
+    folder.mkdir(parents=True, exist_ok=True)
+    RESULTS, TABLE, STATE, PLOT = (folder, folder / TABLE.name, folder / STATE.name,
+                                   folder / PLOT.name)
+
+
+def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
+                  overrides: tuple[str, ...] = ()) -> dict:
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_model
 
     config = ROOT / "experiments" / "configs" / f"omniglot_challenge_{name}.yaml"
     out = out_root / name
     if not skip_training:
-        cmd = [sys.executable, "-m", "relgraph.cli", "train", "--config", str(config),
-               "--out", str(out), "--no-resume", "--no-progress"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        sets = [a for item in overrides for a in ("--set", item)]
+        train_run(config, out, EVAL_SET.parents[2], "--no-resume", *sets)
     model, ckpt = load_model(out / "checkpoint.pt")
     test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,7 +89,7 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int)
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
             f"CPU, {torch.get_num_threads()} threads",
-            "error": 100.0 - res["accuracy"], "result": res}
+            "error": 100.0 - res["accuracy"], "result": res, "curve": learning_curve(out)}
 
 
 def write_table(rows: dict) -> None:
@@ -110,7 +120,15 @@ def write_table(rows: dict) -> None:
               "", "Configs: `experiments/configs/omniglot_challenge_<condition>.yaml` "
               f"(each trains with `relgraph train --config ...`). Machine: torch "
               f"{torch.__version__}, {platform.machine()}. Plot: `omniglot_challenge.png`.",
-              "", "Reproduce: `python experiments/omniglot_challenge.py [full|minimal]`.", ""]
+              "", "Reproduce: `python experiments/omniglot_challenge.py [full|minimal]`.", "",
+              "## Learning curves", "",
+              "Validation accuracy (%, the held-out background alphabets) at each validation, "
+              "against cumulative training minutes:", ""]
+    for name, r in rows.items():
+        curve = r.get("curve") or []
+        lines.append(f"- {name}: " + (", ".join(f"{m:.1f} min {a:.2f}" for _, m, a in curve)
+                                      if curve else "not recorded"))
+    lines.append("")
     atomic_write_text(TABLE, "\n".join(lines))
     atomic_write_text(STATE, json.dumps(rows, indent=2) + "\n")
 
@@ -146,24 +164,37 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "omniglot_challenge"))
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--rewrite", action="store_true",
-                        help="only rewrite the table and plot from the saved results (no "
-                             "training, no evaluation)")
+    parser.add_argument("--data", help="the shared data folder holding omniglot/ (default: "
+                                       "$RELGRAPH_DATA, else ../shared/data)")
+    parser.add_argument("--results", help="write the table, JSON and plot into this folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training setting for both conditions (relgraph train --set)")
+    parser.add_argument("--merge", metavar="JSON",
+                        help="add the rows of another omniglot_challenge.json (e.g. from "
+                             "experiments/gpu/reproduce.py) to the table; nothing is trained")
     args = parser.parse_args()
-    if args.rewrite:
-        rows = json.loads(STATE.read_text())
+    if args.merge:
+        if args.results:
+            set_results(Path(args.results))
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        rows.update(json.loads(Path(args.merge).read_text()))
         write_table(rows)
         plot(rows)
         return 0
+    global EVAL_SET
+    EVAL_SET = data_dir(args.data) / "omniglot" / "full" / "images_evaluation.npz"
+    if args.results:
+        set_results(Path(args.results))
     if not EVAL_SET.is_file():
-        sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs "
-                 "../shared/data")
+        sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs the "
+                 "shared data (--data DIR or RELGRAPH_DATA=DIR)")
     unknown = [c for c in args.conditions if c not in CONDITIONS]
     if unknown:
         sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for name in args.conditions or list(CONDITIONS):
-        rows[name] = run_condition(name, Path(args.out), args.skip_training, args.episodes)
+        rows[name] = run_condition(name, Path(args.out), args.skip_training, args.episodes,
+                                   tuple(args.set))
         write_table(rows)
         plot(rows)
         r = rows[name]

@@ -1,6 +1,16 @@
 """relgraph: graph-based relational few-shot learning. Every episode is a graph."""
 
-from relgraph.data import (
+import os as _os
+import sys as _sys
+
+from relgraph.threads import command_line_wait_policy as _wait_policy
+
+# Before torch loads its OpenMP: the relgraph command's threads sleep when idle (see
+# relgraph.threads.command_line_wait_policy); library users keep their own settings.
+if _wait_policy(getattr(_sys, "orig_argv", _sys.argv), _sys.argv, _os.environ, _sys.modules):
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+from relgraph.data import (  # noqa: E402
     Episode,
     EpisodeSampler,
     FewShotDataset,

@@ -356,13 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Graph-based relational few-shot learning: every episode is a graph."))
     parser.add_argument("--version", action="version", version=f"relgraph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads of torch's operations (default: OMP_NUM_THREADS if "
+                             "set, else the CPUs this process may use: its affinity mask, "
+                             "capped by the cgroup CPU quota)")
 
-    p = sub.add_parser("data", help="count the classes, examples and alphabets of a dataset")
+    p = sub.add_parser(
+        "data", parents=[common], help="count the classes, examples and alphabets of a dataset")
     _add_data_args(p)
     p.add_argument("--json", action="store_true", help="print JSON: classes, examples, alphabets")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("train", help="train a few-shot method on episodes")
+    p = sub.add_parser(
+        "train", parents=[common], help="train a few-shot method on episodes")
     p.add_argument("--config", help="YAML experiment file (flags below override it)")
     p.add_argument("--method", help="registered method, e.g. protonet")
     p.add_argument("--backbone", help="registered backbone, e.g. conv4")
@@ -372,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="query examples per class")
     p.add_argument("--episodes", type=int,
                    help="training episodes in all (steps = episodes / episodes_per_batch)")
-    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--steps", type=int,
+                   help="optimisation steps (more than a finished run in --out has: it "
+                        "continues that run to the larger budget)")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--val-every", type=int, help="validate every this many steps")
     p.add_argument("--seed", type=int, help="training seed")
@@ -386,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on fixed, seeded episodes")
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="evaluate a checkpoint on fixed, seeded episodes")
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint.pt from relgraph train, or its run folder")
     _add_data_args(p, required=False, split_help=(
@@ -424,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "predict", help="classify new images, feature rows or texts from a few labelled ones",
+        "predict", parents=[common],
+        help="classify new images, feature rows or texts from a few labelled ones",
         description="Classify every image under --query from the labelled images under "
                     "--support, read as the checkpoint's training images were (size, channels, "
                     "polarity). Images of the other polarity (dark ink on white paper for a "
@@ -465,14 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bar (while texts are encoded)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", help="the main job on the embedded glyphs data")
+    p = sub.add_parser(
+        "demo", parents=[common], help="the main job on the embedded glyphs data")
     p.add_argument("--out", default="relgraph-demo", help="report folder (default: relgraph-demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--quick", action="store_true", help="a very short run, for smoke tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="episodes per second and peak memory of a method")
+    p = sub.add_parser(
+        "bench", parents=[common], help="episodes per second and peak memory of a method")
     p.add_argument("--method", required=True, help="registered method, e.g. protonet")
     p.add_argument("--backbone", default="conv4", help="registered backbone (default: conv4)")
     p.add_argument("--ways", type=int, default=5, help="classes per episode (default 5)")
@@ -552,6 +565,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning(args.command)
     try:
+        from relgraph.threads import configure_threads
+
+        configure_threads(args.threads)
         return int(args.func(args) or 0)
     except (ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

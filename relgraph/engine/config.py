@@ -112,7 +112,12 @@ class TrainConfig:
         patience: stop after this many validations without improvement (0: never stop early).
         seed: seed of the training episodes and of the model's initialisation.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
-        amp: mixed precision on GPU (fp16 autocast with loss scaling); ignored on CPU.
+        amp: mixed precision on GPU (autocast in ``amp_dtype``); ignored on CPU.
+        amp_dtype: ``"float16"`` (with loss scaling) or ``"bfloat16"`` (float32's range, no
+            loss scaling; Ampere GPUs and later).
+        compile: run the training step's forward and loss through ``torch.compile`` (speed
+            only: a resumed run may turn it on or off). Training episodes keep one shape, so
+            it compiles once; validation runs uncompiled.
         grad_clip: clip the gradient norm to this value (0: off).
         within_alphabet: draw all classes of a training episode from one alphabet (harder
             episodes, as in the Omniglot challenge; needs a dataset with alphabets).
@@ -150,6 +155,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = field(default="float16", metadata={"choices": ("float16", "bfloat16")})
+    compile: bool = False
     grad_clip: float = field(default=0.0, metadata=_AT_LEAST_0)
     within_alphabet: bool = False
     init_from: str | None = None

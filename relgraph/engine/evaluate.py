@@ -48,10 +48,21 @@ def confidence_interval(accuracies: Tensor) -> float:
     return float(1.96 * accuracies.double().std(unbiased=False) / math.sqrt(e))
 
 
-def autocast_context(device: torch.device, amp: bool):  # noqa: ANN201
-    """fp16 autocast on CUDA when ``amp``; a no-op elsewhere."""
-    enabled = amp and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
+def autocast_context(device: torch.device, amp: bool | str):  # noqa: ANN201
+    """Autocast on CUDA when ``amp``: ``True`` or ``"float16"`` for fp16, ``"bfloat16"`` for
+    bf16; a no-op elsewhere (and for ``False``).
+
+    Raises:
+        ValueError: ``amp`` is another string.
+    """
+    if isinstance(amp, str):
+        if amp not in ("float16", "bfloat16"):
+            raise ValueError(f"amp: expected a bool, 'float16' or 'bfloat16', got {amp!r}")
+        dtype = getattr(torch, amp)
+    else:
+        dtype = torch.float16
+    enabled = bool(amp) and torch.device(device).type == "cuda"
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=enabled)
 
 
 @torch.no_grad()
@@ -65,7 +76,7 @@ def episode_accuracies(
     seed: int = 0,
     episodes_per_batch: int = 20,
     device: torch.device | str = "cpu",
-    amp: bool = False,
+    amp: bool | str = False,
     progress: bool = False,
     within_alphabet: bool = False,
     tta: int = 1,
@@ -194,7 +205,7 @@ def evaluate(
     seed: int = 0,
     episodes_per_batch: int = 20,
     device: torch.device | str = "cpu",
-    amp: bool = False,
+    amp: bool | str = False,
     progress: bool = False,
     within_alphabet: bool = False,
     tta: int = 1,

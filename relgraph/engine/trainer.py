@@ -17,6 +17,11 @@ model, optimiser, scheduler and RNG states are restored, so an interrupted run (
 Ctrl-C save ``last.pt`` after the current step, so nothing since the last validation is lost;
 a lock file (``.lock``) keeps a second run out of the folder while one trains.
 
+A finished run continues to a larger budget the same way: resume it with a larger
+``train.steps``. With a step schedule (or none) the continued run equals a run started with
+the larger budget (plus a validation row at the old last step); a cosine schedule is stretched
+to the new length, which a straight run's first steps never had (see :func:`_fit_schedule`).
+
 The loop is built from small pieces, each usable on its own (the tests drive them directly):
 
 - :func:`setup` checks the config and builds what stays fixed (:class:`TrainRun`: data,
@@ -355,6 +360,7 @@ class TrainRun:
         sampler: the training episodes (batch ``t`` is a pure function of ``(seed, t)``).
         augment: the training images' random affine warps (possibly inactive).
         use_amp: mixed precision (CUDA and ``train.amp`` only).
+        amp_dtype: its dtype, ``"float16"`` or ``"bfloat16"`` (``train.amp_dtype``).
     """
 
     config: Config
@@ -366,10 +372,22 @@ class TrainRun:
     sampler: EpisodeSampler
     augment: AffineAugment
     use_amp: bool
+    amp_dtype: str = "float16"
 
     @property
     def device(self) -> torch.device:
         return self.info.device
+
+    @property
+    def amp(self) -> bool | str:
+        """What :func:`~relgraph.engine.evaluate.autocast_context` takes: ``False`` or the
+        autocast dtype's name."""
+        return self.amp_dtype if self.use_amp else False
+
+    @property
+    def loss_scaling(self) -> bool:
+        """Whether gradients are scaled (float16 autocast only; bfloat16 needs none)."""
+        return self.use_amp and self.amp_dtype == "float16"
 
 
 def _no_best() -> dict[str, Any]:
@@ -552,7 +570,8 @@ def setup(config: Config, out: str | Path, fit_validation: bool = False) -> Trai
     config = features_backbone(config, preprocessing)
     return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
                     preprocessing=preprocessing, sampler=sampler,
-                    augment=augment, use_amp=t.amp and info.device.type == "cuda")
+                    augment=augment, use_amp=t.amp and info.device.type == "cuda",
+                    amp_dtype=t.amp_dtype)
 
 
 def build_state(run: TrainRun) -> TrainState:
@@ -575,7 +594,7 @@ def build_state(run: TrainRun) -> TrainState:
     model.to(run.device)
     optimizer = _optimizer(config, _param_groups(model, t.lr, t.backbone_lr_scale))
     return TrainState(model=model, optimizer=optimizer, scheduler=_scheduler(config, optimizer),
-                      scaler=torch.amp.GradScaler("cuda", enabled=run.use_amp))
+                      scaler=torch.amp.GradScaler("cuda", enabled=run.loss_scaling))
 
 
 def resume_from_last(run: TrainRun, state: TrainState) -> bool:
@@ -594,10 +613,15 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     if _resumable_config(saved.get("config")) != _resumable_config(run.config.to_dict()):
         raise ValueError(f"{last} was written by a different configuration; use another "
                          "--out folder, or pass resume=False (--no-resume) to start over")
+    if isinstance(saved.get("step"), int) and saved["step"] > run.config.train.steps:
+        raise ValueError(f"{last} is at step {saved['step']}, past train.steps="
+                         f"{run.config.train.steps}; a run can continue to a larger budget, "
+                         "not a smaller one")
     try:
         state.model.load_state_dict(saved["model"])
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
+        _fit_schedule(run.config, state)
         state.scaler.load_state_dict(saved["scaler"])
         state.step, state.history, state.best, state.bad = (
             saved["step"], saved["history"], saved["best"], saved["bad"])
@@ -612,14 +636,46 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     return True
 
 
+def _fit_schedule(config: Config, state: TrainState) -> None:
+    """Fit a resumed learning-rate schedule to ``train.steps`` when the budget changed.
+
+    A step schedule does not depend on ``train.steps`` (x ``gamma`` every ``step_size`` steps),
+    so a run continued from ``N`` to ``M`` steps follows exactly the schedule of a run started
+    with ``M`` steps. A cosine schedule does: it is stretched to the new ``T_max = M`` and the
+    learning rate set to the longer cosine's value at the current step, so the rest of the run
+    follows a straight ``M``-step run's learning rates; the first ``N`` steps followed the
+    shorter cosine, which ended near 0, so the learning rate jumps back up at the continuation
+    and the weights differ from a straight ``M``-step run's.
+    """
+    scheduler = state.scheduler
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    t_max = max(1, config.train.steps)
+    if scheduler.T_max == t_max:
+        return
+    logger.info("continuing to %d steps: the cosine schedule of %d steps is stretched to %d "
+                "(learning rate at step %d set to the longer schedule's)", t_max,
+                scheduler.T_max, t_max, state.step)
+    scheduler.T_max = t_max
+    epoch = scheduler.last_epoch
+    lrs = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * epoch / t_max))
+           / 2 for base in scheduler.base_lrs]
+    for group, lr in zip(state.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports
+
+
 def _resumable_config(data: Any) -> Any:
-    """A saved config with its defaults filled in, less the settings a resumed run may change
-    (``train.on_nonfinite``: a run stopped by a NaN loss may resume skipping such steps)."""
+    """A saved config with its defaults filled in, less the settings a resumed run may change:
+    ``train.on_nonfinite`` (a run stopped by a NaN loss may resume skipping such steps),
+    ``train.steps`` (a run may continue to a larger budget; see :func:`_fit_schedule`) and
+    ``train.compile`` (speed only)."""
     try:
         data = Config.from_dict(data).to_dict()
     except (ValueError, TypeError):
         return data
-    data["train"].pop("on_nonfinite", None)
+    for key in ("on_nonfinite", "steps", "compile"):
+        data["train"].pop(key, None)
     return data
 
 
@@ -632,12 +688,15 @@ def write_config(run: TrainRun) -> None:
 
 
 def loss_runner(run: TrainRun, model: FewShotMethod) -> nn.Module:
-    """``model.loss`` as a module, wrapped in DistributedDataParallel under torchrun."""
+    """``model.loss`` as a module, wrapped in DistributedDataParallel under torchrun and
+    compiled with ``torch.compile`` when ``train.compile`` is on."""
     runner: nn.Module = _LossModule(model)
     if run.info.distributed:
         device = run.device
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[device.index] if device.type == "cuda" else None)
+    if run.config.train.compile:
+        runner = torch.compile(runner)
     return runner
 
 
@@ -669,7 +728,7 @@ def train_step(run: TrainRun, state: TrainState, runner: nn.Module) -> float:
     # a skipped step must not keep what its forward pass did to BatchNorm statistics
     buffers = ([b.detach().clone() for b in state.model.buffers()]
                if run.config.train.on_nonfinite == "skip" else [])
-    with autocast_context(run.device, run.use_amp):
+    with autocast_context(run.device, run.amp):
         loss, logits = runner(episode)
     if not _all_finite(run, loss):
         if run.config.train.on_nonfinite == "skip":
@@ -776,7 +835,7 @@ def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
     if run.val_ds is not None:
         res = evaluate(state.model, run.val_ds, v.ways, v.shots, v.queries, t.val_episodes,
                        seed=VAL_SEED, episodes_per_batch=v.episodes_per_batch,
-                       device=run.device, amp=run.use_amp, within_alphabet=v.within_alphabet,
+                       device=run.device, amp=run.amp, within_alphabet=v.within_alphabet,
                        unlabelled=v.unlabelled, distractors=v.distractors)
         row["val_acc"], row["val_ci95"] = res["accuracy"], res["ci95"]
         improved = res["accuracy"] > state.best["val_acc"]

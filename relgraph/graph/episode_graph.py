@@ -137,7 +137,10 @@ class EpisodeGraph:
         device, n = x.device, s + u + q
         labels = torch.full((b, n), UNLABELLED, dtype=torch.long, device=device)
         labels[:, :s] = support_labels.to(device)
-        if s and (int(support_labels.min()) < 0 or int(support_labels.max()) >= n_way):
+        # checked eagerly; under torch.compile (train.compile) the check would split the graph
+        # at the host read, and the training episodes' labels are the sampler's own
+        if s and not torch.compiler.is_compiling() and (
+                int(support_labels.min()) < 0 or int(support_labels.max()) >= n_way):
             raise ValueError(f"support labels must lie in 0..{n_way - 1} (n_way={n_way}), got "
                              f"{int(support_labels.min())}..{int(support_labels.max())}")
         is_query = torch.zeros(b, n, dtype=torch.bool, device=device)

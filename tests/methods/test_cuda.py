@@ -85,3 +85,17 @@ def test_train_and_evaluate_on_cuda(tmp_path):
     ds = build_dataset("tensors", [data])
     res = evaluate(model, ds, ways=3, shots=1, queries=2, episodes=10, device="cuda")
     assert 0 <= res["accuracy"] <= 100
+
+
+@pytest.mark.parametrize("speed", [{"amp_dtype": "bfloat16"}, {"compile": True}])
+def test_speed_settings_on_cuda(tmp_path, speed):
+    """bf16 autocast (no loss scaling) and torch.compile train a finite model; a compiled run
+    resumes uncompiled (train.compile may change on resume)."""
+    data = make_tiny_data(tmp_path / "tiny.pt")
+    config = tiny_config(data, device="cuda", **speed)
+    part = train(config, tmp_path / "run", progress=False, stop_after=3)
+    assert part["step"] == 3
+    result = train(tiny_config(data, device="cuda", **{**speed, "compile": False}),
+                   tmp_path / "run", progress=False)
+    assert result["finished"] and all(torch.isfinite(torch.tensor(r["train_loss"]))
+                                      for r in result["history"])

@@ -1,0 +1,419 @@
+"""Train every Vinyals model and both Omniglot challenge configs at once on one GPU, evaluate.
+
+The 12 models of ``experiments/omniglot.py`` (``omniglot_<method>_<k>shot.yaml``) and the two
+of ``experiments/omniglot_challenge.py`` (``omniglot_challenge_{full,minimal}.yaml``) train to
+their configs' full budgets as concurrent processes on one GPU (one CPU thread each), each
+evaluated as soon as it finishes, exactly as those scripts evaluate (``--skip-training`` on the
+run). Made for a lent GPU's first call: a fixed deadline (``--deadline``, seconds from the
+start) stops the trainings still running early enough to evaluate them (SIGTERM: each saves
+``last.pt`` and keeps its best checkpoint; the table then says at which step it stopped, and
+``experiments/omniglot.py --continue-to`` can finish it later from the returned run).
+
+Outputs (in ``--out``, else ``$OUT``, else ``runs/reproduce/out``), few files so that they
+come back from a device machine: ``reproduce.md`` (status of every job and both tables),
+``results.tar.gz`` (``omniglot.md/.json/.png``, ``omniglot_curves.png``,
+``omniglot_challenge.md/.json/.png``, the evaluation logs), ``runs-N.tar.gz`` (each run's
+``checkpoint.pt``, ``last.pt``, ``metrics.csv``, ``config.yaml`` and training log; split to
+stay under 15 MB a file) and ``machine.txt``. Merge into the committed tables with
+``tar xzf results.tar.gz && python experiments/omniglot.py --merge results/omniglot.json``
+(and ``omniglot_challenge.py --merge results/omniglot_challenge.json``); each row's training
+segment names the GPU and how many runs shared it. A run stopped by the deadline continues
+from its returned folder (``runs-N.tar.gz`` unpacked into ``runs/omniglot``) with
+``experiments/omniglot.py --continue-to STEPS``.
+
+Speed settings, all off unless asked (the configs are the recipe): ``--amp {config,off,fp16,
+bf16}`` (the configs' ``train.amp: true`` means fp16 autocast on CUDA), ``--compile``
+(``train.compile``), ``--set KEY=VALUE`` (any training setting, e.g.
+``train.episodes_per_batch``, which changes the recipe and is recorded in the run's config).
+
+``--smoke``: two models and the minimal challenge config, 4 steps each, on the CPU, 10
+evaluation episodes: checks the whole script (launch, deadline, evaluation, packing) anywhere.
+
+Usage (from the project root; see ``reproduce.sh`` for the device call)::
+
+    python experiments/gpu/reproduce.py --data ../shared/data
+    python experiments/gpu/reproduce.py --smoke --out /tmp/repro
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT))
+
+from common import data_dir, run_time  # noqa: E402
+from common import train as start_training  # noqa: E402
+
+METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "maml"]
+#: Models of the table that no paper reports on Omniglot: trained only when --models names them.
+EXTRA = ["tpn", "dpgn"]
+CHALLENGE = ["full", "minimal"]
+#: A file that comes back from the device machine must stay under 16 MiB, all under 64 MiB.
+ARCHIVE_LIMIT = 15 * 2**20
+RUNS_LIMIT = 56 * 2**20
+SMOKE_SETS = ["train.steps=4", "train.val_every=2", "train.val_episodes=4", "train.device=cpu"]
+
+
+@dataclass
+class Job:
+    """One model: its config, run folder, training and evaluation processes."""
+
+    name: str  # "protonet:1" or "challenge:full"
+    config: Path
+    run: Path
+    train: subprocess.Popen | None = None
+    evaluate: subprocess.Popen | None = None
+    started: float = 0.0
+    trained_s: float | None = None
+    stopped: str | None = None  # why training ended early, if it did
+    train_rc: int | None = None
+    eval_rc: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_challenge(self) -> bool:
+        return self.name.startswith("challenge:")
+
+
+def jobs_for(models: list[str], challenge: list[str], runs: Path) -> list[Job]:
+    jobs = []
+    for model in models:
+        method, _, shots = model.partition(":")
+        jobs.append(Job(model, ROOT / "experiments" / "configs" /
+                        f"omniglot_{method}_{shots}shot.yaml", runs / f"{method}_{shots}shot"))
+    for cond in challenge:
+        jobs.append(Job(f"challenge:{cond}", ROOT / "experiments" / "configs" /
+                        f"omniglot_challenge_{cond}.yaml", runs / "challenge" / cond))
+    return jobs
+
+
+def check_data(data: Path, jobs: list[Job]) -> str | None:
+    """What is missing under ``data`` for these jobs, in one line, or ``None``."""
+    need = [data / "omniglot" / "full" / "images_background.npz",
+            data / "omniglot" / "full" / "images_evaluation.npz"]
+    if any(j.name == "challenge:minimal" for j in jobs):
+        need.append(data / "omniglot" / "images_background_small1.zip")
+    missing = [str(p) for p in need if not p.is_file()]
+    if missing:
+        return (f"reproduce: the Omniglot data are not where --data / $RELGRAPH_DATA point "
+                f"({data}); missing: {', '.join(missing)}")
+    return None
+
+
+def training_sets(args: argparse.Namespace) -> list[str]:
+    sets = list(SMOKE_SETS if args.smoke else [])
+    if args.amp == "off":
+        sets.append("train.amp=false")
+    elif args.amp in ("fp16", "bf16"):
+        sets += ["train.amp=true",
+                 f"train.amp_dtype={'float16' if args.amp == 'fp16' else 'bfloat16'}"]
+    if args.compile:
+        sets.append("train.compile=true")
+    return sets + args.set
+
+
+def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
+                       episodes: int) -> list[str]:
+    if job.is_challenge:
+        script, target, out = "omniglot_challenge.py", job.name.split(":")[1], runs / "challenge"
+    else:
+        script, target, out = "omniglot.py", job.name, runs
+    cmd = [sys.executable, str(ROOT / "experiments" / script), "--skip-training", "--out",
+           str(out), "--data", str(data), "--results", str(results / job.name.replace(":", "_")),
+           "--episodes", str(episodes), target]
+    return cmd
+
+
+def machine_text() -> str:
+    import torch
+
+    lines = [f"python {platform.python_version()}, torch {torch.__version__}, "
+             f"{os.cpu_count()} CPUs, {platform.machine()}"]
+    if torch.cuda.is_available():
+        lines.append(f"CUDA {torch.version.cuda}: {torch.cuda.get_device_name()}")
+    try:
+        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        lines.append(smi.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        lines.append("no nvidia-smi")
+    return "\n".join(x for x in lines if x) + "\n"
+
+
+def start_mps(log: Path) -> str:
+    """Start the CUDA MPS daemon (kernels of the processes then share the GPU at once)."""
+    if not shutil.which("nvidia-cuda-mps-control"):
+        return "MPS: nvidia-cuda-mps-control not found; processes time-share the GPU"
+    rc = subprocess.run(["nvidia-cuda-mps-control", "-d"], capture_output=True, text=True)
+    log.write_text(rc.stdout + rc.stderr)
+    return f"MPS: started (rc {rc.returncode})"
+
+
+def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, logs: Path,
+            evals: Path, started: float) -> None:
+    """Train all jobs at once; evaluate each as its training ends; stop training at the
+    deadline less the evaluation reserve."""
+    sets = [a for s in training_sets(args) for a in ("--set", s)]
+    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    for job in jobs:
+        job.run.parent.mkdir(parents=True, exist_ok=True)
+        job.started = time.monotonic()
+        job.train = start_training(job.config, job.run, data, "--no-resume", *sets,
+                                   log=logs / f"train_{job.name.replace(':', '_')}.log",
+                                   env=env, wait=False)
+    stop_at = started + args.deadline - args.eval_reserve
+    evaluating: list[Job] = []
+    while True:
+        now = time.monotonic()
+        for job in jobs:
+            if job.train is not None and job.train_rc is None:
+                rc = job.train.poll()
+                if rc is None and now >= stop_at and job.stopped is None:
+                    job.train.send_signal(signal.SIGTERM)
+                    job.stopped = f"stopped by the deadline after {now - job.started:.0f} s"
+                    print(f"{job.name}: {job.stopped}", flush=True)
+                    continue
+                if rc is None:
+                    continue
+                job.train_rc, job.trained_s = rc, time.monotonic() - job.started
+                print(f"{job.name}: training ended (rc {rc}) after {job.trained_s:.0f} s",
+                      flush=True)
+                if (job.run / "checkpoint.pt").is_file():
+                    cmd = evaluation_command(job, runs, data, evals, args.episodes)
+                    with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
+                        job.evaluate = subprocess.Popen(
+                            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **env})
+                    evaluating.append(job)
+                else:
+                    job.notes.append("no checkpoint.pt: nothing to evaluate")
+        for job in evaluating:
+            if job.eval_rc is None and job.evaluate.poll() is not None:
+                job.eval_rc = job.evaluate.returncode
+                print(f"{job.name}: evaluation ended (rc {job.eval_rc}) at "
+                      f"{time.monotonic() - started:.0f} s", flush=True)
+        if all(j.train_rc is not None for j in jobs) and \
+                all(j.eval_rc is not None for j in evaluating):
+            return
+        if time.monotonic() - started > args.deadline:
+            for job in evaluating:
+                if job.eval_rc is None:
+                    job.evaluate.kill()
+                    job.eval_rc = -9
+                    job.notes.append("evaluation killed at the deadline")
+            for job in jobs:
+                if job.train_rc is None:
+                    job.train.kill()
+                    job.train_rc = -9
+                    job.notes.append("training killed at the deadline")
+            return
+        time.sleep(0.5)
+
+
+def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
+                  concurrent: int) -> tuple[dict, dict]:
+    """One ``omniglot.json`` and one ``omniglot_challenge.json`` (and their tables and plots)
+    from the per-job evaluations, each row's training recorded as one GPU segment."""
+    import omniglot
+    import omniglot_challenge
+
+    rows, challenge = {}, {}
+    for job in jobs:
+        folder = evals / job.name.replace(":", "_")
+        name = "omniglot_challenge.json" if job.is_challenge else "omniglot.json"
+        if job.eval_rc != 0 or not (folder / name).is_file():
+            continue
+        for key, row in json.loads((folder / name).read_text()).items():
+            seconds, steps = run_time(job.run)
+            row["segments"] = [{"steps": [0, steps], "minutes": round((seconds or 0) / 60, 2),
+                                "device": f"{device_name}, {concurrent} runs at once"}]
+            if job.stopped:
+                row["stopped"] = f"{job.stopped}, at step {steps}"
+            (challenge if job.is_challenge else rows)[key] = row
+    results.mkdir(parents=True, exist_ok=True)
+    if rows:
+        omniglot.set_results(results)
+        omniglot.write_table(rows)
+        omniglot.plot(rows)
+        omniglot.plot_curves(rows)
+    if challenge:
+        omniglot_challenge.set_results(results)
+        omniglot_challenge.write_table(challenge)
+        omniglot_challenge.plot(challenge)
+    return rows, challenge
+
+
+def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
+    """Each run's files into ``runs-N.tar.gz`` archives of at most :data:`ARCHIVE_LIMIT`."""
+    notes, archives, current, size, total = [], [], io.BytesIO(), 0, 0
+    tar = tarfile.open(fileobj=current, mode="w:gz")
+
+    def close() -> None:
+        tar.close()
+        if current.getbuffer().nbytes:
+            archives.append(current.getvalue())
+
+    for job in jobs:
+        files = [job.run / n for n in ("checkpoint.pt", "last.pt", "metrics.csv", "config.yaml")]
+        files = [f for f in files if f.is_file()]
+        log = logs / f"train_{job.name.replace(':', '_')}.log"
+        files += [log] if log.is_file() else []
+        need = sum(f.stat().st_size for f in files)
+        if need > ARCHIVE_LIMIT or total + need > RUNS_LIMIT:
+            files = [f for f in files if f.name != "last.pt"]
+            notes.append(f"{job.name}: last.pt left out ({need / 2**20:.1f} MB with it; "
+                         "its run cannot be continued from what came back)")
+            need = sum(f.stat().st_size for f in files)
+        total += need
+        if size and size + need > ARCHIVE_LIMIT:
+            close()
+            current, size = io.BytesIO(), 0
+            tar = tarfile.open(fileobj=current, mode="w:gz")
+        for f in files:
+            arc = (f"logs/{f.name}" if f.parent == logs else
+                   f"{job.run.relative_to(job.run.parents[1 if job.is_challenge else 0])}/"
+                   f"{f.name}")
+            tar.add(f, arcname=arc)
+        size += need
+    close()
+    for i, blob in enumerate(archives, 1):
+        (out / f"runs-{i}.tar.gz").write_bytes(blob)
+    return notes
+
+
+def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespace,
+            elapsed: float, machine: str, notes: list[str]) -> str:
+    lines = ["# Omniglot on one GPU: every Vinyals model and both challenge configs at once", "",
+             f"Machine: {machine.strip().splitlines()[0]}; "
+             f"{'; '.join(machine.strip().splitlines()[1:]) or 'no GPU'}.",
+             f"Command: `python experiments/gpu/reproduce.py {' '.join(sys.argv[1:])}` "
+             f"({elapsed:.0f} s in all; deadline {args.deadline} s, evaluation reserve "
+             f"{args.eval_reserve} s, {args.threads} CPU thread(s) per process).",
+             f"Training settings added to the configs: "
+             f"{', '.join(training_sets(args)) or 'none (the configs as committed)'}.", "",
+             "| job | training | steps done / planned | evaluation | notes |",
+             "|---|---|---|---|---|"]
+    import yaml
+
+    for job in jobs:
+        seconds, steps = run_time(job.run)
+        resolved = job.run / "config.yaml"  # the config as run, overrides included
+        planned = yaml.safe_load((resolved if resolved.is_file() else job.config).read_text()
+                                 )["train"]["steps"]
+        trained = (f"{job.trained_s:.0f} s (loop {seconds:.0f} s), rc {job.train_rc}"
+                   if job.trained_s is not None and seconds is not None else
+                   f"rc {job.train_rc}")
+        lines.append(f"| {job.name} | {trained} | {steps} / {planned} | rc {job.eval_rc} | "
+                     f"{'; '.join(filter(None, [job.stopped, *job.notes]))} |")
+    lines += ["", "Cells and the challenge error: `results.tar.gz` (`omniglot.md`, "
+              "`omniglot_challenge.md`, same format as `experiments/results/`)."]
+    for key, r in rows.items():
+        cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}"
+                          for c, v in r["results"].items())
+        lines.append(f"- {key}: {cells} (best val step {r['best_step']})")
+    for key, r in challenge.items():
+        lines.append(f"- challenge {key}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %")
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="shared data folder holding omniglot/ (default: "
+                                       "$RELGRAPH_DATA, shared/data, ../shared/data)")
+    parser.add_argument("--out", help="output folder (default: $OUT, else runs/reproduce/out)")
+    parser.add_argument("--runs", help="run folders (default: beside --out, runs/reproduce/runs "
+                                       "or a temporary folder when $OUT is set)")
+    parser.add_argument("--models", default=",".join(f"{m}:{k}" for m in METHODS
+                                                     for k in (1, 5)),
+                        help="comma-separated method:shots (default: the 12 with papers' "
+                             f"numbers; {', '.join(EXTRA)} also accepted)")
+    parser.add_argument("--challenge", default=",".join(CHALLENGE),
+                        help="comma-separated challenge conditions (default: full,minimal; "
+                             "'' for none)")
+    parser.add_argument("--deadline", type=float, default=570.0,
+                        help="seconds from the start by which everything ends (default 570)")
+    parser.add_argument("--eval-reserve", type=float, default=150.0,
+                        help="seconds kept for evaluation: training still running at "
+                             "deadline - reserve is stopped (default 150)")
+    parser.add_argument("--episodes", type=int, default=1000, help="test episodes per cell")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
+    parser.add_argument("--amp", choices=("config", "off", "fp16", "bf16"), default="config")
+    parser.add_argument("--compile", action="store_true", help="train.compile=true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every job (relgraph train --set)")
+    parser.add_argument("--mps", action="store_true",
+                        help="start the CUDA MPS daemon first (not measured yet)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="protonet:1, maml:1 and challenge minimal, 4 steps each on the CPU, "
+                             "10 test episodes: a check of the script, not of the models")
+    args = parser.parse_args()
+    started = time.monotonic()
+    if args.smoke:
+        if args.models == parser.get_default("models"):
+            args.models = "protonet:1,maml:1"
+        if args.challenge == parser.get_default("challenge"):
+            args.challenge = "minimal"
+        args.episodes = min(args.episodes, 10)
+    models = [m for m in args.models.split(",") if m]
+    bad = [m for m in models if m.partition(":")[0] not in METHODS + EXTRA
+           or m.partition(":")[2] not in ("1", "5")]
+    conds = [c for c in args.challenge.split(",") if c]
+    if bad or any(c not in CHALLENGE for c in conds):
+        sys.exit(f"reproduce: unknown models {bad} or challenge conditions {conds}")
+    out = Path(args.out or os.environ.get("OUT") or ROOT / "runs" / "reproduce" / "out")
+    runs = Path(args.runs) if args.runs else (
+        Path(os.environ.get("TMPDIR", "/tmp")) / "relgraph-reproduce" if os.environ.get("OUT")
+        and not args.out else out.parent / "runs")
+    data = data_dir(args.data)
+    jobs = jobs_for(models, conds, runs)
+    problem = check_data(data, jobs)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    for d in (out, runs):
+        d.mkdir(parents=True, exist_ok=True)
+    work = runs / "_work"
+    shutil.rmtree(work, ignore_errors=True)
+    logs, evals = work / "logs", work / "evals"
+    logs.mkdir(parents=True)
+    machine = machine_text()
+    notes = []
+    if args.mps:
+        notes.append(start_mps(logs / "mps.log"))
+    (out / "machine.txt").write_text(machine)
+    print(machine, end="", flush=True)
+    run_all(jobs, args, data, runs, logs, evals, started)
+    import torch
+
+    device_name = ("CPU" if args.smoke or not torch.cuda.is_available()
+                   else torch.cuda.get_device_name())
+    rows, challenge = merge_results(jobs, evals, work / "results", device_name, len(jobs))
+    with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
+        tar.add(work / "results", arcname="results")
+        for log in sorted(logs.glob("eval_*.log")):
+            tar.add(log, arcname=f"logs/{log.name}")
+    notes += pack_runs(jobs, logs, out)
+    text = summary(jobs, rows, challenge, args, time.monotonic() - started, machine, notes)
+    (out / "reproduce.md").write_text(text)
+    print(text)
+    ok = all(j.eval_rc == 0 for j in jobs)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every Vinyals model (experiments/configs/omniglot_<method>_<k>shot.yaml) and both Omniglot
+# challenge configs trained at once on one GPU to their full budgets, then evaluated as
+# experiments/omniglot.py and experiments/omniglot_challenge.py do; everything ends within the
+# deadline (default 570 s). Details and options: experiments/gpu/reproduce.py --help.
+#
+# On a lent GPU machine (the device tool runs this in the repository root; ../shared is not
+# there, so the data travel in an ignored folder of the checkout, ~8 MB):
+#   here, once (.gpudata/ is in .gitignore):
+#                mkdir -p .gpudata/omniglot && cp -r ../shared/data/omniglot/{full,images_background_small1.zip} .gpudata/omniglot/
+#   run:         command "bash experiments/gpu/reproduce.sh --data .gpudata", carry [".gpudata"],
+#                timeout_s 600. Outputs land in $OUT (reproduce.md, results.tar.gz, runs-N.tar.gz,
+#                machine.txt): at most 8 files, each under 16 MB, as the tool returns them.
+# Without --data the script looks at $RELGRAPH_DATA, shared/data, then ../shared/data, and stops
+# with one line naming the missing files.
+#
+# Anywhere, a check of the script itself (4 steps per model on the CPU):
+#   bash experiments/gpu/reproduce.sh --smoke --out /tmp/repro
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+exec "${PYTHON:-python3}" experiments/gpu/reproduce.py "$@"

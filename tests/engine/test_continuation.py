@@ -1,0 +1,100 @@
+"""Continuing a finished run to a larger budget; the speed settings (compile, AMP dtype)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import metrics, tiny_config
+
+from relgraph.engine import Config, load_checkpoint, train
+from relgraph.engine.evaluate import autocast_context
+
+
+def same_weights(a, b) -> bool:  # noqa: ANN001
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_continuing_a_step_schedule_equals_the_longer_run(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, steps=12), tmp_path / "straight", progress=False)
+    first = train(tiny_config(tiny_data, steps=6), tmp_path / "cont", progress=False)
+    assert first["finished"] and first["step"] == 6
+    more = train(tiny_config(tiny_data, steps=12), tmp_path / "cont", progress=False)
+    assert more["resumed_from"] == 6 and more["step"] == 12
+    assert metrics(tmp_path / "straight") == metrics(tmp_path / "cont")
+    assert same_weights(tmp_path / "straight" / "last.pt", tmp_path / "cont" / "last.pt")
+    assert same_weights(tmp_path / "straight" / "checkpoint.pt",
+                        tmp_path / "cont" / "checkpoint.pt")
+    saved = load_checkpoint(tmp_path / "cont" / "last.pt")
+    assert saved["config"]["train"]["steps"] == 12
+
+
+def test_continuing_a_cosine_schedule_stretches_it(tiny_data, tmp_path):
+    """The continued run follows the longer cosine from the old last step on (its learning
+    rate jumps back up there); its first steps had the shorter cosine, so weights differ."""
+    cosine = {"scheduler": "cosine", "lr": 0.01}
+    train(tiny_config(tiny_data, steps=12, **cosine), tmp_path / "straight", progress=False)
+    train(tiny_config(tiny_data, steps=6, **cosine), tmp_path / "cont", progress=False)
+    lr6 = float(metrics(tmp_path / "cont")[-1]["lr"])
+    assert lr6 == pytest.approx(0.0, abs=1e-12)  # the 6-step cosine ended at 0
+    train(tiny_config(tiny_data, steps=12, **cosine), tmp_path / "cont", progress=False)
+    straight = {r["step"]: float(r["lr"]) for r in metrics(tmp_path / "straight")}
+    cont = {r["step"]: float(r["lr"]) for r in metrics(tmp_path / "cont")}
+    for step in ("8", "10", "12"):
+        assert cont[step] == pytest.approx(straight[step], rel=1e-9, abs=1e-15)
+    assert cont["8"] == pytest.approx(0.01 * (1 + math.cos(math.pi * 8 / 12)) / 2)
+    assert not same_weights(tmp_path / "straight" / "last.pt", tmp_path / "cont" / "last.pt")
+
+
+def test_a_run_cannot_shrink_below_its_step(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, steps=6), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="continue to a larger budget, not a smaller one"):
+        train(tiny_config(tiny_data, steps=4), tmp_path / "run", progress=False)
+
+
+def test_other_changes_still_refused(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, steps=6), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(tiny_config(tiny_data, steps=12, step_size=6), tmp_path / "run", progress=False)
+
+
+def test_compile_wraps_the_training_step_and_may_change_on_resume(tiny_data, tmp_path,
+                                                                   monkeypatch):
+    compiled = []
+
+    def fake_compile(module, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        compiled.append(type(module).__name__)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(tiny_config(tiny_data), tmp_path / "ref", progress=False)
+    assert compiled == []
+    train(tiny_config(tiny_data, compile=True), tmp_path / "run", progress=False, stop_after=3)
+    assert compiled == ["_LossModule"]
+    train(tiny_config(tiny_data), tmp_path / "run", progress=False)  # resumed without compile
+    assert metrics(tmp_path / "ref") == metrics(tmp_path / "run")
+
+
+def test_amp_dtype_setting():
+    assert Config.from_dict({"train": {"amp_dtype": "bfloat16"}}).train.amp_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="train.amp_dtype: expected one of"):
+        Config.from_dict({"train": {"amp_dtype": "float8"}})
+    cpu = torch.device("cpu")
+    for amp in (True, "float16", "bfloat16", False):
+        with autocast_context(cpu, amp):  # CPU: never autocast
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with pytest.raises(ValueError, match="'float16' or 'bfloat16'"):
+        autocast_context(cpu, "half")
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_on_cpu(tiny_data, tmp_path):
+    """The real torch.compile (inductor, about a minute to compile here): same losses and
+    validation accuracies as eager, within float tolerance."""
+    train(tiny_config(tiny_data), tmp_path / "eager", progress=False)
+    train(tiny_config(tiny_data, compile=True), tmp_path / "compiled", progress=False)
+    for a, b in zip(metrics(tmp_path / "eager"), metrics(tmp_path / "compiled"), strict=True):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+        assert float(a["val_acc"]) == pytest.approx(float(b["val_acc"]), abs=1e-6)

@@ -1,0 +1,99 @@
+"""The experiment scripts that train Omniglot models: the GPU reproduction script (its --smoke
+mode, on the CPU) and continuing a model's run to a larger budget (experiments/omniglot.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from relgraph.engine import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "train.steps=4", "--set", "train.val_every=2", "--set", "train.val_episodes=4",
+        "--set", "train.device=cpu"]
+
+
+def script(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_reproduce_names_missing_data_in_one_line(tmp_path):
+    run = script("experiments/gpu/reproduce.py", "--data", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "out"), timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "missing:" in run.stderr, run.stderr
+    assert "images_evaluation.npz" in run.stderr
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
+    out = tmp_path / "out"
+    run = script("experiments/gpu/reproduce.py", "--smoke", "--data", str(shared_data),
+                 "--out", str(out), "--runs", str(tmp_path / "runs"), "--models", "protonet:1",
+                 "--challenge", "minimal")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["machine.txt", "reproduce.md",
+                                                      "results.tar.gz", "runs-1.tar.gz"]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+        assert {"results/omniglot.md", "results/omniglot_curves.png",
+                "results/omniglot_challenge.md"} <= names
+        rows = json.load(tar.extractfile("results/omniglot.json"))
+    row = rows["protonet:1"]
+    assert row["segments"][0]["steps"] == [0, 4] and "CPU" in row["segments"][0]["device"]
+    assert [c[0] for c in row["curve"]] == [2, 4]
+    assert set(row["results"]) == {"5w1s", "20w1s"}
+    with tarfile.open(out / "runs-1.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"protonet_1shot/checkpoint.pt", "protonet_1shot/last.pt",
+            "challenge/minimal/metrics.csv", "logs/train_protonet_1.log"} <= names
+    assert "| protonet:1 |" in (out / "reproduce.md").read_text()
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
+    """4 steps, then continued to 8, equals 8 steps straight (step schedule); the row records
+    both segments and the learning curve."""
+    def omniglot(out: str, *extra: str) -> None:
+        run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                     str(tmp_path / out), "--results", str(tmp_path / f"results_{out}"),
+                     "--episodes", "10", "--ways", "5", *TINY, *extra, "protonet:1")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    omniglot("cont")
+    omniglot("cont", "--continue-to", "x2")
+    omniglot("straight", "--set", "train.steps=8")
+    row = json.loads((tmp_path / "results_cont" / "omniglot.json").read_text())["protonet:1"]
+    assert [s["steps"] for s in row["segments"]] == [[0, 4], [4, 8]]
+    assert [c[0] for c in row["curve"]] == [2, 4, 6, 8] and row["train_steps"] == 8
+    table = (tmp_path / "results_cont" / "omniglot.md").read_text()
+    assert "0-4: " in table and "4-8: " in table and "## Learning curves" in table
+    assert (tmp_path / "results_cont" / "omniglot_curves.png").is_file()
+    a = load_checkpoint(tmp_path / "cont" / "protonet_1shot" / "last.pt")
+    b = load_checkpoint(tmp_path / "straight" / "protonet_1shot" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
+    """Data elsewhere (a device machine's copy): training runs in a folder beside a
+    shared/data link, so a run's saved config keeps the usual ../shared/data roots."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import common
+
+    data = tmp_path / "copy"
+    (data / "omniglot").mkdir(parents=True)
+    cwd = common.training_cwd(data)
+    assert (cwd / ".." / "shared" / "data" / "omniglot").resolve() == (data / "omniglot")
+    assert common.training_cwd(data) == cwd  # one folder per data folder
+    assert common.training_cwd(common.SHARED_DATA) == ROOT
