@@ -114,7 +114,9 @@ print("support classes:", sorted(p.name for p in (root / "support").iterdir()))
 # every image to 28 x 28 and ``--option channels=1`` reads them as grayscale (the default is
 # RGB, ``channels=3``, at ``--image-size 84``: the usual choice for photos). The shell command
 # is the first line of each block below; this page runs it through ``python -m relgraph.cli``,
-# which is the same program.
+# which is the same program::
+#
+#     relgraph data --dataset folder --root my_images/train --image-size 28 --option channels=1
 
 
 def relgraph(*args: str) -> str:
@@ -143,7 +145,12 @@ print(train_folder.summary(), train_folder.class_names[:3])
 # the classes of ``train/`` are held out (a fixed, seeded choice) to validate on every
 # ``--val-every`` steps, and the best model on validation is kept in ``runs/mine``.
 # To fine-tune a model trained elsewhere instead of starting from random weights, add
-# ``--set train.init_from=PATH/checkpoint.pt`` (same backbone and image size).
+# ``--set train.init_from=PATH/checkpoint.pt`` (same backbone and image size). In a shell,
+# from the folder that holds ``my_images/``::
+#
+#     relgraph train --dataset folder --root my_images/train --image-size 28 \
+#         --option channels=1 --method protonet --backbone conv4 \
+#         --ways 10 --shots 1 --queries 5 --steps 150 --val-every 50 --out runs/mine
 print(relgraph("train", "--dataset", "folder", "--root", "my_images/train",
                "--image-size", "28", "--option", "channels=1",
                "--method", "protonet", "--backbone", "conv4",
@@ -158,7 +165,10 @@ print(sorted(p.name for p in (work / "runs" / "mine").iterdir()))
 # ``relgraph predict`` reads the labelled images of ``support/<class>/`` and names every image
 # under ``query/``, one episode with all support images; it prints one line per image and
 # writes every class's probability to a CSV file. The images are read as the model's training
-# images were (size, channels), from the checkpoint.
+# images were (size, channels), from the checkpoint::
+#
+#     relgraph predict --checkpoint runs/mine --support my_images/support \
+#         --query my_images/query --out predictions.csv
 printed = relgraph("predict", "--checkpoint", "runs/mine", "--support", "my_images/support",
                    "--query", "my_images/query", "--out", "predictions.csv", "--device", "cpu")
 print("\n".join(printed.splitlines()[:8] + ["..."] + printed.splitlines()[-1:]))
@@ -236,9 +246,10 @@ for k, name in enumerate(classes):
              "tab:green" if right else "tab:red",
              f"{float(predicted[j]['confidence']):.0%}" + ("" if right else
                                                             f"\n({short[classes.index(truth[file.name])]})"))
-axes[0, 0].set_title("support", loc="left", fontsize=9)
-axes[0, 5].set_title("queries predicted as this class (confidence)", loc="left", fontsize=9)
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0, 1, 0.95))
+for column, text in ((0, "support"), (5, "queries predicted as this class (confidence)")):
+    box = axes[0, column].get_position()
+    fig.text(box.x0, box.y1 + 0.015, text, fontsize=9)
 plt.show()
 
 # %%
