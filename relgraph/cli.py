@@ -583,8 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"relgraph {args.command}: error: "
-              f"{_for_the_command_line(str(message), args.command)}", file=sys.stderr)
+        text = _for_the_command_line(str(message), args.command)
+        if "unknown method" in text and hasattr(args, "imports") and not args.imports:
+            text += "; for a method of your own, pass --import MODULE|FILE.py"
+        print(f"relgraph {args.command}: error: {text}", file=sys.stderr)
         return 2
     finally:
         warnings.showwarning = old_show

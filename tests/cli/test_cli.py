@@ -132,7 +132,7 @@ def test_import_registers_a_method_of_ones_own(tmp_path, monkeypatch, capsys):
             "--set", "backbone_args.hidden=8", "--set", "backbone_args.out_channels=8",
             "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"]
     code, _, err = run(args, capsys)
-    assert code == 2 and f"unknown method {name!r}" in err
+    assert code == 2 and f"unknown method {name!r}" in err and "pass --import" in err
     code, _, err = run(args + ["--import", str(plugin)], capsys)
     assert code == 0, err
     assert name in list_methods()
