@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 import relgraph
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/gallery_scrapers.py
 
 project = "relgraph"
 author = "relgraph developers"
@@ -78,7 +82,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "remove_config_comments": True,
     "matplotlib_animations": False,
-    "image_scrapers": ("matplotlib",),
+    "image_scrapers": ("gallery_scrapers.tight_matplotlib",),  # docs/gallery_scrapers.py
     "reset_modules": ("matplotlib",),
     "show_memory": False,
     "plot_gallery": "True",
