@@ -13,6 +13,11 @@ import os
 import pytest
 from _pytest.doctest import DoctestItem
 
+#: Not collected for doctests: the Sphinx configuration and the tutorials (they run when the docs
+#: build, and as scripts) and the build's outputs.
+collect_ignore_glob = ["docs/conf.py", "docs/gallery_scrapers.py", "docs/tutorials/*",
+                       "docs/auto_tutorials/*", "docs/_build/*"]
+
 
 @pytest.fixture(autouse=True)
 def _doctest_in_a_temporary_folder(request: pytest.FixtureRequest,
