@@ -19,8 +19,8 @@ then ``.venv/bin/relgraph ...`` (or ``relgraph ...`` once the environment is act
 ``source .venv/bin/activate``).
 
 **Folder layout.** One folder per class, named after the class; any file names; PNG, JPEG,
-BMP, GIF or TIFF; any sizes (every image is resized to ``--image-size``); files starting with
-a dot are skipped::
+BMP, GIF, TIFF, WebP, PPM or PGM files of any size (every image is resized to
+``--image-size``); files starting with a dot are skipped::
 
     my_images/
       train/                   many classes to learn from, a few images each
