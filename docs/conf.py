@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import relgraph
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/gallery_scrapers.py
 
 project = "relgraph"
 author = "relgraph developers"
@@ -16,7 +22,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
     "matplotlib.sphinxext.plot_directive",
+    "sphinx_gallery.gen_gallery",
 ]
 plot_html_show_formats = False
 plot_html_show_source_link = False
@@ -27,9 +35,49 @@ autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-# Offline builds: no intersphinx inventories are fetched, so external types stay plain text.
 nitpicky = False
-exclude_patterns = ["_build", "_small1_table.rst"]
+exclude_patterns = ["_build", "_small1_table.rst", "tutorials/README.rst"]
+
+
+# -- intersphinx: links to Python, PyTorch, PyG and NumPy ------------------------------------
+# The inventories (objects.inv) are fetched from the web at build time. This project's build
+# machines are offline, where every failed fetch is a warning and the build runs with -W, so the
+# links are on only when asked for (the build then does not depend on which sites answer):
+#   RELGRAPH_DOCS_INTERSPHINX=1  on (a fetch that fails is then a warning, so an error with -W)
+#   unset or anything else       off: external names stay plain text
+_INTERSPHINX = {
+    "python": ("https://docs.python.org/3", None),
+    "torch": ("https://docs.pytorch.org/docs/stable", None),
+    "torch_geometric": ("https://pytorch-geometric.readthedocs.io/en/latest", None),
+    "numpy": ("https://numpy.org/doc/stable", None),
+}
+
+
+_wanted = os.environ.get("RELGRAPH_DOCS_INTERSPHINX", "").strip()
+intersphinx_mapping = _INTERSPHINX if _wanted == "1" else {}
+intersphinx_timeout = 10
+
+
+# -- the tutorial gallery (sphinx-gallery): every tutorial runs when the docs build -----------
+# Sources: docs/tutorials/tNN_<name>.py (a plain script each; README.rst is the gallery's
+# header). Output: docs/auto_tutorials/ (generated, not committed), with each page's printed
+# output, figures, run time and download links for the .py and .ipynb.
+sphinx_gallery_conf = {
+    "examples_dirs": ["tutorials"],
+    "gallery_dirs": ["auto_tutorials"],
+    "filename_pattern": r"/t\d\d_",  # execute every tutorial
+    "ignore_pattern": r"__init__\.py",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": True,
+    "abort_on_example_error": True,
+    "remove_config_comments": True,
+    "matplotlib_animations": False,
+    "image_scrapers": ("gallery_scrapers.tight_matplotlib",),  # docs/gallery_scrapers.py
+    "reset_modules": ("matplotlib",),
+    "show_memory": False,
+    "plot_gallery": "True",
+    "min_reported_time": 0,
+}
 html_theme = "alabaster"
 html_static_path = ["_static"]
 

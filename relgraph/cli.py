@@ -7,11 +7,17 @@ Commands:
     ``relgraph predict``: classify new images, feature rows or texts from a few labelled ones
     per class.
     ``relgraph demo``: the main job on the embedded ``glyphs`` data.
+
+``train``, ``evaluate`` and ``predict`` take ``--import MODULE|FILE.py`` (repeatable): a module
+of one's own, imported first, whose registered methods, backbones or datasets the command can
+then name (:func:`import_modules`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -25,7 +31,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "import_modules"]
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -48,6 +54,59 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True,
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="dataset option, e.g. --option skip_bad=true or --option download=true "
                         "(repeatable; see the dataset's docs)")
+
+
+def _add_import_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE|FILE.py",
+                   help="import this module first (a module importable from the current folder, "
+                        "or a .py file), e.g. one that registers a method, backbone or dataset "
+                        "of your own; repeatable (evaluate and predict need it again for such "
+                        "a checkpoint)")
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Import the modules given with ``--import``, so that what they register (a method of
+    one's own, a backbone, a dataset) can be named by the command.
+
+    A name ending in ``.py`` is a file, run as the module named by its stem; any other name
+    is a module importable from the current folder or the installed packages. A module that
+    is already imported (from the same file) is not run again, so registering stays one-time.
+
+    Raises:
+        FileNotFoundError: no such ``.py`` file.
+        ValueError: no such module.
+    """
+    for name in names:
+        if name.endswith(".py"):
+            path = Path(name).resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"--import {name}: no such file")
+            loaded = sys.modules.get(path.stem)
+            if loaded is not None and getattr(loaded, "__file__", None) and \
+                    Path(loaded.__file__).resolve() == path:
+                continue
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None:
+                raise ValueError(f"--import {name}: cannot load it as a Python module")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[path.stem]
+                raise
+            continue
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name.split(".")[0] and exc.name != name:
+                raise
+            raise ValueError(f"--import {name}: no module named {name!r} in the current folder "
+                             "or the installed packages (give a module name or a .py file)"
+                             ) from exc
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -393,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start over even if OUT/last.pt exists")
     p.add_argument("--stop-after", type=int, help="run at most this many steps now, then pause")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_import_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -431,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "features: the same episodes and accuracy, much faster)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_import_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -474,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (while texts are encoded)")
+    _add_import_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -568,11 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from relgraph.threads import configure_threads
 
         configure_threads(args.threads)
+        import_modules(getattr(args, "imports", None) or [])
         return int(args.func(args) or 0)
     except (ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"relgraph {args.command}: error: "
-              f"{_for_the_command_line(str(message), args.command)}", file=sys.stderr)
+        text = _for_the_command_line(str(message), args.command)
+        if "unknown method" in text and hasattr(args, "imports") and not args.imports:
+            text += "; for a method of your own, pass --import MODULE|FILE.py"
+        print(f"relgraph {args.command}: error: {text}", file=sys.stderr)
         return 2
     except ImportError as exc:
         if "relgraph[" not in str(exc):  # not a missing optional extra: a real failure

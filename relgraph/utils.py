@@ -54,7 +54,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Example:
         >>> with atomic_path("results.json") as tmp:
-        ...     tmp.write_text("{}")
+        ...     _ = tmp.write_text("{}")
+        >>> Path("results.json").read_text()
+        '{}'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

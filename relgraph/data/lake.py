@@ -13,8 +13,8 @@ error rate over all test items (400 for the official runs). Nothing here hard-co
 number of runs, classes and test items is read.
 
 Example:
-    >>> runs = load_lake_runs("data/all_runs", image_size=28)
-    >>> evaluate_lake_runs(runs, predict)["error_rate"]
+    >>> runs = load_lake_runs("data/all_runs", image_size=28)  # doctest: +SKIP
+    >>> evaluate_lake_runs(runs, predict)["error_rate"]  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -81,9 +81,21 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
             than classes, classes too small, ...), saying what falls short.
 
     Example:
-        >>> sampler = EpisodeSampler(ds, n_way=5, k_shot=1, n_query=15, num_batches=100, seed=0)
+        Ten classes of 20 examples (feature vectors of size 3 here; images work the same):
+
+        >>> import torch
+        >>> from relgraph.data import TensorDataset
+        >>> ds = TensorDataset(torch.randn(200, 3), torch.arange(200) % 10)
+        >>> sampler = EpisodeSampler(ds, n_way=5, k_shot=1, n_query=15, episodes_per_batch=4,
+        ...                          num_batches=100, seed=0)
         >>> for episode in sampler.episodes(ds):
-        ...     episode.support  # [1, 5, c, h, w]
+        ...     break
+        >>> episode.support.shape, episode.query.shape  # [b, n_way * k_shot, ...]
+        (torch.Size([4, 5, 3]), torch.Size([4, 75, 3]))
+        >>> episode.support_labels[0]
+        tensor([0, 1, 2, 3, 4])
+        >>> torch.equal(sampler.read(ds, [0, 1, 2, 3]).query, episode.query)  # a pure function
+        True
     """
 
     def __init__(

@@ -112,3 +112,37 @@ def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "relgraph.cli", "--version"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("relgraph ")
+
+
+def test_import_registers_a_method_of_ones_own(tmp_path, monkeypatch, capsys):
+    """``--import FILE.py`` (or a module name) runs the user's module before the command, so a
+    method it registers can be trained, evaluated and used; importing it again is a no-op."""
+    import uuid
+
+    from relgraph.methods import list_methods
+
+    name = f"my_head_{uuid.uuid4().hex[:8]}"
+    plugin = tmp_path / f"{name}_module.py"
+    plugin.write_text("from relgraph.methods import ProtoNet, register_method\n\n\n"
+                      f"@register_method({name!r})\nclass MyHead(ProtoNet):\n    pass\n")
+    data = make_tiny_data(tmp_path / "tiny.pt")
+    args = ["train", "--method", name, "--dataset", "tensors", "--root", str(data),
+            "--ways", "3", "--shots", "1", "--queries", "2", "--steps", "2", "--val-every", "2",
+            "--set", "eval.queries=2", "--set", "eval.ways=2", "--set", "train.val_episodes=2",
+            "--set", "backbone_args.hidden=8", "--set", "backbone_args.out_channels=8",
+            "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"]
+    code, _, err = run(args, capsys)
+    assert code == 2 and f"unknown method {name!r}" in err and "pass --import" in err
+    code, _, err = run(args + ["--import", str(plugin)], capsys)
+    assert code == 0, err
+    assert name in list_methods()
+    evaluate = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--dataset", "tensors",
+                "--root", str(data), "--ways", "2", "--shots", "1", "--queries", "2",
+                "--episodes", "4", "--device", "cpu", "--no-progress"]
+    monkeypatch.chdir(tmp_path)  # a module name is found in the current folder
+    code, text, err = run(evaluate + ["--import", plugin.stem], capsys)
+    assert code == 0 and "accuracy" in text, err
+    code, _, err = run(evaluate + ["--import", "no_such_module_here"], capsys)
+    assert code == 2 and "--import no_such_module_here: no module named" in err
+    code, _, err = run(evaluate + ["--import", "missing.py"], capsys)
+    assert code == 2 and "--import missing.py: no such file" in err
