@@ -80,9 +80,9 @@ plt.show()
 #   features (10,000 Omniglot episodes in 2.8 s on 2 threads,
 #   ``experiments/results/bench_eval_cache.md``).
 # - MAML and its relatives run their inner loop at test time too (10 steps here), on every
-#   episode: an evaluated episode costs about as much as a training step. Second-order MAML
-#   differentiates through the inner loop, so its training step costs more than
-#   first-order MAML's; Reptile's adapts on supports and queries, 5 steps.
+#   episode: an evaluated episode costs about as much as a training step. In training,
+#   second-order MAML differentiates through its inner loop (2 steps here), first-order MAML
+#   does not (3 steps), and Reptile takes 5 steps on the supports and queries together.
 # - The transfer methods train as ordinary classifiers (cheap steps) but fit a head per test
 #   episode (logistic regression on frozen features); ``finetune`` also takes gradient steps
 #   through the backbone, which makes it the most expensive of them to evaluate.
@@ -126,8 +126,8 @@ for name, model in heads.items():
 # The full comparison is the small1 Omniglot protocol (``experiments/results/omniglot_small1.md``,
 # rendered in :doc:`/families`): every method trained on the minimal background set, evaluated
 # on three unseen alphabets, 1,000 episodes, 5-way 1-shot. The numbers below are copied from
-# that file (accuracy %, training minutes on the 2-core CPU; ``finetune`` starts from the
-# ``baseline`` run, whose 19.2 min come on top of its own).
+# that file (accuracy %, training minutes on the 2-core CPU; ``finetune`` and ``mtl`` start
+# from the ``baseline`` run, whose 19.2 min come on top of their own).
 small1 = {  # method: (family, 5-way 1-shot accuracy, training minutes)
     "protonet": ("metric", 93.78, 13.0), "maml": ("meta", 91.32, 21.8),
     "fomaml": ("meta", 90.81, 19.6), "reptile": ("meta", 87.48, 23.0),

@@ -167,11 +167,15 @@ print((here / "runs/ddp/metrics.csv").read_text())
 #    $ python experiments/omniglot_small1.py protonet
 #
 # trains ``experiments/configs/omniglot_small1_protonet.yaml`` into
-# ``runs/omniglot_small1/protonet`` (rerun the command after an interruption: it resumes),
-# evaluates it on 1,000 episodes of the unseen alphabets at 5-way 1-shot, 5-way 5-shot and
-# 20-way 1-shot, and writes its row of ``experiments/results/omniglot_small1.md``:
-# 93.78 +- 0.40 %, 98.15 +- 0.15 % and 83.34 +- 0.29 %, after 13.0 minutes of training on a
-# 2-core CPU. The evaluation alone is
+# ``runs/omniglot_small1/protonet``, evaluates it on 1,000 episodes of the unseen alphabets at
+# 5-way 1-shot, 5-way 5-shot and 20-way 1-shot (and 5-way 1-shot with random query counts),
+# and writes its row of ``experiments/results/omniglot_small1.md``: 93.78 +- 0.40 %,
+# 98.15 +- 0.15 % and 83.34 +- 0.29 %, after 13.0 minutes of training on a 2-core CPU. The
+# script trains with ``--no-resume``, so that the time it records is one uninterrupted run;
+# after an interruption, finish the run with ``relgraph train --config
+# experiments/configs/omniglot_small1_protonet.yaml --out runs/omniglot_small1/protonet`` as
+# above and score it with ``python experiments/omniglot_small1.py --skip-training protonet``.
+# The evaluation alone is
 #
 # .. code-block:: console
 #
