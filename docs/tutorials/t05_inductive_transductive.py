@@ -112,6 +112,7 @@ names = list(changes)
 ax.barh(names, [max(c, 1e-9) for c in changes.values()],
         color=["tab:red" if models[n].transductive else "tab:blue" for n in names])
 ax.axvline(1e-6, color="gray", ls="--")
+ax.invert_yaxis()
 ax.set_xscale("log")
 ax.set_xlim(1e-9, 1)
 ax.set_xlabel("largest change of query 0's class probabilities (0 drawn at 1e-9)")
@@ -178,10 +179,11 @@ plt.show()
 semi = EpisodeSampler(test, n_way=5, k_shot=1, n_query=5, n_unlabelled=4, n_distractors=2,
                       seed=0).read(test, [0])
 print(semi)
+titles = [f"support {k}" for k in range(5)] + [
+    f"u {int(y)}" if y >= 0 else "distractor" for y in semi.unlabelled_labels[0]]
 fig, axes = plt.subplots(3, 11, figsize=(9, 3))
-for ax, image, title in zip(axes.flat, [*semi.support[0], *semi.unlabelled[0]],
-                            ["support"] * 5 + [f"u {int(y)}" if y >= 0 else "distr."
-                                               for y in semi.unlabelled_labels[0]], strict=True):
+for ax, image, title in zip(axes.flat, [*semi.support[0], *semi.unlabelled[0]], titles,
+                            strict=True):
     ax.imshow(image[0], cmap="gray")
     ax.set_title(title, fontsize=7)
 for ax in axes.flat:

@@ -64,8 +64,11 @@ for name, args in methods.items():
 fig, axes = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
 colors = ["tab:blue", *["tab:red"] * 3, *["tab:green"] * 3]
 for ax, i, what in zip(axes, (0, 1), ("training step", "evaluated episode"), strict=True):
-    ax.barh(list(cost), [c[i] for c in cost.values()], color=colors)
+    bars = ax.barh(list(cost), [c[i] for c in cost.values()], color=colors)
+    ax.bar_label(bars, fmt="%.0f", padding=2, fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(right=4 * max(c[i] for c in cost.values()))
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel(f"ms per {what} (1 thread)")
 axes[0].invert_yaxis()
 fig.suptitle("metric (blue), meta-learning (red), transfer (green): one 5-way 1-shot episode")
