@@ -36,8 +36,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+import relgraph.cli
+
 workdir = tempfile.TemporaryDirectory(prefix="relgraph-t08-")
 here = Path(workdir.name)  # the commands run in this folder
+# the commands import the same relgraph as this script, wherever it was installed
+python_path = os.pathsep.join([str(Path(relgraph.cli.__file__).parents[1]),
+                               os.environ.get("PYTHONPATH", "")])
+environment = {**os.environ, "PYTHONPATH": python_path}
 (here / "protonet_glyphs.yaml").write_text("""\
 method: protonet
 method_args: {distance: euclidean}
@@ -49,19 +55,20 @@ eval: {ways: 5, shots: 1, queries: 15, episodes: 200}
 """)
 
 
-def relgraph(*args, torchrun=(), env=None):
+def run(*args, torchrun=(), threads=None):
     """Run ``relgraph ARGS`` (under ``torchrun TORCHRUN`` if given) in ``here``, print it and
     its output."""
     launcher = ("-m", "torch.distributed.run", *torchrun) if torchrun else ()
     print("$", *(("torchrun", *torchrun, "-m relgraph.cli") if torchrun else ("relgraph",)),
           *args)
+    env = environment if threads is None else {**environment, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, *launcher, "-m", "relgraph.cli", *args], cwd=here,
                           env=env, capture_output=True, text=True)
     print(done.stderr + done.stdout)
     return done
 
 
-relgraph("data", "--dataset", "glyphs", "--split", "train")
+run("data", "--dataset", "glyphs", "--split", "train")
 
 # %%
 # Train, and train again after an interruption
@@ -70,8 +77,7 @@ relgraph("data", "--dataset", "glyphs", "--split", "train")
 # ``last.pt`` (everything needed to resume: weights, optimiser, scheduler, random states,
 # step), ``metrics.csv``, ``curves.png`` and the ``config.yaml`` as run. First a reference run
 # that nobody disturbs:
-relgraph("train", "--config", "protonet_glyphs.yaml", "--out", "runs/reference",
-         "--no-progress")
+run("train", "--config", "protonet_glyphs.yaml", "--out", "runs/reference", "--no-progress")
 
 # %%
 # Now the same command, stopped from outside by SIGTERM (what a cluster scheduler or
@@ -81,8 +87,8 @@ relgraph("train", "--config", "protonet_glyphs.yaml", "--out", "runs/reference",
 command = [sys.executable, "-m", "relgraph.cli", "train", "--config", "protonet_glyphs.yaml",
            "--out", "runs/interrupted", "--no-progress"]
 print("$ relgraph train --config protonet_glyphs.yaml --out runs/interrupted --no-progress &")
-job = subprocess.Popen(command, cwd=here, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True)
+job = subprocess.Popen(command, cwd=here, env=environment, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
 while not (here / "runs/interrupted/metrics.csv").exists() and job.poll() is None:
     time.sleep(0.1)
 time.sleep(3.0)
@@ -94,8 +100,7 @@ stopped_at = torch.load(here / "runs/interrupted/last.pt", weights_only=False)["
 # %%
 # Resuming is running the same command again: it finds ``last.pt`` and continues
 # (``--no-resume`` starts over).
-relgraph("train", "--config", "protonet_glyphs.yaml", "--out", "runs/interrupted",
-         "--no-progress")
+run("train", "--config", "protonet_glyphs.yaml", "--out", "runs/interrupted", "--no-progress")
 
 # %%
 # Episode ``e`` of a sampler is a pure function of its seed and ``e``, and ``last.pt`` holds
@@ -105,17 +110,17 @@ resumed = torch.load(here / "runs/interrupted/last.pt", weights_only=False)["mod
 print("identical weights:", all(torch.equal(reference[k], resumed[k]) for k in reference))
 
 
-def metrics(run):
-    with open(here / "runs" / run / "metrics.csv") as f:
+def metrics(folder):
+    with open(here / "runs" / folder / "metrics.csv") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 for ax, column in zip(axes, ("train_loss", "val_acc"), strict=True):
-    for run, style in (("reference", "-"), ("interrupted", "o")):
-        rows = metrics(run)
+    for folder, style in (("reference", "-"), ("interrupted", "o")):
+        rows = metrics(folder)
         ax.plot([r["step"] for r in rows], [r[column] for r in rows], style,
-                label=f"{run} run" + (" (resumed)" if run == "interrupted" else ""))
+                label=f"{folder} run" + (" (resumed)" if folder == "interrupted" else ""))
     ax.axvline(stopped_at, color="tab:red", ls="--", label=f"SIGTERM at step {stopped_at}")
     ax.set_xlabel("step")
     ax.set_ylabel(column)
@@ -131,9 +136,9 @@ plt.show()
 # preprocessing are stored in it) and scores it on fixed, seeded episodes of classes it never
 # saw: here the glyphs test alphabets (the default split of a dataset that has one), 5-way
 # 1-shot, 200 episodes. ``--json`` keeps the result with its protocol.
-relgraph("evaluate", "--checkpoint", "runs/interrupted", "--dataset", "glyphs", "--ways", "5",
-         "--shots", "1", "--queries", "15", "--episodes", "200", "--json", "result.json",
-         "--no-progress")
+run("evaluate", "--checkpoint", "runs/interrupted", "--dataset", "glyphs", "--ways", "5",
+    "--shots", "1", "--queries", "15", "--episodes", "200", "--json", "result.json",
+    "--no-progress")
 result = json.loads((here / "result.json").read_text())
 print({k: result[k] for k in ("accuracy", "ci95", "episodes", "mode", "query_counts",
                               "split", "classes")})
@@ -150,10 +155,9 @@ print({k: result[k] for k in ("accuracy", "ci95", "episodes", "mode", "query_cou
 #
 #    $ torchrun --standalone --nproc_per_node=2 -m relgraph.cli train \
 #        --config protonet_glyphs.yaml --out runs/ddp --set train.steps=10 ...
-relgraph("train", "--config", "protonet_glyphs.yaml", "--out", "runs/ddp", "--no-progress",
-         "--set", "train.steps=10", "--set", "train.val_every=10",
-         torchrun=("--standalone", "--nproc_per_node=2"),
-         env={**os.environ, "OMP_NUM_THREADS": "1"})  # one thread per process
+run("train", "--config", "protonet_glyphs.yaml", "--out", "runs/ddp", "--no-progress",
+    "--set", "train.steps=10", "--set", "train.val_every=10",
+    torchrun=("--standalone", "--nproc_per_node=2"), threads=1)  # one thread per process
 print((here / "runs/ddp/metrics.csv").read_text())
 
 # %%
