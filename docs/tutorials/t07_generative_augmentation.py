@@ -80,9 +80,10 @@ print("nodes:", graph.num_nodes, "supports:", graph.n_support,
 print("support labels:", graph.support_labels[0].tolist())
 print("weights of real / generated supports:", graph.support_weights[0, 0].item(), "/",
       graph.support_weights[0, -1].item())
-fig, ax = plt.subplots(figsize=(9, 5.5))
+fig, ax = plt.subplots(figsize=(10, 5.5))
 draw_episode_graph(graph, predictions=logits, query_labels=episode.query_labels,
-                   class_names=[test.class_names[int(c)] for c in episode.class_ids[0]], ax=ax,
+                   class_names=[test.class_names[int(c)].split("/")[-1].lower()
+                                for c in episode.class_ids[0]], ax=ax,
                    title="5-way 1-shot episode, VAE: generated supports are the small circles")
 fig.tight_layout()
 plt.show()
