@@ -239,7 +239,11 @@ def write_table(rows: dict) -> None:
         "evaluated 5-way and 20-way on 1,000 fixed test episodes (seed 0, 15 queries per "
         "class), BatchNorm in eval mode. Accuracy in % with 95% CI (1.96 std / sqrt(1000)); "
         "the paper's number in brackets. Training budgets are far below the papers' (which "
-        "trained for hours on a GPU): see the budget table.",
+        "trained for hours on a GPU): see the budget table. Transductive rows (tpn, dpgn) "
+        "classify all queries of an episode together, on these balanced query sets (15 per "
+        "class), whose balance is itself information they can use; they are not like for like "
+        "with the inductive rows (on the small1 protocol, `omniglot_small1.md`, TPN's lead "
+        "over ProtoNet disappears with random query counts).",
         "",
         "| method | mode | " + " | ".join(CELLS) + " |",
         "|---|---|" + "---|" * len(CELLS),
