@@ -262,8 +262,8 @@ def write_table(rows: dict[str, dict]) -> None:
               "tuned separately; best validation 98.05 at step 1,000 of 1,250) was trained in a "
               "later round, on 1 thread beside six to ten other processes (55 min; the "
               "inductive edge_gnn's 1,250 steps took 19 min in its round), and evaluated once: "
-              "the listed row. Times of this round: protonet (13.0 min) ran on 2 threads beside other "
-              "jobs, every other run on 1 thread beside two to four other processes.",
+              "the listed row. Times of this round: protonet (13.0 min) ran on 2 threads "
+              "beside other jobs, every other run on 1 thread beside two to four other processes.",
               "", f"Configs: `experiments/configs/omniglot_small1_<method>.yaml`. Machine: "
               f"2-core CPU, torch {torch.__version__}, {platform.machine()}.",
               "", "Reproduce: `python experiments/omniglot_small1.py <method> [<method> ...]`.", ""]
