@@ -260,7 +260,7 @@ def write_table(rows: dict[str, dict]) -> None:
               "min alone on 2 threads) and evaluated once: the listed row. "
               "edge_gnn_transductive (the inductive edge_gnn recipe with all [n, n] edges, not "
               "tuned separately; best validation 98.05 at step 1,000 of 1,250) was trained in a "
-              "later round, on 1 thread beside six to ten other processes (55 min; the "
+              "later round, on 1 thread beside six to ten other processes (56 min; the "
               "inductive edge_gnn's 1,250 steps took 19 min in its round), and evaluated once: "
               "the listed row. Times of this round: protonet (13.0 min) ran on 2 threads "
               "beside other jobs, every other run on 1 thread beside two to four other processes.",
