@@ -14,6 +14,8 @@ from einops import einsum
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from relgraph.nn.pair_mlp import pair_mlp, supports_fused, symmetric_pairs
+
 __all__ = ["squared_euclidean", "cosine_similarity", "LearnedKernel"]
 
 
@@ -121,6 +123,36 @@ class LearnedKernel(nn.Module):
             else:
                 parts.append(self._rows(xi, y))
         return torch.cat(parts, dim=1)
+
+    def symmetric(self, x: Tensor, senders: Tensor) -> Tensor:
+        """``self(x, x[:, senders])``, computing each unordered pair once.
+
+        The kernel is symmetric, :math:`K_{bij} = K_{bji}`, so the block of pairs ``(i, j)``
+        with ``j`` a sender holds one distinct value per unordered pair (and one for the whole
+        diagonal, :math:`\\mathrm{MLP}(0)`): about half the work when every node sends. In
+        training mode BatchNorm normalises with the statistics of the whole block (a pair
+        counted twice when both ends send, the diagonal once per entry), so values, gradients
+        and running statistics are those of ``self(x, x[:, senders])`` up to float rounding
+        (see :func:`~relgraph.nn.pair_mlp.pair_mlp` and
+        :func:`~relgraph.nn.pair_mlp.symmetric_pairs`). Falls back to ``self(x, x[:, senders])``
+        where the fast path does not apply (see :func:`~relgraph.nn.pair_mlp.use_fused`).
+
+        Args:
+            x: ``[b, n, d]`` node features.
+            senders: ``[n]`` bool, the columns of the block (``m`` of them).
+
+        Shapes:
+            ``x [b, n, d], senders [n] -> [b, n, m, out_dim]``
+        """
+        if x.dim() != 3 or senders.shape != x.shape[1:2] or senders.dtype != torch.bool:
+            raise ValueError(f"expected x [b, n, d] and senders [n] bool, got "
+                             f"{tuple(x.shape)} and {tuple(senders.shape)} {senders.dtype}")
+        if not supports_fused(self.mlp, x):
+            return self(x, x[:, senders])
+        b, n, d = x.shape
+        pairs, counts, lookup = symmetric_pairs(senders, b)
+        out = pair_mlp(self.mlp, x.reshape(b * n, d), pairs, counts)  # [R, out]
+        return out[lookup]  # [b, n, m, out]
 
 
 class _PairBatchNorm(nn.BatchNorm1d):

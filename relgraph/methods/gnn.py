@@ -181,7 +181,7 @@ class GNN(RelationalHead):
         adjacencies = []
         for layer, (kernel, conv) in enumerate(zip(self.kernels, self.convs, strict=True)):
             node = torch.cat([f, g.mean(2), g.amax(2)], dim=-1)
-            scores = kernel(node, node[:, cols]).squeeze(-1)  # [b, n, m]
+            scores = kernel.symmetric(node, cols).squeeze(-1)  # [b, n, m]
             if dist is not None:
                 scores = scores - self.log_alpha[layer].exp() * dist
             if log_w is not None:
