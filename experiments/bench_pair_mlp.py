@@ -1,7 +1,7 @@
 """Old vs new pair MLPs of the graph heads, in one run: the plain modules vs ``pair_mlp``.
 
 The heads ``gnn`` and ``edge_gnn`` (inductive and transductive) evaluate an MLP on
-``|x_i - x_j|`` for every node pair. :mod:`relgraph.nn.pair_mlp` computes it in cache-sized
+``|x_i - x_j|`` for every node pair. :mod:`relgraph.nn.pairwise` computes it in cache-sized
 blocks of rows with a hand-written backward pass, and the GNN's kernel once per unordered pair
 (BatchNorm weighted by multiplicity); ``with use_fused(False)`` runs the plain modules, the
 code before that change (the GNN on the full ``n x m`` block). Both run here on the same
@@ -53,7 +53,7 @@ from relgraph.bench import (
     random_episode,
     random_features,
 )
-from relgraph.nn.pair_mlp import use_fused
+from relgraph.nn.pairwise import use_fused
 from relgraph.utils import atomic_write_text
 
 METHODS = ("edge_gnn_transductive", "gnn_transductive", "edge_gnn", "gnn")

@@ -14,7 +14,7 @@ from einops import einsum
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from relgraph.nn.pair_mlp import pair_mlp, supports_fused, symmetric_pairs
+from relgraph.nn.pairwise import pair_mlp, supports_fused, symmetric_pairs
 
 __all__ = ["squared_euclidean", "cosine_similarity", "LearnedKernel"]
 
@@ -133,9 +133,9 @@ class LearnedKernel(nn.Module):
         training mode BatchNorm normalises with the statistics of the whole block (a pair
         counted twice when both ends send, the diagonal once per entry), so values, gradients
         and running statistics are those of ``self(x, x[:, senders])`` up to float rounding
-        (see :func:`~relgraph.nn.pair_mlp.pair_mlp` and
-        :func:`~relgraph.nn.pair_mlp.symmetric_pairs`). Falls back to ``self(x, x[:, senders])``
-        where the fast path does not apply (see :func:`~relgraph.nn.pair_mlp.use_fused`).
+        (see :func:`~relgraph.nn.pairwise.pair_mlp` and
+        :func:`~relgraph.nn.pairwise.symmetric_pairs`). Falls back to ``self(x, x[:, senders])``
+        where the fast path does not apply (see :func:`~relgraph.nn.pairwise.use_fused`).
 
         Args:
             x: ``[b, n, d]`` node features.

@@ -13,7 +13,7 @@ from relgraph.nn.dpgn import (
 )
 from relgraph.nn.edge_labeling import EdgeUpdate, NodeUpdate, pair_index
 from relgraph.nn.gnn import ClassGraphConv
-from relgraph.nn.pair_mlp import pair_mlp, symmetric_pairs, use_fused
+from relgraph.nn.pairwise import pair_mlp, symmetric_pairs, use_fused
 from relgraph.nn.relation import RelationModule
 
 __all__ = ["ClassGraphConv", "DistributionToPoint", "EdgeUpdate", "NodeUpdate", "PairSimilarity",

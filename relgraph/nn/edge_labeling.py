@@ -13,7 +13,7 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
-from relgraph.nn.pair_mlp import pair_mlp
+from relgraph.nn.pairwise import pair_mlp
 
 __all__ = ["NodeUpdate", "EdgeUpdate", "pair_index", "mlp_layers", "apply_rows"]
 
@@ -107,8 +107,8 @@ class EdgeUpdate(nn.Module):
     The similarity :math:`f_e(|v_i - v_j|)` is symmetric, so it is evaluated once per
     unordered pair (see :func:`pair_index`): half the work of all ``n x n`` ordered pairs in
     a full graph. In training mode BatchNorm therefore normalises over the unordered pairs.
-    It runs as :func:`~relgraph.nn.pair_mlp.pair_mlp` (blocks of rows in cache, hand-written
-    backward pass).
+    It runs as :func:`~relgraph.nn.pairwise.pair_mlp` (in eval mode: blocks of rows in cache,
+    every layer of a block at once).
 
     Shapes:
         ``x [b, n, d], edges [b, n, m, 2], off_diag [n, m, 1], pairs [2, P], lookup [n, m]``

@@ -11,8 +11,8 @@ whole tensor through memory again (tens of MB per layer, far larger than the cac
 statistics and running-statistics updates) in blocks of rows, one pass over the rows per
 layer: a block's matrix product, its BatchNorm statistics, the previous layer's normalisation
 and activation all happen while the block is in cache, and the backward pass is written by
-hand in the same way (the pair differences and the activations are recomputed from the saved
-pre-BatchNorm values instead of being stored). It also takes a **multiplicity** per row:
+hand in the same way (BatchNorm's backward in one pass per block, the pair differences
+recomputed instead of stored). It also takes a **multiplicity** per row:
 BatchNorm then normalises with the statistics of the multiset in which row ``r`` appears
 ``counts[r]`` times, so a symmetric kernel evaluated once per unordered pair gives the same
 values and gradients as the full ``n x n`` computation (see :func:`symmetric_pairs`).
@@ -85,6 +85,8 @@ def _blocks(mlp: nn.Sequential) -> list[_Block] | None:
                 return None
             i += 1
         if i >= len(mods) or type(mods[i]) is not nn.LeakyReLU:
+            return None
+        if mods[i].negative_slope < 0:  # the backward reads the sign of the output
             return None
         out.append(_Block(lin, norm, float(mods[i].negative_slope)))
         i += 1
@@ -160,8 +162,10 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     ``counts=None`` every row once. ``mlp`` is ``Linear [-> BatchNorm1d] -> LeakyReLU``
     blocks and a last ``Linear`` (:func:`~relgraph.nn.edge_labeling.mlp_layers`,
     :class:`~relgraph.graph.LearnedKernel`); other layouts (and autocast) run the plain
-    modules, which requires ``counts=None``. Rows are processed in blocks of equal
-    multiplicity, so long runs of equal ``counts`` are fastest.
+    modules, which requires ``counts=None``; so do BatchNorm layers in training mode with
+    ``counts=None`` (there PyTorch's own BatchNorm kernels under autograd measured as fast as
+    the blocked backward pass). Rows are processed in blocks of equal multiplicity, so long
+    runs of equal ``counts`` are fastest.
 
     Args:
         mlp: the MLP.
@@ -179,7 +183,10 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     rows = pairs.shape[1]
     if counts is not None and counts.shape != (rows,):
         raise ValueError(f"expected counts [{rows}], got {tuple(counts.shape)}")
-    if rows == 0 or not supports_fused(mlp, x):
+    training = any(b.norm is not None and b.norm.training for b in _blocks(mlp) or [])
+    if rows == 0 or not supports_fused(mlp, x) or (training and counts is None):
+        # without multiplicities, BatchNorm's own kernels under autograd were as fast as the
+        # blocked backward pass (experiments/bench_pair_mlp.py)
         if counts is not None and bool((counts != 1).any()):
             raise ValueError("row multiplicities need the fused path of pair_mlp (an MLP of "
                              "Linear [-> BatchNorm1d] -> LeakyReLU blocks, no autocast)")
@@ -312,11 +319,11 @@ class _PairMLP(torch.autograd.Function):
     """The blocked forward and hand-written backward of :func:`pair_mlp`.
 
     Hidden block ``l``: ``z = a W^T (+ b)``, ``p = z * scale + shift`` (BatchNorm with batch or
-    running statistics; ``p = z`` without one), ``a' = leaky(p)``. Saved: the ``z`` of every
-    hidden block, per span of rows (with batch statistics minus the mean of the first span,
-    which BatchNorm does not see, so that the sums of squares do not cancel); ``p`` and ``a'``
-    are recomputed span by span in the backward pass, and each span's gradients are carried
-    through all the operations of a layer while it is in cache.
+    running statistics; ``p = z`` without one), ``a' = leaky(p)``. Saved: ``z`` and ``a'`` of
+    every hidden block, per span of rows (with batch statistics ``z`` minus the mean of the
+    first span, which BatchNorm does not see, so that the sums of squares do not cancel); the
+    pair differences are recomputed span by span in the backward pass, and each span's
+    gradients are carried through all the operations of a layer while it is in cache.
     """
 
     @staticmethod
@@ -324,6 +331,7 @@ class _PairMLP(torch.autograd.Function):
         spans, total, blocks = plan
         norms: list[_Norm | None] = []
         zs: list[list[Tensor]] = []
+        acts: list[list[Tensor]] = []
         out: list[Tensor] = []
         for li, blk in enumerate(blocks):
             stats = None
@@ -336,6 +344,7 @@ class _PairMLP(torch.autograd.Function):
                     a = _input(x, pairs, s, e)
                 else:
                     a = F.leaky_relu_(_pre(zs[-1][k], norms[-1]), blocks[li - 1].slope)
+                    acts[-1].append(a)
                 if stats is None:
                     z = _linear(a, blk.linear)
                 elif k == 0:  # saved minus the first span's mean: well-conditioned sums
@@ -353,9 +362,10 @@ class _PairMLP(torch.autograd.Function):
                 out = cur
                 break
             zs.append(cur)
+            acts.append([])
             norms.append(None if blk.norm is None
                          else _norm(blk.norm, stats, total, x.dtype, offset))
-        ctx.save_for_backward(x, pairs, *[z for zl in zs for z in zl])
+        ctx.save_for_backward(x, pairs, *[t for tl in zs + acts for t in tl])
         ctx.plan, ctx.norms = plan, norms
         return torch.cat(out) if len(out) > 1 else out[0]
 
@@ -365,7 +375,9 @@ class _PairMLP(torch.autograd.Function):
         spans, total, blocks = ctx.plan
         norms = ctx.norms
         nk = len(spans)
-        zs = [flat[i * nk:(i + 1) * nk] for i in range(len(blocks) - 1)]
+        hidden = len(blocks) - 1
+        zs = [flat[i * nk:(i + 1) * nk] for i in range(hidden)]
+        acts = [flat[(hidden + i) * nk:(hidden + i + 1) * nk] for i in range(hidden)]
         lin_grads: list[list[Tensor]] = [[] for _ in blocks]
         norm_grads: list[list[Tensor]] = [[] for _ in blocks]
         grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
@@ -398,7 +410,7 @@ class _PairMLP(torch.autograd.Function):
                         grad_x.index_add_(0, j, da, alpha=-1)
                     continue
                 z = zs[li - 1][k]
-                a = F.leaky_relu_(_pre(z, norm), below.slope)
+                a = acts[li - 1][k]
                 dw.addmm_(g.t(), a)
                 gp = torch.ops.aten.leaky_relu_backward(g @ w, a, below.slope, True)
                 if norm is not None:  # one pass: gp * scale and this span's d gamma, d beta

@@ -11,7 +11,7 @@ from torch import nn
 from relgraph.graph import LearnedKernel
 from relgraph.methods import build_method
 from relgraph.nn.edge_labeling import mlp_layers
-from relgraph.nn.pair_mlp import pair_mlp, symmetric_pairs, use_fused
+from relgraph.nn.pairwise import pair_mlp, symmetric_pairs, use_fused
 
 
 def random_mlp(dims: tuple[int, ...], out: int = 2, dtype: torch.dtype = torch.float64,
@@ -133,7 +133,7 @@ def test_heads_equal_their_plain_path(method, training, block_rows, monkeypatch)
     and BatchNorm statistics (a batch of 2 episodes of 4-way 2-shot 3-query; in float64: in
     float32 a rounding difference of 1e-7 in the forward pass can flip a LeakyReLU slope
     downstream and move some gradients by 1e-3 in either path)."""
-    monkeypatch.setattr("relgraph.nn.pair_mlp.CPU_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr("relgraph.nn.pairwise.CPU_BLOCK_ROWS", block_rows)
     torch.manual_seed(0)
     kwargs = {"nf": 8} if method.startswith("gnn") else {"proj_dim": 12}
     fast = build_method(method, nn.Identity(), in_dim=10, **kwargs) if "edge" in method else \
