@@ -14,7 +14,13 @@ from einops import einsum
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from relgraph.nn.pairwise import pair_mlp, supports_fused, symmetric_pairs
+
 __all__ = ["squared_euclidean", "cosine_similarity", "LearnedKernel"]
+
+#: In training mode, :meth:`LearnedKernel.symmetric` evaluates distinct pairs only when they
+#: are at most this share of the block (half on a full graph).
+_SYMMETRIC_SHARE = 0.7
 
 
 def squared_euclidean(x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -121,6 +127,42 @@ class LearnedKernel(nn.Module):
             else:
                 parts.append(self._rows(xi, y))
         return torch.cat(parts, dim=1)
+
+    def symmetric(self, x: Tensor, senders: Tensor) -> Tensor:
+        """``self(x, x[:, senders])``, computing each unordered pair once.
+
+        The kernel is symmetric, :math:`K_{bij} = K_{bji}`, so the block of pairs ``(i, j)``
+        with ``j`` a sender holds one distinct value per unordered pair (and one for the whole
+        diagonal, :math:`\\mathrm{MLP}(0)`): about half the work when every node sends. In
+        training mode BatchNorm normalises with the statistics of the whole block (a pair
+        counted twice when both ends send, the diagonal once per entry), so values, gradients
+        and running statistics are those of ``self(x, x[:, senders])`` up to float rounding
+        (see :func:`~relgraph.nn.pairwise.pair_mlp` and
+        :func:`~relgraph.nn.pairwise.symmetric_pairs`). Falls back to ``self(x, x[:, senders])``
+        where the fast path does not apply (see :func:`~relgraph.nn.pairwise.use_fused`), and in
+        training mode when the distinct pairs are more than 70% of the block (few senders).
+
+        Args:
+            x: ``[b, n, d]`` node features.
+            senders: ``[n]`` bool, the columns of the block (``m`` of them).
+
+        Shapes:
+            ``x [b, n, d], senders [n] -> [b, n, m, out_dim]``
+        """
+        if x.dim() != 3 or senders.shape != x.shape[1:2] or senders.dtype != torch.bool:
+            raise ValueError(f"expected x [b, n, d] and senders [n] bool, got "
+                             f"{tuple(x.shape)} and {tuple(senders.shape)} {senders.dtype}")
+        b, n, d = x.shape
+        m = int(senders.sum())
+        distinct = m * (m - 1) // 2 + (n - m) * m + 1  # rows of symmetric_pairs per graph
+        batch_norm = self.training and any(isinstance(mod, nn.BatchNorm1d) for mod in self.mlp)
+        if not supports_fused(self.mlp, x) or (batch_norm and distinct > _SYMMETRIC_SHARE * n * m):
+            # training with few repeated pairs (an inductive block): the blocked backward pass
+            # costs more than the pairs it saves (experiments/bench_pair_mlp.py)
+            return self(x, x[:, senders])
+        pairs, counts, lookup = symmetric_pairs(senders, b)
+        out = pair_mlp(self.mlp, x.reshape(b * n, d), pairs, counts)  # [R, out]
+        return out[lookup]  # [b, n, m, out]
 
 
 class _PairBatchNorm(nn.BatchNorm1d):

@@ -78,6 +78,9 @@ class GNN(RelationalHead):
     one graph per query). Inductive (default): supports receive from supports, queries from
     supports, so queries cannot influence each other; only the pairs that carry messages are
     evaluated by the kernel (``n x s`` instead of ``n x n``). Transductive: the full graph.
+    The kernel is symmetric, so it runs once per unordered pair
+    (:meth:`~relgraph.graph.LearnedKernel.symmetric`, BatchNorm weighted to give the statistics
+    of the whole block): half the work on the full graph, the same numbers.
 
     **Distance bias** (``distance_bias=True``, not in the paper): every layer's kernel score
     gets :math:`-\\alpha^{(l)} \\lVert f_i - f_j \\rVert^2` added, the squared Euclidean
@@ -181,7 +184,7 @@ class GNN(RelationalHead):
         adjacencies = []
         for layer, (kernel, conv) in enumerate(zip(self.kernels, self.convs, strict=True)):
             node = torch.cat([f, g.mean(2), g.amax(2)], dim=-1)
-            scores = kernel(node, node[:, cols]).squeeze(-1)  # [b, n, m]
+            scores = kernel.symmetric(node, cols).squeeze(-1)  # [b, n, m]
             if dist is not None:
                 scores = scores - self.log_alpha[layer].exp() * dist
             if log_w is not None:

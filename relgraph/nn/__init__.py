@@ -13,8 +13,9 @@ from relgraph.nn.dpgn import (
 )
 from relgraph.nn.edge_labeling import EdgeUpdate, NodeUpdate, pair_index
 from relgraph.nn.gnn import ClassGraphConv
+from relgraph.nn.pairwise import pair_mlp, symmetric_pairs, use_fused
 from relgraph.nn.relation import RelationModule
 
 __all__ = ["ClassGraphConv", "DistributionToPoint", "EdgeUpdate", "NodeUpdate", "PairSimilarity",
            "PointToDistribution", "RelationModule", "SetPairSimilarity",
-           "normalised_edge_update", "pair_index"]
+           "normalised_edge_update", "pair_index", "pair_mlp", "symmetric_pairs", "use_fused"]

@@ -13,6 +13,8 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor, nn
 
+from relgraph.nn.pairwise import pair_mlp
+
 __all__ = ["NodeUpdate", "EdgeUpdate", "pair_index", "mlp_layers", "apply_rows"]
 
 _TINY = 1e-12  # guards the L1 normalisations of empty rows
@@ -105,6 +107,8 @@ class EdgeUpdate(nn.Module):
     The similarity :math:`f_e(|v_i - v_j|)` is symmetric, so it is evaluated once per
     unordered pair (see :func:`pair_index`): half the work of all ``n x n`` ordered pairs in
     a full graph. In training mode BatchNorm therefore normalises over the unordered pairs.
+    It runs as :func:`~relgraph.nn.pairwise.pair_mlp` (in eval mode: blocks of rows in cache,
+    every layer of a block at once).
 
     Shapes:
         ``x [b, n, d], edges [b, n, m, 2], off_diag [n, m, 1], pairs [2, P], lookup [n, m]``
@@ -122,9 +126,11 @@ class EdgeUpdate(nn.Module):
         Shapes:
             ``x [b, n, d], pairs [2, P], lookup [n, m] -> [b, n, m]``
         """
-        diff = (x.index_select(1, pairs[0]) - x.index_select(1, pairs[1])).abs()  # [b, P, d]
-        sim = torch.sigmoid(apply_rows(self.mlp, diff).squeeze(-1).float())
-        sim = torch.cat([sim, sim.new_zeros(sim.shape[0], 1)], dim=1)
+        b, n = x.shape[:2]
+        rows = (pairs.unsqueeze(1) + n * torch.arange(b, device=x.device).view(1, b, 1))
+        out = pair_mlp(self.mlp, x.reshape(b * n, -1), rows.flatten(1))  # [b * P, 1]
+        sim = torch.sigmoid(out.reshape(b, -1).float())
+        sim = torch.cat([sim, sim.new_zeros(b, 1)], dim=1)
         return sim.index_select(1, lookup.flatten()).reshape(sim.shape[0], *lookup.shape)
 
     def forward(self, x: Tensor, edges: Tensor, off_diag: Tensor, pairs: Tensor,
