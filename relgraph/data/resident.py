@@ -18,10 +18,10 @@ rotations, same conversion), so episodes drawn from a seed do not change: only w
 fast they are made. On a GPU the images cross the bus once, at construction, and a training
 step copies only the batch's indices.
 
-Example:
-    >>> train = build_dataset("omniglot", root, split="train", rotations=True)
-    >>> resident = ResidentImages(train, "cuda")
-    >>> episode = sampler.episode_batch(resident, 0)  # support, query already on the GPU
+Example (needs the Omniglot data and a GPU, so not run as a doctest):
+    >>> train = build_dataset("omniglot", root, split="train", rotations=True)  # doctest: +SKIP
+    >>> resident = ResidentImages(train, "cuda")  # doctest: +SKIP
+    >>> episode = sampler.episode_batch(resident, 0)  # doctest: +SKIP
 """
 
 from __future__ import annotations

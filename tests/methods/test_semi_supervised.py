@@ -174,9 +174,9 @@ def test_soft_kmeans_reference():
 def test_distractor_log_radius_sets_the_initial_radius():
     model = build_method("protonet", None, unlabelled="soft_kmeans_distractor",
                          distractor_log_radius=8.0)
-    assert float(model.distractor_log_r) == 8.0
-    assert float(build_method("protonet", None, unlabelled="soft_kmeans_distractor")
-                 .distractor_log_r) == 0.0
+    assert model.distractor_log_r.item() == 8.0
+    assert build_method("protonet", None, unlabelled="soft_kmeans_distractor"
+                        ).distractor_log_r.item() == 0.0
 
 
 def test_label_propagation_matches_the_explicit_inverse():
