@@ -172,12 +172,16 @@ def main() -> int:
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot_challenge.json (e.g. from "
                              "experiments/gpu/reproduce.py) to the table; nothing is trained")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the table and plot from the JSON; nothing is trained or "
+                             "evaluated")
     args = parser.parse_args()
-    if args.merge:
+    if args.table_only or args.merge:
         if args.results:
             set_results(Path(args.results))
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
-        rows.update(json.loads(Path(args.merge).read_text()))
+        if args.merge:
+            rows.update(json.loads(Path(args.merge).read_text()))
         write_table(rows)
         plot(rows)
         return 0
