@@ -395,8 +395,9 @@ def main() -> int:
     parser.add_argument("--results", help="write the table, JSON and plots into this folder "
                                           "(default: experiments/results)")
     parser.add_argument("--table-only", action="store_true",
-                        help="rewrite the table and plots from the JSON; nothing is trained or "
-                             "evaluated")
+                        help="rewrite the table and plots from the JSON (adding the learning "
+                             "curves of rows without one whose run folder is under --out); "
+                             "nothing is trained or evaluated")
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot.json (e.g. from "
                              "experiments/gpu/reproduce.py's results.tar.gz) to the table, "
@@ -408,6 +409,11 @@ def main() -> int:
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         if args.merge:
             rows.update(json.loads(Path(args.merge).read_text()))
+        for key, r in rows.items():  # rows written before curves were kept, run folder here
+            if not r.get("curve"):
+                method, shots = key.split(":")
+                if curve := learning_curve(Path(args.out) / f"{method}_{shots}shot"):
+                    r["curve"] = curve
         write_table(rows)
         plot(rows)
         plot_curves(rows)
