@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(ROOT / "runs" / "text_finetune"))
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "text_finetune.md"))
     p.add_argument("--note", default="", help="a line about the machine's load, for the page")
+    p.add_argument("--history", default="",
+                   help="other evaluations on these test classes (the page lists every one)")
     p.add_argument("--table-only", action="store_true",
                    help="rewrite the page from its JSON (with --note: replace the note)")
     args = p.parse_args(argv)
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(out.with_suffix(".json").read_text())
         if args.note:
             results["note"] = args.note
+        if args.history:
+            results["history"] = args.history
             atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
         atomic_write_text(out, report(results))
         return 0
@@ -226,6 +230,8 @@ def report(results: dict[str, Any]) -> str:
         verdict = "beats" if r["beats frozen on validation"] else "does NOT beat"
         lines.append(f"- {key}: {curve} (the best fine-tuned checkpoint {verdict} the frozen "
                      "encoder on validation)")
+    if results.get("history"):
+        lines += ["", "History (every evaluation on these test classes): " + results["history"]]
     lines += ["", "Training seconds include the trainer's validations (each re-embeds the "
               "validation classes' texts with the current encoder). Test texts longer than "
               "the WordPiece limit (clinc150 32, banking77 48, fewrel 64 ids) are truncated; "
