@@ -112,9 +112,11 @@ class TrainConfig:
         patience: stop after this many validations without improvement (0: never stop early).
         seed: seed of the training episodes and of the model's initialisation.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
-        amp: mixed precision on GPU (autocast in ``amp_dtype``); ignored on CPU.
+        amp: mixed precision (autocast in ``amp_dtype``): on GPU; on the CPU only with
+            ``amp_dtype: bfloat16`` (otherwise ignored there).
         amp_dtype: ``"float16"`` (with loss scaling) or ``"bfloat16"`` (float32's range, no
-            loss scaling; Ampere GPUs and later).
+            loss scaling; Ampere GPUs and later, and CPUs: fast with AMX / AVX-512 bf16 units,
+            see ``experiments/results/bench_amp_cpu.md``).
         compile: run the training step's forward and loss through ``torch.compile`` (speed
             only: a resumed run may turn it on or off). Training episodes keep one shape, so
             it compiles once; validation runs uncompiled.

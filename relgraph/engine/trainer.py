@@ -359,7 +359,7 @@ class TrainRun:
             ``normalisation``), saved in checkpoints.
         sampler: the training episodes (batch ``t`` is a pure function of ``(seed, t)``).
         augment: the training images' random affine warps (possibly inactive).
-        use_amp: mixed precision (CUDA and ``train.amp`` only).
+        use_amp: mixed precision (``train.amp``: on CUDA, or on the CPU in bfloat16).
         amp_dtype: its dtype, ``"float16"`` or ``"bfloat16"`` (``train.amp_dtype``).
     """
 
@@ -570,7 +570,8 @@ def setup(config: Config, out: str | Path, fit_validation: bool = False) -> Trai
     config = features_backbone(config, preprocessing)
     return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
                     preprocessing=preprocessing, sampler=sampler,
-                    augment=augment, use_amp=t.amp and info.device.type == "cuda",
+                    augment=augment, use_amp=t.amp and (info.device.type == "cuda" or (
+                        info.device.type == "cpu" and t.amp_dtype == "bfloat16")),
                     amp_dtype=t.amp_dtype)
 
 
