@@ -22,6 +22,7 @@ config, float32 and with ``train.amp_dtype: bfloat16`` (their ``metrics.csv``), 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 import time
@@ -52,10 +53,16 @@ def step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple, bf16:
     return time.process_time() - started
 
 
+def cpu_bf16_units() -> list[str]:
+    """The CPU's bfloat16 units named in ``/proc/cpuinfo`` (Linux; empty elsewhere)."""
+    info = Path("/proc/cpuinfo")
+    flags = next((line.split(":", 1)[1].split() for line in info.read_text().splitlines()
+                  if line.startswith("flags")), []) if info.is_file() else []
+    return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+
+
 def runs_section(fp32: Path, bf16: Path) -> list[str]:
     """Validation accuracy at each validation and the loop's seconds of two runs."""
-    import csv
-
     rows = {}
     for name, folder in (("float32", fp32), ("bfloat16", bf16)):
         with open(folder / "metrics.csv", newline="") as f:
@@ -110,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32, bf16 = (statistics.median(times[b]) for b in (False, True))
         rows.append((name, fp32, bf16))
         print(f"{name}: float32 {fp32:.3f} s, bfloat16 autocast {bf16:.3f} s", flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text(
-        ).splitlines() if line.startswith("flags")), "") if Path("/proc/cpuinfo").is_file() else ""
-    bf16_units = [f for f in ("amx_bf16", "avx512_bf16") if f in cpu.split()] or ["none found"]
+    bf16_units = cpu_bf16_units() or ["none found"]
     command = ("OMP_NUM_THREADS=1 python experiments/bench_amp_cpu.py " + " ".join(
         argv if argv is not None else sys.argv[1:])).strip()
     lines = ["# bfloat16 autocast on the CPU: transductive graph heads at n = 400", "",

@@ -145,20 +145,12 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> str:
     return f"{100 * float(d.mean()):+.2f} ± {100 * confidence_interval(d):.2f}"
 
 
-# -- the from-scratch encoder ----------------------------------------------------------------------
-def train_text_cnn(spec: tuple, train_classes: list[str], work: Path, steps: int,
-                   shots: int, val_episodes: int = 200) -> tuple[Any, str, dict[str, Any] | None]:
-    """Train text_cnn + protonet on token ids with :func:`relgraph.engine.train`.
-
-    The vocabulary is built from the training classes' training rows only and written to a
-    file that the test dataset reads too. Returns ``(model, vocabulary file, best validation)``.
-    """
+def train_data(spec: tuple, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` section of a config training on benchmark ``spec``'s training classes and
+    validating on its validation classes; ``options`` are the dataset options (the encoder...),
+    completed here with the class selection where the benchmark needs one."""
     name, root, train_opts, val_opts, _ = spec
-    vocab_texts = build_dataset(name, root, split=train_opts["split"], classes=train_classes,
-                                progress=False).texts
-    vocab_file = work / f"vocab_{name}.txt"
-    save_vocab(build_vocab(vocab_texts), vocab_file)
-    options: dict[str, Any] = {"encoder": "tokens", "vocab": str(vocab_file), "progress": False}
+    options = dict(options)
     data: dict[str, Any] = {"dataset": name, "roots": [str(root)], "image_size": None,
                             "split": train_opts["split"], "options": options}
     if "alphabets" in train_opts:  # CLINC150: validation domains
@@ -171,6 +163,23 @@ def train_text_cnn(spec: tuple, train_classes: list[str], work: Path, steps: int
         data["val_alphabets"] = ["val"]
     else:  # FewRel: 5 of the 16 val_wiki relations (relgraph's fixed seed) validate
         data["val_fraction"] = 0.32
+    return data
+
+
+# -- the from-scratch encoder ----------------------------------------------------------------------
+def train_text_cnn(spec: tuple, train_classes: list[str], work: Path, steps: int,
+                   shots: int, val_episodes: int = 200) -> tuple[Any, str, dict[str, Any] | None]:
+    """Train text_cnn + protonet on token ids with :func:`relgraph.engine.train`.
+
+    The vocabulary is built from the training classes' training rows only and written to a
+    file that the test dataset reads too. Returns ``(model, vocabulary file, best validation)``.
+    """
+    name, root, train_opts, _, _ = spec
+    vocab_texts = build_dataset(name, root, split=train_opts["split"], classes=train_classes,
+                                progress=False).texts
+    vocab_file = work / f"vocab_{name}.txt"
+    save_vocab(build_vocab(vocab_texts), vocab_file)
+    data = train_data(spec, {"encoder": "tokens", "vocab": str(vocab_file), "progress": False})
     config = Config.from_dict({
         "method": "protonet", "backbone": "text_cnn", "data": data,
         "train": {"ways": 5, "shots": shots, "queries": 10, "episodes_per_batch": 4,

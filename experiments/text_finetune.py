@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from text import QUERIES, benchmarks, fmt, make_splits, paired  # noqa: E402
+from text import QUERIES, benchmarks, fmt, make_splits, paired, train_data  # noqa: E402
 
 from relgraph.data import build_dataset  # noqa: E402
 from relgraph.engine.config import Config  # noqa: E402
@@ -51,22 +51,9 @@ MAX_LEN = {"clinc150": 32, "banking77": 48, "fewrel": 64}
 
 def finetune_config(spec: tuple, shots: int, args: argparse.Namespace) -> Config:
     """The training config: ``minilm`` + cosine ProtoNet on the benchmark's training classes,
-    validated on its validation classes (as text.py's ``train_text_cnn`` splits them)."""
-    name, root, train_opts, val_opts, _ = spec
-    options: dict[str, Any] = {"encoder": "wordpiece", "max_len": MAX_LEN[name],
-                               "progress": False}
-    data: dict[str, Any] = {"dataset": name, "roots": [str(root)], "image_size": None,
-                            "split": train_opts["split"], "options": options}
-    if "alphabets" in train_opts:  # CLINC150: validation domains
-        data["alphabets"] = train_opts["alphabets"] + val_opts["alphabets"]
-        data["val_alphabets"] = val_opts["alphabets"]
-    elif "classes" in train_opts:  # Banking77: validation intents, marked as an alphabet
-        options["classes"] = train_opts["classes"] + val_opts["classes"]
-        options["class_alphabets"] = {**{c: "train" for c in train_opts["classes"]},
-                                      **{c: "val" for c in val_opts["classes"]}}
-        data["val_alphabets"] = ["val"]
-    else:  # FewRel: 5 of the 16 val_wiki relations (relgraph's fixed seed) validate
-        data["val_fraction"] = 0.32
+    validated on its validation classes (text.py's :func:`train_data`)."""
+    data = train_data(spec, {"encoder": "wordpiece", "max_len": MAX_LEN[spec[0]],
+                             "progress": False})
     backbone_args = {} if args.train_layers is None else {"train_layers": args.train_layers}
     return Config.from_dict({
         "method": "protonet", "method_args": {"distance": "cosine", "learn_scale": True},

@@ -219,13 +219,16 @@ def predict_texts(model: FewShotMethod, preprocessing: dict[str, Any],
     if encoder == "tokens" and not ("vocab" in preprocessing and "max_len" in preprocessing):
         raise ValueError("the checkpoint was trained on token ids but records no vocabulary "
                          "(preprocessing 'vocab' and 'max_len')")
+    if encoder == "wordpiece" and "max_len" not in preprocessing:
+        raise ValueError("the checkpoint was trained on WordPiece ids but records no length "
+                         "(preprocessing 'max_len'): retrain it with this relgraph version")
     sup_rows = read_text_file(support, labelled=True)
     q_rows = read_text_file(query, labelled=False)
     options: dict[str, Any] = {"encoder": encoder, "progress": progress}
     if encoder == "tokens":
         options.update(vocab=list(preprocessing["vocab"]), max_len=int(preprocessing["max_len"]))
     if encoder == "wordpiece":
-        options.update(max_len=int(preprocessing.get("max_len", 32)))
+        options.update(max_len=int(preprocessing["max_len"]))
     sup = TextDataset(sup_rows, name="support", **options)
     support_x = sup.inputs()
     query_x = _encode_texts(q_rows, encoder, preprocessing, progress)

@@ -76,13 +76,14 @@ def _quiet_load(fn, *args, **kwargs):  # noqa: ANN001, ANN202
             hf_logging.enable_progress_bar()
 
 
-def minilm_tokenizer():  # noqa: ANN201  (a transformers tokenizer)
-    """all-MiniLM-L6-v2's WordPiece tokenizer (``[PAD]`` = 0), loaded offline.
+def minilm_tokenizer(folder: Path | None = None):  # noqa: ANN201  (a transformers tokenizer)
+    """all-MiniLM-L6-v2's WordPiece tokenizer (``[PAD]`` = 0), loaded offline from ``folder``
+    (default: :func:`minilm_path`, which checks the weights).
 
     Raises:
         ImportError: the ``relgraph[text]`` extra is missing.
     """
-    folder = minilm_path()
+    folder = minilm_path() if folder is None else folder
     from transformers import AutoTokenizer
 
     tokenizer = _quiet_load(AutoTokenizer.from_pretrained, str(folder), local_files_only=True)
@@ -109,7 +110,7 @@ class MiniLMEncoder(nn.Module):
         folder = minilm_path()
         from transformers import AutoModel
 
-        self.tokenizer = minilm_tokenizer()
+        self.tokenizer = minilm_tokenizer(folder)  # the weights are checked once, above
         self.model = _quiet_load(AutoModel.from_pretrained, str(folder),
                                  local_files_only=True).eval()
         self.max_length = max_length

@@ -48,6 +48,13 @@ def confidence_interval(accuracies: Tensor) -> float:
     return float(1.96 * accuracies.double().std(unbiased=False) / math.sqrt(e))
 
 
+def autocast_enabled(device: torch.device | str, amp: bool | str) -> bool:
+    """Whether ``amp`` autocasts on ``device``: any ``amp`` on CUDA, only ``"bfloat16"`` on
+    the CPU (fast with AMX / AVX-512 bf16 units), never elsewhere."""
+    kind = torch.device(device).type
+    return bool(amp) and (kind == "cuda" or (kind == "cpu" and amp == "bfloat16"))
+
+
 def autocast_context(device: torch.device, amp: bool | str):  # noqa: ANN201
     """Autocast when ``amp``: on CUDA ``True`` or ``"float16"`` for fp16, ``"bfloat16"`` for
     bf16; on the CPU only ``"bfloat16"`` (fast on CPUs with AMX / AVX-512 bf16 units); a no-op
@@ -62,9 +69,8 @@ def autocast_context(device: torch.device, amp: bool | str):  # noqa: ANN201
         dtype = getattr(torch, amp)
     else:
         dtype = torch.float16
-    kind = torch.device(device).type
-    enabled = bool(amp) and (kind == "cuda" or (kind == "cpu" and amp == "bfloat16"))
-    return torch.autocast(device_type=kind, dtype=dtype, enabled=enabled)
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype,
+                          enabled=autocast_enabled(device, amp))
 
 
 @torch.no_grad()

@@ -66,7 +66,7 @@ from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
 from relgraph.engine.distributed import DistInfo, barrier, init_distributed
-from relgraph.engine.evaluate import autocast_context, evaluate
+from relgraph.engine.evaluate import autocast_context, autocast_enabled, evaluate
 from relgraph.engine.lock import remove_stale_temp_files, run_lock
 from relgraph.methods import METHODS, FewShotMethod, build_method
 from relgraph.registry import accepted_keywords
@@ -570,8 +570,8 @@ def setup(config: Config, out: str | Path, fit_validation: bool = False) -> Trai
     config = features_backbone(config, preprocessing)
     return TrainRun(config=config, out=Path(out), info=info, train_ds=train_ds, val_ds=val_ds,
                     preprocessing=preprocessing, sampler=sampler,
-                    augment=augment, use_amp=t.amp and (info.device.type == "cuda" or (
-                        info.device.type == "cpu" and t.amp_dtype == "bfloat16")),
+                    augment=augment,
+                    use_amp=autocast_enabled(info.device, t.amp and t.amp_dtype),
                     amp_dtype=t.amp_dtype)
 
 
