@@ -1,22 +1,28 @@
-"""Does bfloat16 autocast on the CPU speed up the transductive graph heads? (issue 16, a probe)
+"""bfloat16 autocast on the CPU: the graph heads' training step, float32 vs bfloat16 (issue 16).
 
-Times one training step (``build_graph`` + ``relate_loss`` + backward + Adam) of
+1. Times one training step (``build_graph`` + ``relate_loss`` + backward + Adam) of
 ``edge_gnn_transductive`` and ``gnn_transductive`` on one 20-way 5-shot 15-query graph of
-random 64-d features (n = 400, the shapes of ``experiments/bench_heads.py``), float32 and under
-``torch.autocast("cpu", dtype=torch.bfloat16)``, interleaved, process CPU time, medians of
-``--steps`` after one untimed step each. On CPUs with AMX / AVX-512 bf16 the matrix products run
-several times faster in bfloat16. The trainer autocasts on the CPU only with
-``train.amp_dtype: bfloat16`` (off by default); the fused pair-MLP path of the GNN kernel is off
-under autocast (hence gnn_transductive's slowdown).
+random 64-d features (n = 400, the shapes of ``experiments/bench_heads.py``) in three ways,
+interleaved in one run, process CPU time, medians of ``--steps`` after one untimed step each:
+float32; bfloat16 autocast with the pair MLPs as plain modules (``use_fused(False)``: how the
+previous code ran under autocast); bfloat16 autocast with the fused pair-MLP path (now: products
+and rows in bfloat16, statistics in float32, see ``relgraph.nn.pairwise``). On CPUs with AMX /
+AVX-512 bf16 the matrix products run several times faster in bfloat16. The trainer autocasts on
+the CPU only with ``train.amp_dtype: bfloat16`` (off by default).
+
+2. Inductive ``edge_gnn`` on images (20-way 5-shot 15-query, Conv4 on 28x28, the shapes of
+``relgraph bench``): the backbone's training step and the relational head's training step on
+its embeddings, each measured directly (``relgraph.bench``), float32 and bfloat16 autocast.
 
 Usage (project root)::
 
     OMP_NUM_THREADS=1 python experiments/bench_amp_cpu.py [--steps 3] [--out FILE.md]
-        [--runs FP32_RUN BF16_RUN]
+        [--runs FP32_RUN BF16_RUN [--note TEXT]] ...
 
-``--runs`` adds the validation curves and training times of two ``relgraph train`` runs of one
-config, float32 and with ``train.amp_dtype: bfloat16`` (their ``metrics.csv``), e.g.
-``omniglot_small1_edge_gnn_transductive.yaml`` as it is and with ``--set train.amp_dtype=bfloat16``.
+Each ``--runs`` adds the validation curves and training times of two ``relgraph train`` runs of
+one config, float32 and with ``train.amp_dtype: bfloat16`` (their ``metrics.csv``), e.g.
+``omniglot_small1_edge_gnn_transductive.yaml`` as it is and with ``--set train.amp_dtype=bfloat16``;
+the i-th ``--note`` says how the i-th pair was made.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from relgraph.bench import machine_info
+from relgraph.bench import _build, _steps, machine_info, random_episode
 from relgraph.methods import build_method
+from relgraph.nn.pairwise import use_fused
 from relgraph.utils import atomic_write_text
 
 HEADS = {"edge_gnn_transductive": {"in_dim": 64}, "gnn_transductive": {"embed_dim": 64}}
@@ -40,17 +48,56 @@ HEADS = {"edge_gnn_transductive": {"in_dim": 64}, "gnn_transductive": {"embed_di
 REFERENCE_S = {"edge_gnn_transductive": 16.1, "gnn_transductive": 16.0}
 
 
-def step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple, bf16: bool) -> float:
+#: The ways a step runs: (label, bfloat16 autocast, fused pair MLPs).
+MODES = (("float32", False, True), ("bfloat16, plain pair MLPs (before)", True, False),
+         ("bfloat16, fused pair MLPs (now)", True, True))
+
+
+def step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple, bf16: bool,
+         fused: bool = True) -> float:
     """One training step; returns its process CPU seconds."""
     support, support_labels, query, query_labels, ways = batch
     started = time.process_time()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        graph = model.build_graph(support, support_labels, query, ways)
-        loss, _ = model.relate_loss(graph, query_labels)
-    opt.zero_grad()
-    loss.backward()
+    with use_fused(fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            graph = model.build_graph(support, support_labels, query, ways)
+            loss, _ = model.relate_loss(graph, query_labels)
+        opt.zero_grad()
+        loss.backward()
     opt.step()
     return time.process_time() - started
+
+
+def images_section(steps: int) -> list[str]:
+    """Inductive edge_gnn on a 20-way 5-shot 15-query image episode: backbone and relational
+    training / eval steps, float32 and bfloat16 autocast, each measured directly."""
+    torch.manual_seed(0)
+    model = _build("edge_gnn", "conv4", 1, 28, None, None, 0)
+    fns = _steps(model, random_episode(20, 5, 15, 1, 1, 28))
+    names = ("train_backbone", "train_relational", "eval_backbone", "eval_relational")
+    times: dict[tuple[str, bool], list[float]] = {(n, b): [] for n in names for b in (False, True)}
+    for i in range(steps + 1):
+        for (name, bf16), got in times.items():
+            started = time.process_time()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                fns[name]()
+            if i:  # the first call of each is untimed
+                got.append(time.process_time() - started)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    out = ["## 2. Inductive edge_gnn: relational head vs backbone", "",
+           "20-way 5-shot 15-query image episode (n = 400), Conv4 on 28x28, ms of process CPU "
+           "time (medians). Training: forward + loss + backward + Adam of the backbone alone "
+           "(a fixed gradient into its embeddings) and of the head alone (on the backbone's "
+           "embeddings, gradient into them too).", "",
+           "| step | float32 ms | bfloat16 ms | float32 / bfloat16 |", "|---|---:|---:|---:|"]
+    for name in names:
+        a, b = ms[(name, False)], ms[(name, True)]
+        out.append(f"| {name} | {a:,.0f} | {b:,.0f} | {a / b:.2f} |")
+    for mode, bf16 in (("float32", False), ("bfloat16", True)):
+        r = ms[("train_relational", bf16)] / ms[("train_backbone", bf16)]
+        out.append("")
+        out.append(f"Relational / backbone training step, {mode}: {r:.2f}.")
+    return out + [""]
 
 
 def cpu_bf16_units() -> list[str]:
@@ -68,7 +115,10 @@ def runs_section(fp32: Path, bf16: Path) -> list[str]:
         with open(folder / "metrics.csv", newline="") as f:
             rows[name] = {int(r["step"]): r for r in csv.DictReader(f)}
     steps = sorted(set(rows["float32"]) & set(rows["bfloat16"]))
-    out = ["## A whole training run, float32 and bfloat16 autocast", "",
+    config = yaml.safe_load((fp32 / "config.yaml").read_text()) or {}
+    args = yaml.safe_dump(config.get("method_args") or {}, default_flow_style=True).strip()
+    what = f"{config.get('method', '?')} {args if args != '{}' else ''}".strip()
+    out = [f"## A whole training run, float32 and bfloat16 autocast: {what}", "",
            f"`{fp32}` and `{bf16}` (their `config.yaml`: the same config but "
            "`train.amp_dtype`), metrics.csv: validation accuracy (%) and the training loop's "
            "seconds (incl. validation) at each validation.", "",
@@ -91,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", default="experiments/results/bench_amp_cpu.md")
-    p.add_argument("--runs", nargs=2, metavar=("FP32_RUN", "BF16_RUN"),
-                   help="two run folders of one config, float32 and bfloat16 autocast")
-    p.add_argument("--note", default="", help="how the --runs were made, for the page")
+    p.add_argument("--runs", nargs=2, action="append", default=[],
+                   metavar=("FP32_RUN", "BF16_RUN"),
+                   help="two run folders of one config, float32 and bfloat16 autocast "
+                        "(repeatable)")
+    p.add_argument("--note", action="append", default=[],
+                   help="how the i-th --runs pair was made, for the page (repeatable)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     ways, shots, queries, dim = 20, 5, 15, 64
@@ -108,35 +161,40 @@ def main(argv: list[str] | None = None) -> int:
         query_labels = torch.arange(ways).repeat_interleave(queries)[None]
 
         batch = (support, support_labels, query, query_labels, ways)
-        step(model, opt, batch, False)
-        step(model, opt, batch, True)
-        times: dict[bool, list[float]] = {False: [], True: []}
+        for _, bf16, fused in MODES:
+            step(model, opt, batch, bf16, fused)
+        times: list[list[float]] = [[] for _ in MODES]
         for _ in range(args.steps):
-            for bf16 in (False, True):
-                times[bf16].append(step(model, opt, batch, bf16))
-        fp32, bf16 = (statistics.median(times[b]) for b in (False, True))
-        rows.append((name, fp32, bf16))
-        print(f"{name}: float32 {fp32:.3f} s, bfloat16 autocast {bf16:.3f} s", flush=True)
+            for got, (_, bf16, fused) in zip(times, MODES, strict=True):
+                got.append(step(model, opt, batch, bf16, fused))
+        medians = [statistics.median(t) for t in times]
+        rows.append((name, *medians))
+        print(name, ", ".join(f"{label} {s:.3f} s" for (label, _, _), s in
+                              zip(MODES, medians, strict=True)), flush=True)
     bf16_units = cpu_bf16_units() or ["none found"]
     command = ("OMP_NUM_THREADS=1 python experiments/bench_amp_cpu.py " + " ".join(
         argv if argv is not None else sys.argv[1:])).strip()
-    lines = ["# bfloat16 autocast on the CPU: transductive graph heads at n = 400", "",
+    lines = ["# bfloat16 autocast on the CPU: graph heads at n = 400", "",
              f"`{command}`", "",
              f"Run on {time.strftime('%Y-%m-%d')}: {machine_info()}; CPU bf16 units: "
-             f"{', '.join(bf16_units)}.", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "| head | float32 s/step | bfloat16 autocast s/step | ratio | reference s/step "
-             "(issue 16) | reference / float32 | reference / bfloat16 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, fp32, bf16 in rows:
+             f"{', '.join(bf16_units)}.", "",
+             "## 1. Transductive heads on one graph of features", "",
+             __doc__.split("\n\n")[1].replace("\n", " ")[3:], "",
+             "| head | float32 s/step | bfloat16, plain pair MLPs (before) | bfloat16, fused "
+             "(now) | float32 / now | before / now | reference s/step (issue 16) | "
+             "reference / float32 | reference / now |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, fp32, before, now in rows:
         ref = REFERENCE_S[name]
-        lines.append(f"| {name} | {fp32:.3f} | {bf16:.3f} | {fp32 / bf16:.2f} | {ref} | "
-                     f"{ref / fp32:.1f} | {ref / bf16:.1f} |")
-    lines += ["", "The reference figures are the issue's, measured on an earlier day, not in "
-              "this run; ratios to them are indicative only.", ""]
-    if args.runs:
-        lines += runs_section(*(Path(r) for r in args.runs))
-        if args.note:
-            lines += [args.note, ""]
+        lines.append(f"| {name} | {fp32:.3f} | {before:.3f} | {now:.3f} | {fp32 / now:.2f} | "
+                     f"{before / now:.2f} | {ref} | {ref / fp32:.1f} | {ref / now:.1f} |")
+    lines += ["", "The reference figures are the issue's (the reference codes in float32, 1 "
+              "thread, this machine type), measured on an earlier day, not in this run.", ""]
+    lines += images_section(args.steps)
+    for i, pair in enumerate(args.runs):
+        lines += runs_section(*(Path(r) for r in pair))
+        if i < len(args.note):
+            lines += [args.note[i], ""]
     atomic_write_text(Path(args.out), "\n".join(lines))
     return 0
 

@@ -19,7 +19,16 @@ values and gradients as the full ``n x n`` computation (see :func:`symmetric_pai
 
 :func:`use_fused` switches the fast path off (``with use_fused(False): ...``) to run the
 plain modules instead, e.g. to compare or time both; the plain path is also taken where the
-fast one does not apply (autocast, another layer layout).
+fast one does not apply (another layer layout).
+
+**Mixed precision.** Under autocast (``torch.autocast(device, dtype=torch.bfloat16)``, the
+trainer's ``train.amp_dtype``) the fast path keeps what autocast would: the matrix products,
+the rows' activations and their gradients in the autocast dtype (products accumulated in
+float32 by the BLAS, results rounded), and the parameters and their gradients in float32;
+BatchNorm's statistics are per-block sums accumulated in float32 (rounded once per block),
+combined in float64. On a CPU with AMX / AVX-512 BF16 units the products run several times
+faster, and every other pass over the rows moves half the bytes
+(``experiments/bench_amp_cpu.py``). The accuracy is autocast's own (tested against float64).
 """
 
 from __future__ import annotations
@@ -93,10 +102,19 @@ def _blocks(mlp: nn.Sequential) -> list[_Block] | None:
     return None  # no last Linear
 
 
+def _matmul_dtype(x: Tensor) -> torch.dtype | None:
+    """The autocast dtype of ``x``'s device when autocast is on there, else ``None``."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
 def supports_fused(mlp: nn.Sequential, x: Tensor) -> bool:
     """Whether :func:`pair_mlp` takes the fast path for this MLP and input."""
-    return (_FUSED and _blocks(mlp) is not None and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled(x.device.type)
+    if not _FUSED or _blocks(mlp) is None:
+        return False
+    if _matmul_dtype(x) is not None:  # mixed precision: float32 parameters, any float input
+        return x.is_floating_point() and all(p.dtype == torch.float32 for p in mlp.parameters())
+    return (x.dtype in (torch.float32, torch.float64)
             and all(p.dtype == x.dtype for p in mlp.parameters()))
 
 
@@ -161,11 +179,13 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     times (values, gradients and BatchNorm running statistics, up to float rounding); with
     ``counts=None`` every row once. ``mlp`` is ``Linear [-> BatchNorm1d] -> LeakyReLU``
     blocks and a last ``Linear`` (:func:`~relgraph.nn.edge_labeling.mlp_layers`,
-    :class:`~relgraph.graph.LearnedKernel`); other layouts (and autocast) run the plain
-    modules, which requires ``counts=None``; so do BatchNorm layers in training mode with
+    :class:`~relgraph.graph.LearnedKernel`); other layouts run the plain modules, which
+    requires ``counts=None``; so do BatchNorm layers in training mode with
     ``counts=None`` (there PyTorch's own BatchNorm kernels under autograd measured as fast as
     the blocked backward pass). Rows are processed in blocks of equal multiplicity, so long
-    runs of equal ``counts`` are fastest.
+    runs of equal ``counts`` are fastest. Under autocast the products and the rows run in
+    the autocast dtype, the statistics in float32 (see the module's notes); the output is
+    float32.
 
     Args:
         mlp: the MLP.
@@ -189,11 +209,15 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
         # blocked backward pass (experiments/bench_pair_mlp.py)
         if counts is not None and bool((counts != 1).any()):
             raise ValueError("row multiplicities need the fused path of pair_mlp (an MLP of "
-                             "Linear [-> BatchNorm1d] -> LeakyReLU blocks, no autocast)")
+                             "Linear [-> BatchNorm1d] -> LeakyReLU blocks with float32 "
+                             "parameters under autocast)")
         diff = (x.index_select(0, pairs[0]) - x.index_select(0, pairs[1])).abs()
         return mlp(diff)
     blocks = _blocks(mlp)
     assert blocks is not None
+    mm = _matmul_dtype(x)
+    if mm is not None:
+        x = x.float()  # float32 between the products (an autocast input may be bfloat16)
     if block_rows is None:
         block_rows = CPU_BLOCK_ROWS if x.device.type == "cpu" else rows
     # spans of at most block_rows rows of one multiplicity each: (start, end, count)
@@ -213,7 +237,7 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     if not any(b.norm is not None and b.norm.training for b in blocks) and not (
             torch.is_grad_enabled() and (x.requires_grad
                                          or any(p.requires_grad for p in mlp.parameters()))):
-        return _rows_at_once(x, pairs, blocks, block_rows)
+        return _rows_at_once(x, pairs, blocks, block_rows, mm)
     params: list[Tensor] = []
     for b in blocks:
         params.append(b.linear.weight)
@@ -221,7 +245,9 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
             params.append(b.linear.bias)
         if b.norm is not None:
             params += [b.norm.weight, b.norm.bias]
-    return _PairMLP.apply(x, pairs, (tuple(spans), float(total), tuple(blocks)), *params)
+    with torch.autocast(x.device.type, enabled=False):  # the products are cast by hand
+        return _PairMLP.apply(x, pairs, (tuple(spans), float(total), tuple(blocks), mm),
+                              *params)
 
 
 @dataclass(frozen=True)
@@ -250,8 +276,13 @@ class _Stats:
                                    device=like.device).unsqueeze(1)
 
     def add(self, k: int, z: Tensor) -> None:
-        torch.sum(z, 0, out=self.sums[k])
-        torch.linalg.vecdot(z, z, dim=0, out=self.squares[k])
+        if z.dtype == self.sums.dtype:
+            torch.sum(z, 0, out=self.sums[k])
+            torch.linalg.vecdot(z, z, dim=0, out=self.squares[k])
+        else:  # low-precision rows: sums accumulated in float32, rounded once (a cast copy
+            # of the rows, as dtype=float32 makes, would cost more than the rest of the pass)
+            self.sums[k] = z.sum(0)
+            self.squares[k] = torch.linalg.vecdot(z, z, dim=0)
 
     def mean_var(self, total: float) -> tuple[Tensor, Tensor]:
         means = self.sums.double() / self.rows  # [spans, C]
@@ -285,34 +316,56 @@ def _norm(norm: nn.BatchNorm1d, stats: _Stats | None, total: float, dtype: torch
                  norm.eps, norm.weight.detach())
 
 
-def _rows_at_once(x: Tensor, pairs: Tensor, blocks: list[_Block], block_rows: int) -> Tensor:
+def _rows_at_once(x: Tensor, pairs: Tensor, blocks: list[_Block], block_rows: int,
+                  mm: torch.dtype | None) -> Tensor:
     """The forward pass without gradients nor batch statistics: every layer of a block of
-    rows in one go (nothing is kept but the output)."""
+    rows in one go (nothing is kept but the output); products in ``mm`` when given."""
     norms = [None if b.norm is None else _norm(b.norm, None, 0.0, x.dtype) for b in blocks]
+    weights = [_weight(b.linear, mm) for b in blocks]
     out = []
-    for s in range(0, pairs.shape[1], block_rows):
-        a = _input(x, pairs, s, min(s + block_rows, pairs.shape[1]))
-        for blk, norm in zip(blocks, norms, strict=True):
-            a = _linear(a, blk.linear)
-            if blk.slope is not None:
-                a = F.leaky_relu_(_pre(a, norm), blk.slope)
-        out.append(a)
+    with torch.autocast(x.device.type, enabled=False):
+        for s in range(0, pairs.shape[1], block_rows):
+            a = _input(x, pairs, s, min(s + block_rows, pairs.shape[1]))
+            a = a if mm is None else a.to(mm)
+            for blk, norm, w in zip(blocks, norms, weights, strict=True):
+                a = _linear(a, w, blk.linear.bias)
+                if blk.slope is not None:
+                    a = F.leaky_relu_(_pre(a, norm), blk.slope)
+            out.append(a.to(x.dtype))
     return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def _diff(x: Tensor, pairs: Tensor, s: int, e: int) -> Tensor:
+    """``x_i - x_j`` of rows ``s:e``."""
+    return x.index_select(0, pairs[0, s:e]) - x.index_select(0, pairs[1, s:e])
 
 
 def _input(x: Tensor, pairs: Tensor, s: int, e: int) -> Tensor:
     """``|x_i - x_j|`` of rows ``s:e``."""
-    return (x.index_select(0, pairs[0, s:e]) - x.index_select(0, pairs[1, s:e])).abs_()
+    return _diff(x, pairs, s, e).abs_()
 
 
-def _linear(a: Tensor, lin: nn.Linear) -> Tensor:
+def _weight(lin: nn.Linear, mm: torch.dtype | None) -> Tensor:
+    """The weight of ``lin`` (detached) in the products' dtype."""
     w = lin.weight.detach()
-    return a @ w.t() if lin.bias is None else torch.addmm(lin.bias.detach(), a, w.t())
+    return w if mm is None else w.to(mm)
+
+
+def _linear(a: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """``a w^T (+ bias)`` in ``w``'s dtype (from :func:`_weight`; the bias, added before the
+    result is rounded, is cast to it)."""
+    if bias is None:
+        return a @ w.t()
+    return torch.addmm(bias.detach().to(w.dtype), a, w.t())
 
 
 def _pre(z: Tensor, norm: _Norm | None) -> Tensor:
-    """The activation's input of a hidden block: a new tensor (``z`` is kept)."""
-    return z.clone() if norm is None else torch.addcmul(norm.shift, z, norm.scale)
+    """The activation's input of a hidden block: a new tensor of ``z``'s dtype (``z`` is
+    kept). Low-precision rows use the scale and shift rounded to their dtype: an operation
+    of mixed dtypes would first copy the rows to float32."""
+    if norm is None:
+        return z.clone()
+    return torch.addcmul(norm.shift.to(z.dtype), z, norm.scale.to(z.dtype))
 
 
 class _PairMLP(torch.autograd.Function):
@@ -328,11 +381,13 @@ class _PairMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, pairs, plan, *params):  # noqa: ANN001, ANN205
-        spans, total, blocks = plan
+        spans, total, blocks, mm = plan
+        weights = [_weight(b.linear, mm) for b in blocks]
         norms: list[_Norm | None] = []
         zs: list[list[Tensor]] = []
         acts: list[list[Tensor]] = []
         out: list[Tensor] = []
+        diffs: list[Tensor] = []  # with mm: the pair differences x_i - x_j, kept in mm
         for li, blk in enumerate(blocks):
             stats = None
             if blk.norm is not None and blk.norm.training:
@@ -340,44 +395,57 @@ class _PairMLP(torch.autograd.Function):
             cur: list[Tensor] = []
             offset = shifted = None
             for k, (s, e, _) in enumerate(spans):
-                if li == 0:
+                if li == 0 and mm is None:
                     a = _input(x, pairs, s, e)
+                elif li == 0:
+                    diffs.append(_diff(x, pairs, s, e).to(mm))
+                    a = diffs[-1].abs()
                 else:
                     a = F.leaky_relu_(_pre(zs[-1][k], norms[-1]), blocks[li - 1].slope)
                     acts[-1].append(a)
                 if stats is None:
-                    z = _linear(a, blk.linear)
+                    z = _linear(a, weights[li], blk.linear.bias)
                 elif k == 0:  # saved minus the first span's mean: well-conditioned sums
-                    z = _linear(a, blk.linear)
-                    offset = z.mean(0)
-                    z.sub_(offset)
+                    z = _linear(a, weights[li], blk.linear.bias)
+                    offset = z.mean(0).to(x.dtype)
                     shifted = -offset if blk.linear.bias is None else blk.linear.bias - offset
+                    if mm is None:
+                        z.sub_(offset)
+                    else:  # subtracted before the product is rounded
+                        z = _linear(a, weights[li], shifted)
                 else:
                     assert shifted is not None
-                    z = torch.addmm(shifted.detach(), a, blk.linear.weight.detach().t())
+                    z = _linear(a, weights[li], shifted)
                 cur.append(z)
                 if stats is not None:
                     stats.add(k, z)
             if blk.slope is None:
-                out = cur
+                out = [t.to(x.dtype) for t in cur]
                 break
             zs.append(cur)
             acts.append([])
             norms.append(None if blk.norm is None
                          else _norm(blk.norm, stats, total, x.dtype, offset))
-        ctx.save_for_backward(x, pairs, *[t for tl in zs + acts for t in tl])
+        ctx.save_for_backward(x, pairs, *[t for tl in zs + acts for t in tl], *diffs)
         ctx.plan, ctx.norms = plan, norms
         return torch.cat(out) if len(out) > 1 else out[0]
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        with torch.autocast(grad_out.device.type, enabled=False):  # dtypes are set by hand
+            return _PairMLP._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):  # noqa: ANN001, ANN205
         x, pairs, *flat = ctx.saved_tensors
-        spans, total, blocks = ctx.plan
+        spans, total, blocks, mm = ctx.plan
+        grad_out = grad_out.to(x.dtype if mm is None else mm)  # the rows' gradients' dtype
         norms = ctx.norms
         nk = len(spans)
         hidden = len(blocks) - 1
         zs = [flat[i * nk:(i + 1) * nk] for i in range(hidden)]
         acts = [flat[(hidden + i) * nk:(hidden + i + 1) * nk] for i in range(hidden)]
+        diffs = flat[2 * hidden * nk:]  # with mm: x_i - x_j per span
         lin_grads: list[list[Tensor]] = [[] for _ in blocks]
         norm_grads: list[list[Tensor]] = [[] for _ in blocks]
         grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
@@ -389,29 +457,30 @@ class _PairMLP(torch.autograd.Function):
 
         for li in range(len(blocks) - 1, -1, -1):
             lin = blocks[li].linear
-            w = lin.weight.detach()
-            dw = torch.zeros_like(w)
+            w = _weight(lin, mm)
+            dw = torch.zeros_like(lin.weight)
             db = None if lin.bias is None else torch.zeros_like(lin.bias)
             below = blocks[li - 1] if li > 0 else None
             norm = norms[li - 1] if li > 0 else None
             new_gps: list[Tensor] = []
             if norm is not None:
-                sums = x.new_empty(2, nk, w.shape[1])  # per span: d gamma, d beta
+                sums = x.new_empty(2, nk, w.shape[1])  # per span: d gamma, d beta (float32)
             for k, (s, e, _) in enumerate(spans):
                 g = dz(k)
                 if db is not None:
                     db.add_(g.sum(0))
                 if below is None:  # the first block: the input |x_i - x_j|
-                    dw.addmm_(g.t(), _input(x, pairs, s, e))
+                    d = diffs[k] if mm is not None else _diff(x, pairs, s, e)
+                    _addmm_(dw, g.t(), d.abs())
                     if grad_x is not None:
                         i, j = pairs[0, s:e], pairs[1, s:e]
-                        da = (g @ w).mul_((x.index_select(0, i) - x.index_select(0, j)).sign_())
+                        da = (g @ w).mul_(d.sign()).to(x.dtype)
                         grad_x.index_add_(0, i, da)
                         grad_x.index_add_(0, j, da, alpha=-1)
                     continue
                 z = zs[li - 1][k]
                 a = acts[li - 1][k]
-                dw.addmm_(g.t(), a)
+                _addmm_(dw, g.t(), a)
                 gp = torch.ops.aten.leaky_relu_backward(g @ w, a, below.slope, True)
                 if norm is not None:  # one pass: gp * scale and this span's d gamma, d beta
                     gp, sums[0, k], sums[1, k] = torch.ops.aten.native_batch_norm_backward(
@@ -434,6 +503,14 @@ class _PairMLP(torch.autograd.Function):
         return (grad_x, None, None, *needed)
 
 
+def _addmm_(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """``out += a @ b``, the product in ``a``'s dtype, summed in ``out``'s."""
+    if a.dtype == out.dtype:
+        out.addmm_(a, b)
+    else:
+        out.add_(a @ b)
+
+
 def _identity(gps: list[Tensor]):  # noqa: ANN202
     return lambda k: gps[k]
 
@@ -452,8 +529,10 @@ def _norm_backward(gps: list[Tensor], zs: list[Tensor], spans, norm: _Norm,  # n
     cz = -norm.scale * norm.rstd * dgamma / total
     c0 = -norm.scale * dbeta / total - cz * norm.mean
 
+    dtype = gps[0].dtype if gps else cz.dtype  # of the rows (mixed dtypes would copy them)
+
     def dz(k: int) -> Tensor:
         c = spans[k][2]
-        return gps[k].addcmul_(zs[k], cz * c).add_(c0 * c)
+        return gps[k].addcmul_(zs[k], (cz * c).to(dtype)).add_((c0 * c).to(dtype))
 
     return dz

@@ -154,3 +154,64 @@ def test_heads_equal_their_plain_path(method, training, block_rows, monkeypatch)
             assert a is None and b is None
             continue
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_autocast_keeps_the_fast_path_as_accurate_as_autocast(training):
+    """Under bfloat16 autocast the fast path (products and rows in bfloat16, statistics and
+    parameters in float32) is as close to the exact float64 result as autocast's own run of
+    the plain modules: values, gradients, BatchNorm statistics."""
+    mlp = random_mlp((12, 32, 24), out=1, dtype=torch.float32).train(training)
+    ref, plain = copy.deepcopy(mlp).double(), copy.deepcopy(mlp)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 12, generator=g)
+    pairs = torch.randint(0, 40, (2, 600), generator=g)
+    counts = torch.randint(1, 3, (600,), generator=g).sort().values
+    w = torch.randn(600, 1, generator=g)
+    first = torch.zeros(int(counts.sum()), dtype=torch.bool)
+    first[counts.cumsum(0) - counts] = True
+    w_full = torch.zeros(int(counts.sum()), 1)
+    w_full[first] = w
+
+    def run(model, dtype, fast):
+        xx = x.to(dtype).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.float32):
+            if fast:
+                out = pair_mlp(model, xx, pairs, counts.float(), block_rows=128)
+                weight = w
+            else:
+                diff = (xx[pairs[0]] - xx[pairs[1]]).abs()
+                out = model(torch.repeat_interleave(diff, counts, 0))
+                weight = w_full
+        res = grads(out.to(dtype), weight.to(dtype), [xx, *model.parameters()])
+        return [out[first] if not fast else out, *res, *[b.clone() for b in model.buffers()]]
+
+    exact = run(ref, torch.float64, fast=False)
+    fast = run(mlp, torch.float32, fast=True)
+    with use_fused(False):
+        auto = run(plain, torch.float32, fast=False)
+    assert fast[0].dtype == torch.float32
+    for f, a, e in zip(fast, auto, exact, strict=True):
+        if e.dtype == torch.long:  # num_batches_tracked
+            assert f == a == e
+            continue
+        assert _rel_err(f, e) <= 2 * _rel_err(a, e) + 1e-3
+
+
+def test_autocast_takes_the_fast_path():
+    """Float32 parameters under autocast take the fast path even with a bfloat16 input."""
+    from relgraph.nn.pairwise import supports_fused
+
+    mlp = random_mlp((4, 8), dtype=torch.float32)
+    x = torch.randn(5, 4)
+    assert supports_fused(mlp, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert supports_fused(mlp, x)
+        assert supports_fused(mlp, x.bfloat16())
+        assert not supports_fused(mlp.double(), x)
+        with use_fused(False):
+            assert not supports_fused(mlp, x)
