@@ -1,0 +1,239 @@
+"""The papers' own graph networks against relgraph's, one training step each, in one run (issue 16).
+
+Times one training step (forward + loss + backward + Adam) on one transductive 20-way 5-shot
+graph of random 64-d features, process CPU time, 1 thread, medians of ``--steps`` after one
+untimed step, every model called in turn (interleaved, so load affects all alike):
+
+- **Kim et al. 2019** (edge-labeling GNN), their ``model.GraphNetwork`` from a checkout of
+  https://github.com/khy0809/fewshot-egnn (``--egnn``): ``in_features=64,
+  node_features=96, edge_features=96, num_layers=3`` (their miniImageNet widths), all ``n x n``
+  edges, initial edges and the class-balanced query-edge loss of their ``train.py`` (layers
+  weighted 0.5, 0.5, 1), against relgraph's ``edge_gnn_transductive`` (the same widths).
+- **Garcia & Bruna 2018** (GNN), their ``models.gnn_iclr.GNN_nl`` from a checkout of
+  https://github.com/vgsatorras/few-shot-gnn (``--gnn``): ``nf=96``, input = embedding ++ label
+  encoding (64 + 20), the whole graph in one pass, cross-entropy of their read-out, against
+  relgraph's ``gnn_transductive`` (``nf=96``).
+
+relgraph's heads run in float32 and under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the
+trainer's ``train.amp_dtype: bfloat16``); the reference codes in float32 as published. Their
+code is imported from the given folders, never copied: the EGNN's ``torchtools`` wants
+``tensorboardX`` for logging, which is stubbed (nothing is logged) when it is not installed.
+
+Usage (project root; the checkouts anywhere, e.g. from ``git clone``)::
+
+    OMP_NUM_THREADS=1 python experiments/bench_reference_heads.py --egnn ../fewshot-egnn \\
+        --gnn ../few-shot-gnn [--queries 15] [--steps 3] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from relgraph.bench import machine_info
+from relgraph.methods import build_method
+from relgraph.utils import atomic_write_text
+
+WAYS, SHOTS, DIM, NF = 20, 5, 64, 96
+
+
+def _import_egnn(folder: Path) -> types.ModuleType:
+    """Kim et al.'s ``model`` module (their ``torchtools`` parses ``sys.argv`` on import)."""
+    if not (folder / "model.py").is_file() or not (folder / "torchtools").is_dir():
+        raise SystemExit(f"--egnn {folder}: expected a checkout of khy0809/fewshot-egnn "
+                         "(model.py and torchtools/)")
+    try:
+        importlib.import_module("tensorboardX")
+    except ImportError:  # logging only; stubbed
+        stub = types.ModuleType("tensorboardX")
+        stub.SummaryWriter = object  # type: ignore[attr-defined]
+        sys.modules["tensorboardX"] = stub
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("model")
+    finally:
+        sys.argv = argv
+        sys.path.remove(str(folder))
+
+
+def _import_gnn(folder: Path) -> types.ModuleType:
+    """Garcia & Bruna's ``models.gnn_iclr`` module."""
+    if not (folder / "models" / "gnn_iclr.py").is_file():
+        raise SystemExit(f"--gnn {folder}: expected a checkout of vgsatorras/few-shot-gnn "
+                         "(models/gnn_iclr.py)")
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("models.gnn_iclr")
+    finally:
+        sys.path.remove(str(folder))
+
+
+def _commit(folder: Path) -> str:
+    """The checkout's git commit, or ``unknown`` (not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def _labels(queries: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.arange(WAYS).repeat_interleave(SHOTS),
+            torch.arange(WAYS).repeat_interleave(queries))
+
+
+def egnn_step(module: types.ModuleType, queries: int) -> Callable[[], None]:
+    """One training step of the reference edge-labeling GNN, as their ``train.py`` makes it
+    (transductive: every query-query edge counts)."""
+    torch.manual_seed(0)
+    net = module.GraphNetwork(in_features=DIM, node_features=NF, edge_features=NF,
+                              num_layers=3, dropout=0.0).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    s_lab, q_lab = _labels(queries)
+    s = len(s_lab)
+    label = torch.cat([s_lab, q_lab])[None]  # [1, n]
+    n = label.shape[1]
+    full_edge = (label.unsqueeze(1) == label.unsqueeze(2)).float()
+    full_edge = torch.stack([full_edge, 1 - full_edge], 1)  # [1, 2, n, n]
+    init_edge = full_edge.clone()
+    init_edge[:, :, s:, :] = 0.5
+    init_edge[:, :, :, s:] = 0.5
+    idx = torch.arange(s, n)
+    init_edge[:, 0, idx, idx] = 1.0
+    init_edge[:, 1, idx, idx] = 0.0
+    query_mask = torch.ones(1, n, n)
+    query_mask[:, :s, :s] = 0
+    feats = torch.randn(1, n, DIM, generator=torch.Generator().manual_seed(1))
+
+    def run() -> None:
+        x = feats.clone().requires_grad_(True)
+        layers = net(node_feat=x, edge_feat=init_edge)
+        loss = 0.0
+        for w, layer in zip((0.5, 0.5, 1.0), layers, strict=True):
+            bce = F.binary_cross_entropy(1 - layer[:, 0], 1 - full_edge[:, 0], reduction="none")
+            pos, neg = query_mask * full_edge[:, 0], query_mask * (1 - full_edge[:, 0])
+            loss = loss + w * ((bce * pos).sum() / pos.sum() + (bce * neg).sum() / neg.sum())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def gnn_step(module: types.ModuleType, queries: int) -> Callable[[], None]:
+    """One training step of the reference GNN on the whole graph (their read-out of node 0)."""
+    torch.manual_seed(0)
+    args = types.SimpleNamespace(dataset="omniglot", train_N_way=WAYS, cuda=False)
+    net = module.GNN_nl(args, DIM + WAYS, nf=NF, J=1).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    s_lab, q_lab = _labels(queries)
+    enc = torch.cat([F.one_hot(s_lab, WAYS).float(), torch.full((len(q_lab), WAYS), 1 / WAYS)])
+    feats = torch.randn(1, len(enc), DIM, generator=torch.Generator().manual_seed(1))
+    target = q_lab[:1]
+
+    def run() -> None:
+        x = torch.cat([feats, enc[None]], -1).requires_grad_(True)
+        with warnings.catch_warnings():  # their F.softmax without dim
+            warnings.simplefilter("ignore")
+            out = net(x)
+        loss = F.cross_entropy(out, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def ours_step(method: str, queries: int, bf16: bool) -> Callable[[], None]:
+    """One training step of a relgraph head (``build_graph`` + ``relate_loss``)."""
+    torch.manual_seed(0)
+    kwargs = {"in_dim": DIM} if method.startswith("edge") else {"embed_dim": DIM, "nf": NF}
+    model = build_method(method, None, **kwargs).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    s_lab, q_lab = _labels(queries)
+    g = torch.Generator().manual_seed(1)
+    support = torch.randn(1, len(s_lab), DIM, generator=g)
+    query = torch.randn(1, len(q_lab), DIM, generator=g)
+
+    def run() -> None:
+        s, q = support.clone().requires_grad_(True), query.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            graph = model.build_graph(s, s_lab[None], q, WAYS)
+            loss, _ = model.relate_loss(graph, q_lab[None])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--egnn", required=True, type=Path, help="checkout of khy0809/fewshot-egnn")
+    p.add_argument("--gnn", required=True, type=Path,
+                   help="checkout of vgsatorras/few-shot-gnn")
+    p.add_argument("--queries", type=int, default=15, help="queries per class (n = 20 x "
+                                                           "(5 + queries); default 15: n = 400)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--out", default="experiments/results/bench_reference_heads.md")
+    p.add_argument("--note", default="", help="how the machine was loaded, for the page")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    egnn, gnn = _import_egnn(args.egnn.resolve()), _import_gnn(args.gnn.resolve())
+    fns = {"reference edge-labeling GNN (Kim et al.)": egnn_step(egnn, args.queries),
+           "edge_gnn_transductive, float32": ours_step("edge_gnn_transductive", args.queries,
+                                                       False),
+           "edge_gnn_transductive, bfloat16 autocast": ours_step("edge_gnn_transductive",
+                                                                 args.queries, True),
+           "reference GNN (Garcia & Bruna)": gnn_step(gnn, args.queries),
+           "gnn_transductive, float32": ours_step("gnn_transductive", args.queries, False),
+           "gnn_transductive, bfloat16 autocast": ours_step("gnn_transductive", args.queries,
+                                                            True)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(args.steps + 1):
+        for name, fn in fns.items():
+            started = time.process_time()
+            fn()
+            if i:  # the first step of each is untimed
+                times[name].append(time.process_time() - started)
+            print(f"step {i} {name}: {time.process_time() - started:.2f} s", flush=True)
+    sec = {k: statistics.median(v) for k, v in times.items()}
+    n = WAYS * (SHOTS + args.queries)
+    command = ("OMP_NUM_THREADS=1 python experiments/bench_reference_heads.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])).strip()
+    lines = [f"# The papers' graph networks vs relgraph's heads, one training step at n = {n}", "",
+             f"`{command}`", "",
+             f"Run on {time.strftime('%Y-%m-%d')}: {machine_info()}. Reference code: "
+             f"khy0809/fewshot-egnn at {_commit(args.egnn)}, vgsatorras/few-shot-gnn at "
+             f"{_commit(args.gnn)}.", "",
+             *[" ".join(par.split()) + "\n" for par in __doc__.split("\n\n")[1:4]],
+             *([args.note, ""] if args.note else []),
+             "| model | s/step | reference / this |", "|---|---:|---:|"]
+    for ref, ours in (("reference edge-labeling GNN (Kim et al.)", "edge_gnn_transductive"),
+                      ("reference GNN (Garcia & Bruna)", "gnn_transductive")):
+        lines.append(f"| {ref} | {sec[ref]:.3f} | 1.00 |")
+        for mode in ("float32", "bfloat16 autocast"):
+            key = f"{ours}, {mode}"
+            lines.append(f"| {key} | {sec[key]:.3f} | {sec[ref] / sec[key]:.1f} |")
+    lines += ["", "Process CPU time of one step (forward + loss + backward + Adam), median of "
+              f"{args.steps} after one untimed step, all models interleaved in this run.", ""]
+    atomic_write_text(Path(args.out), "\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
