@@ -43,7 +43,8 @@ from torch import Tensor, nn
 
 __all__ = ["pair_mlp", "symmetric_pairs", "use_fused", "fused_enabled", "supports_fused"]
 
-#: Rows per block on the CPU: a block's ``[rows, hidden]`` tensors stay in the caches.
+#: Rows per block on the CPU: a block's ``[rows, hidden]`` float32 tensors stay in the caches
+#: (rows of a 2-byte autocast dtype: twice as many).
 CPU_BLOCK_ROWS = 2048
 
 _FUSED = True
@@ -219,7 +220,9 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     if mm is not None:
         x = x.float()  # float32 between the products (an autocast input may be bfloat16)
     if block_rows is None:
-        block_rows = CPU_BLOCK_ROWS if x.device.type == "cpu" else rows
+        # the same bytes per block: twice the rows of a 2-byte autocast dtype
+        scale = 4 // (torch.finfo(mm).bits // 8) if mm is not None else 1
+        block_rows = CPU_BLOCK_ROWS * scale if x.device.type == "cpu" else rows
     # spans of at most block_rows rows of one multiplicity each: (start, end, count)
     if counts is None:
         runs = [(0, rows, 1.0)]
