@@ -193,7 +193,46 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             f"CPU, {threads} thread{'s' if threads > 1 else ''}",
             "segments": segments, "curve": learning_curve(out),
             "torch": torch.__version__,
-            "transductive": next(iter(results.values()))["transductive"], "results": results}
+            "transductive": next(iter(results.values()))["transductive"], "results": results,
+            "evaluated": time.strftime("%Y-%m-%d")}
+
+
+def carry_history(old: dict | None, new: dict) -> dict:
+    """``new`` with the test evaluations of the row it replaces kept in ``new["history"]``
+    (the old row's own history first; nothing is added when the new results contain the old
+    ones, e.g. a re-evaluation of the same checkpoint or more of its cells)."""
+    if old is None:
+        return new
+    past = list(old.get("history", []))
+    now = new.get("results") or {}
+    if old.get("results") and any(now.get(c) != v for c, v in old["results"].items()):
+        past.append({k: old.get(k) for k in ("config", "train_steps", "best_step", "best_val",
+                                               "device", "evaluated", "results")})
+    new["history"] = past + [h for h in new.get("history", []) if h not in past]
+    return new
+
+
+def history_section(rows: dict) -> list[str]:
+    """Every recorded evaluation on the test characters of a model no longer in the table."""
+    out = ["## Test evaluations (history)", "",
+           "The test characters were evaluated once per trained model. Models trained again "
+           "(same or changed config) replaced their rows; the replaced models' evaluations "
+           "recorded since 2026-12-02 are listed here (earlier replacements were not "
+           "recorded). None of them chose anything: configs change on validation only.", ""]
+    listed = False
+    for key, r in rows.items():
+        for h in r.get("history", []):
+            cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}"
+                              for c, v in h["results"].items())
+            out.append(f"- {key.replace(':', ' ')}-shot, `{h['config']}` at {h['train_steps']} "
+                       f"steps (best validation {h['best_val']:.2f} at step {h['best_step']}, "
+                       f"{h['device']}, evaluated {h.get('evaluated') or 'before 2026-12-02'}): "
+                       f"{cells}; replaced by the listed row (evaluated "
+                       f"{r.get('evaluated') or '?'}).")
+            listed = True
+    if not listed:
+        out.append("- none recorded")
+    return out + [""]
 
 
 def _cell(rows: dict, method: str, cell: str) -> dict | None:
@@ -234,7 +273,8 @@ def write_table(rows: dict) -> None:
         "# Omniglot, standard protocol (Vinyals et al. 2016)",
         "",
         "Protocol: Vinyals split of the full Omniglot (1,028 training characters; the 172 "
-        "validation characters select the checkpoint; 423 test characters, touched once), "
+        "validation characters select the checkpoint; 423 test characters, each trained model "
+        "evaluated on them once: see the history at the end), "
         "rotations x4 as new classes, 28x28, Conv4. One model per method and shot count, "
         "evaluated 5-way and 20-way on 1,000 fixed test episodes (seed 0, 15 queries per "
         "class), BatchNorm in eval mode. Accuracy in % with 95% CI (1.96 std / sqrt(1000)); "
@@ -298,6 +338,7 @@ def write_table(rows: dict) -> None:
                   "the learning curves were kept, and their run folders are not here; "
                   "`--skip-training` on a run folder (or `--continue-to`) records it."]
     lines += ["", "## Short of the papers", ""] + shortfalls(rows)
+    lines += [""] + history_section(rows)
     devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
                       for r in rows.values()})
     lines += ["", f"Software per device: {'; '.join(devices)} ({platform.machine()}). CPU rows "
@@ -408,7 +449,8 @@ def main() -> int:
     if args.table_only or args.merge:
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         if args.merge:
-            rows.update(json.loads(Path(args.merge).read_text()))
+            for key, row in json.loads(Path(args.merge).read_text()).items():
+                rows[key] = carry_history(rows.get(key), row)
         for key, r in rows.items():  # rows written before curves were kept, run folder here
             if not r.get("curve"):
                 method, shots = key.split(":")
@@ -441,7 +483,7 @@ def main() -> int:
         old = rows.get(f"{method}:{shots}")
         if args.ways and old and old.get("best_step") == row["best_step"]:
             row["results"] = {**old["results"], **row["results"]}  # same checkpoint
-        rows[f"{method}:{shots}"] = row
+        rows[f"{method}:{shots}"] = carry_history(old, row)
         write_table(rows)
         plot(rows)
         plot_curves(rows)

@@ -97,3 +97,30 @@ def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, 
     assert (cwd / ".." / "shared" / "data" / "omniglot").resolve() == (data / "omniglot")
     assert common.training_cwd(data) == cwd  # one folder per data folder
     assert common.training_cwd(common.SHARED_DATA) == ROOT
+
+
+def test_omniglot_table_keeps_every_replaced_test_evaluation():
+    """A model trained again replaces its row; the old row's test results go to its history
+    (and to the page), but not when the same checkpoint is only evaluated on more cells."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import omniglot
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+    def row(steps: int, acc: float, cells: tuple[str, ...] = ("5w1s", "20w1s")) -> dict:
+        return {"config": "c.yaml", "train_steps": steps, "best_step": steps, "best_val": 90.0,
+                "device": "CPU, 1 thread", "evaluated": "2026-12-02",
+                "results": {c: {"accuracy": acc, "ci95": 0.1} for c in cells}}
+
+    first = row(100, 95.0)
+    assert omniglot.carry_history(None, first) is first
+    second = omniglot.carry_history(first, row(200, 96.0))
+    assert [h["train_steps"] for h in second["history"]] == [100]
+    third = omniglot.carry_history(second, row(400, 97.0))
+    assert [h["train_steps"] for h in third["history"]] == [100, 200]
+    partial = row(400, 97.0, ("5w1s",))
+    assert not omniglot.carry_history(partial, row(400, 97.0)).get("history")
+    page = "\n".join(omniglot.history_section({"protonet:1": third}))
+    assert page.count("- protonet 1-shot, `c.yaml` at ") == 2
+    assert "5w1s 95.00 +- 0.10" in page and "5w1s 96.00 +- 0.10" in page
