@@ -298,7 +298,7 @@ def _memory_child(cfg: dict[str, Any]) -> dict[str, float]:
                    cfg["method_args"], cfg["backbone_args"], cfg["seed"], features)
     episode = _episode(cfg["ways"], cfg["shots"], cfg["queries"], cfg["batch"],
                        cfg["channels"], cfg["image_size"], cfg["seed"], features)
-    fns = _steps(model, episode, bool(features))
+    fns = _autocast(_steps(model, episode, bool(features)), torch.device("cpu"), cfg.get("amp"))
     out = {}
     if _reset_peak_rss():
         base = _proc_status_mb("VmRSS") or 0.0
@@ -333,6 +333,25 @@ def _memory_cpu(cfg: dict[str, Any]) -> dict[str, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def _autocast(fns: dict[str, Callable[[], None]], device: torch.device, amp: str | None
+              ) -> dict[str, Callable[[], None]]:
+    """The closures run under ``torch.autocast`` in ``amp`` (unchanged for ``None``)."""
+    if amp is None:
+        return fns
+    dtype = getattr(torch, amp)
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.autocast(device.type, dtype=dtype):
+                fn()
+        return run
+
+    return {k: wrap(fn) for k, fn in fns.items()}
+
+
 def _memory_cuda(fns: dict[str, Callable[[], None]], device: torch.device) -> dict[str, float]:
     out = {}
     for name in ("eval", "train"):
@@ -362,6 +381,7 @@ def benchmark(
     memory: bool = True,
     seed: int = 0,
     features: int | None = None,
+    amp: str | None = None,
 ) -> dict[str, Any]:
     """Time a training step and an evaluation pass of ``method`` on random episodes.
 
@@ -410,6 +430,10 @@ def benchmark(
         features: time the head alone on random features of this size (relational heads
             only; ``backbone``, ``image_size`` and ``channels`` are then unused). Default
             ``None``: the whole method on images.
+        amp: run every timed step under ``torch.autocast`` in this dtype, ``"bfloat16"``
+            (CPU or GPU; on CPUs with AMX / AVX-512 bf16 units, as the trainer's
+            ``train.amp_dtype: bfloat16``) or ``"float16"`` (GPU only); ``None`` (default):
+            float32.
 
     Returns:
         A dict with the configuration (``method``, ``ways``, ``shots``, ``queries``, ``batch``,
@@ -425,12 +449,16 @@ def benchmark(
     if steps < 1 or warmup < 0:
         raise ValueError(f"expected steps >= 1 and warmup >= 0, got {steps} and {warmup}")
     device = torch.device(device)
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
+    if amp == "float16" and device.type == "cpu":
+        raise ValueError("float16 autocast is for GPUs; on the CPU use amp='bfloat16'")
     model = _build(method, backbone, channels, image_size, method_args, backbone_args, seed,
                    features)
     model.to(device)
     episode = _episode(ways, shots, queries, batch, channels, image_size, seed,
                        features).to(device)
-    fns = _steps(model, episode, features is not None)
+    fns = _autocast(_steps(model, episode, features is not None), device, amp)
     ms = _time_interleaved(fns, steps, warmup, device)
     measured = _is_head(model)
 
@@ -445,7 +473,7 @@ def benchmark(
                    "image_size": image_size, "method_args": method_args,
                    "backbone_args": backbone_args, "seed": seed, "ways": ways, "shots": shots,
                    "queries": queries, "batch": batch, "threads": torch.get_num_threads(),
-                   "features": features}
+                   "features": features, "amp": amp}
             child = _memory_cpu(cfg)
             peak.update(train=child["train"], eval=child["eval"])
             note = ("CPU peak RSS increase over the built model in a fresh subprocess "
@@ -456,7 +484,7 @@ def benchmark(
         "ways": ways, "shots": shots, "queries": queries,
         "batch": batch, "nodes": ways * (shots + queries), "image_size": image_size,
         "channels": channels, "device": str(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "steps": steps, "warmup": warmup,
+        "torch": torch.__version__, "steps": steps, "warmup": warmup, "amp": amp,
         "train_ms": ms["train"], "eval_ms": ms["eval"],
         "full_train_ms": ms["train"], "full_eval_ms": ms["eval"],
         "train_eps": 1000.0 * batch / ms["train"], "eval_eps": 1000.0 * batch / ms["eval"],
@@ -565,7 +593,8 @@ def format_table(r: dict[str, Any]) -> str:
     """A readable table of one :func:`benchmark` result."""
     head = (f"{_what(r)}: {r['ways']}-way {r['shots']}-shot "
             f"{r['queries']} queries, {r['batch']} episode(s) per step, {r['nodes']} nodes, "
-            f"{_input(r)}{r['device']}, {r['threads']} threads, median of "
+            f"{_input(r)}{r['device']}, {r['threads']} threads"
+            f"{', autocast ' + r['amp'] if r.get('amp') else ''}, median of "
             f"{r['steps']} steps")
     star = "" if r["relational_measured"] else "*"
     rel = "relational ms" + star

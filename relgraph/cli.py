@@ -388,7 +388,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {
         "device": args.device, "image_size": args.image_size, "steps": args.steps,
         "warmup": args.warmup, "backbone": args.backbone, "channels": args.channels,
-        "memory": not args.no_memory, "seed": args.seed, "features": args.features}
+        "memory": not args.no_memory, "seed": args.seed, "features": args.features,
+        "amp": args.amp}
     if args.sweep:
         ways = [int(w) for w in _split_list(args.sweep_ways) or []]
         if not ways:
@@ -564,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", type=int, metavar="D",
                    help="time the relational head alone on one graph of random D-dim features "
                         "(no backbone: forward, loss, backward and Adam step of the head)")
+    p.add_argument("--amp", choices=("bfloat16", "float16"),
+                   help="time every step under autocast in this dtype (bfloat16 on the CPU: "
+                        "worth it with AMX / AVX-512 bf16 units; float16: GPU only)")
     p.add_argument("--sweep", action="store_true",
                    help="repeat over --sweep-ways and fit time ~ nodes^k")
     p.add_argument("--sweep-ways", default="5,10,20,30,50", metavar="N,N,...",

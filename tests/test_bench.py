@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from relgraph.bench import benchmark, fit_exponent, format_sweep, format_table, sweep
 from relgraph.cli import main
@@ -106,3 +107,32 @@ def test_cli_bench_table_and_unknown_method(capsys):
     assert "episodes/s" in capsys.readouterr().out
     assert main(["bench", "--method", "nope", "--no-memory"]) == 2
     assert "protonet" in capsys.readouterr().err
+
+
+def test_bench_under_bf16_autocast(capsys, monkeypatch):
+    """--amp bfloat16 times every step under CPU autocast (the memory child too); float16 on
+    the CPU and unknown dtypes are clear errors."""
+    seen = []
+    real = torch.autocast
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    r = benchmark("gnn", features=8, memory=False, amp="bfloat16",
+                  **{k: v for k, v in TINY.items() if k != "backbone_args"})
+    assert r["amp"] == "bfloat16" and r["train_ms"] > 0
+    assert torch.bfloat16 in seen
+    assert "autocast bfloat16" in format_table(r)
+    with pytest.raises(ValueError, match="on the CPU use amp='bfloat16'"):
+        benchmark("protonet", amp="float16", memory=False, **TINY)
+    with pytest.raises(ValueError, match="amp must be one of"):
+        benchmark("protonet", amp="int8", memory=False, **TINY)
+    monkeypatch.undo()
+    code = main(["bench", "--method", "protonet", "--ways", "2", "--shots", "1", "--queries",
+                 "1", "--steps", "1", "--warmup", "0", "--image-size", "16", "--amp",
+                 "bfloat16", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["amp"] == "bfloat16" and out["train_peak_mb"] is not None
