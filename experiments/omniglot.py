@@ -197,17 +197,19 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "evaluated": time.strftime("%Y-%m-%d")}
 
 
-def carry_history(old: dict | None, new: dict) -> dict:
+def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
     """``new`` with the test evaluations of the row it replaces kept in ``new["history"]``
     (the old row's own history first; nothing is added when the new results contain the old
-    ones, e.g. a re-evaluation of the same checkpoint or more of its cells)."""
+    ones, e.g. a re-evaluation of the same checkpoint or more of its cells); ``why`` (why
+    the model was trained again) is kept with the replaced evaluation."""
     if old is None:
         return new
     past = list(old.get("history", []))
     now = new.get("results") or {}
     if old.get("results") and any(now.get(c) != v for c, v in old["results"].items()):
-        past.append({k: old.get(k) for k in ("config", "train_steps", "best_step", "best_val",
-                                               "device", "evaluated", "results")})
+        past.append({**{k: old.get(k) for k in ("config", "train_steps", "best_step",
+                                                 "best_val", "device", "evaluated", "results")},
+                     "why": why})
     new["history"] = past + [h for h in new.get("history", []) if h not in past]
     return new
 
@@ -228,7 +230,8 @@ def history_section(rows: dict) -> list[str]:
                        f"steps (best validation {h['best_val']:.2f} at step {h['best_step']}, "
                        f"{h['device']}, evaluated {h.get('evaluated') or 'before 2026-12-02'}): "
                        f"{cells}; replaced by the listed row (evaluated "
-                       f"{r.get('evaluated') or '?'}).")
+                       f"{r.get('evaluated') or '?'})" + (f": {h['why']}" if h.get("why")
+                                                         else "") + ".")
             listed = True
     if not listed:
         out.append("- none recorded")
@@ -439,6 +442,8 @@ def main() -> int:
                         help="rewrite the table and plots from the JSON (adding the learning "
                              "curves of rows without one whose run folder is under --out); "
                              "nothing is trained or evaluated")
+    parser.add_argument("--why", help="why the models are trained (or merged) again: kept "
+                                      "with the replaced rows' test results in the history")
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot.json (e.g. from "
                              "experiments/gpu/reproduce.py's results.tar.gz) to the table, "
@@ -450,7 +455,7 @@ def main() -> int:
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         if args.merge:
             for key, row in json.loads(Path(args.merge).read_text()).items():
-                rows[key] = carry_history(rows.get(key), row)
+                rows[key] = carry_history(rows.get(key), row, args.why)
         for key, r in rows.items():  # rows written before curves were kept, run folder here
             if not r.get("curve"):
                 method, shots = key.split(":")
@@ -483,7 +488,7 @@ def main() -> int:
         old = rows.get(f"{method}:{shots}")
         if args.ways and old and old.get("best_step") == row["best_step"]:
             row["results"] = {**old["results"], **row["results"]}  # same checkpoint
-        rows[f"{method}:{shots}"] = carry_history(old, row)
+        rows[f"{method}:{shots}"] = carry_history(old, row, args.why)
         write_table(rows)
         plot(rows)
         plot_curves(rows)
