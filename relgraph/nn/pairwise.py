@@ -21,14 +21,16 @@ values and gradients as the full ``n x n`` computation (see :func:`symmetric_pai
 plain modules instead, e.g. to compare or time both; the plain path is also taken where the
 fast one does not apply (another layer layout).
 
-**Mixed precision.** Under autocast (``torch.autocast(device, dtype=torch.bfloat16)``, the
-trainer's ``train.amp_dtype``) the fast path keeps what autocast would: the matrix products,
-the rows' activations and their gradients in the autocast dtype (products accumulated in
-float32 by the BLAS, results rounded), and the parameters and their gradients in float32;
-BatchNorm's statistics are per-block sums accumulated in float32 (rounded once per block),
-combined in float64. On a CPU with AMX / AVX-512 BF16 units the products run several times
-faster, and every other pass over the rows moves half the bytes
+**Mixed precision.** Under bfloat16 autocast (``torch.autocast(device,
+dtype=torch.bfloat16)``, the trainer's ``train.amp_dtype: bfloat16``) the fast path keeps what
+autocast would: the matrix products, the rows' activations and their gradients in bfloat16
+(products accumulated in float32 by the BLAS, results rounded), the parameters and their
+gradients in float32; BatchNorm's statistics are per-block sums accumulated in float32
+(rounded once per block) and combined in float64. On a CPU with AMX / AVX-512 BF16 units the
+products run several times faster and the saved rows take half the memory
 (``experiments/bench_amp_cpu.py``). The accuracy is autocast's own (tested against float64).
+Under float16 autocast (GPUs) the plain modules run: float16's range would not hold the
+blocks' sums nor BatchNorm's small gradient corrections.
 """
 
 from __future__ import annotations
@@ -113,8 +115,10 @@ def supports_fused(mlp: nn.Sequential, x: Tensor) -> bool:
     """Whether :func:`pair_mlp` takes the fast path for this MLP and input."""
     if not _FUSED or _blocks(mlp) is None:
         return False
-    if _matmul_dtype(x) is not None:  # mixed precision: float32 parameters, any float input
-        return x.is_floating_point() and all(p.dtype == torch.float32 for p in mlp.parameters())
+    mm = _matmul_dtype(x)
+    if mm is not None:  # mixed precision: bfloat16 (float32's range), float32 parameters
+        return (mm == torch.bfloat16 and x.is_floating_point()
+                and all(p.dtype == torch.float32 for p in mlp.parameters()))
     return (x.dtype in (torch.float32, torch.float64)
             and all(p.dtype == x.dtype for p in mlp.parameters()))
 

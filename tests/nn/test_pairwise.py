@@ -203,7 +203,8 @@ def test_autocast_keeps_the_fast_path_as_accurate_as_autocast(training):
 
 
 def test_autocast_takes_the_fast_path():
-    """Float32 parameters under autocast take the fast path even with a bfloat16 input."""
+    """Float32 parameters under bfloat16 autocast take the fast path even with a bfloat16
+    input; float16 autocast does not."""
     from relgraph.nn.pairwise import supports_fused
 
     mlp = random_mlp((4, 8), dtype=torch.float32)
@@ -213,5 +214,7 @@ def test_autocast_takes_the_fast_path():
         assert supports_fused(mlp, x)
         assert supports_fused(mlp, x.bfloat16())
         assert not supports_fused(mlp.double(), x)
+    with torch.autocast("cpu", dtype=torch.float16):  # float16's range: the plain modules
+        assert not supports_fused(mlp, x)
         with use_fused(False):
             assert not supports_fused(mlp, x)
