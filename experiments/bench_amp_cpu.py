@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                    metavar=("FP32_RUN", "BF16_RUN"),
                    help="two run folders of one config, float32 and bfloat16 autocast "
                         "(repeatable)")
+    p.add_argument("--machine-note", default="",
+                   help="how the machine was loaded during the timings, for the page")
     p.add_argument("--note", action="append", default=[],
                    help="how the i-th --runs pair was made, for the page (repeatable)")
     args = p.parse_args(argv)
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
              f"`{command}`", "",
              f"Run on {time.strftime('%Y-%m-%d')}: {machine_info()}; CPU bf16 units: "
              f"{', '.join(bf16_units)}.", "",
+             *([args.machine_note, ""] if args.machine_note else []),
              "## 1. Transductive heads on one graph of features", "",
              __doc__.split("\n\n")[1].replace("\n", " ")[3:], "",
              "| head | float32 s/step | bfloat16, plain pair MLPs (before) | bfloat16, fused "
