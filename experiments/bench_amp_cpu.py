@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import statistics
 import sys
 import time
@@ -151,7 +152,8 @@ def runs_section(fp32: Path, bf16: Path) -> list[str]:
             rows[name] = {int(r["step"]): r for r in csv.DictReader(f)}
     steps = sorted(set(rows["float32"]) & set(rows["bfloat16"]))
     config = yaml.safe_load((fp32 / "config.yaml").read_text()) or {}
-    args = yaml.safe_dump(config.get("method_args") or {}, default_flow_style=True).strip()
+    args = yaml.safe_dump(config.get("method_args") or {}, default_flow_style=True,
+                          width=10**6).strip()
     what = f"{config.get('method', '?')} {args if args != '{}' else ''}".strip()
     out = [f"## A whole training run, float32 and bfloat16 autocast: {what}", "",
            f"`{fp32}` and `{bf16}` (their `config.yaml`: the same config but "
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(name, ", ".join(f"{label} {s:.3f} s" for (label, _, _), s in
                               zip(MODES, medians, strict=True)), flush=True)
     bf16_units = cpu_bf16_units() or ["none found"]
-    command = ("OMP_NUM_THREADS=1 python experiments/bench_amp_cpu.py " + " ".join(
+    command = ("OMP_NUM_THREADS=1 python experiments/bench_amp_cpu.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])).strip()
     lines = ["# bfloat16 autocast on the CPU: graph heads at n = 400", "",
              f"`{command}`", "",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import statistics
 import subprocess
 import sys
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {i} {name}: {time.process_time() - started:.2f} s", flush=True)
     sec = {k: statistics.median(v) for k, v in times.items()}
     n = WAYS * (SHOTS + args.queries)
-    command = ("OMP_NUM_THREADS=1 python experiments/bench_reference_heads.py " + " ".join(
+    command = ("OMP_NUM_THREADS=1 python experiments/bench_reference_heads.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])).strip()
     lines = [f"# The papers' graph networks vs relgraph's heads, one training step at n = {n}", "",
              f"`{command}`", "",
