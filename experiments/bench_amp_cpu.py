@@ -33,17 +33,17 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
 
-from relgraph.bench import _build, _steps, machine_info, random_episode
-from relgraph.methods import build_method
+from relgraph.bench import _build, _steps, machine_info, random_episode, random_features
 from relgraph.nn.pairwise import use_fused
 from relgraph.utils import atomic_write_text
 
-HEADS = {"edge_gnn_transductive": {"in_dim": 64}, "gnn_transductive": {"embed_dim": 64}}
+HEADS = ("edge_gnn_transductive", "gnn_transductive")
 #: The reference codes' training step at n = 400 quoted in issue 16 (1 thread, this machine
 #: type): Kim et al.'s edge-labeling GNN 16.1 s, Garcia & Bruna's GNN 16.0 s.
 REFERENCE_S = {"edge_gnn_transductive": 16.1, "gnn_transductive": 16.0}
@@ -57,45 +57,40 @@ MODES = (("float32", False, True), ("bfloat16, plain pair MLPs (before)", True, 
          ("bfloat16, fused pair MLPs (now)", True, True))
 
 
-def step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple, bf16: bool,
-         fused: bool = True) -> float:
-    """One training step; returns its process CPU seconds."""
-    support, support_labels, query, query_labels, ways = batch
+def cpu_seconds(fn: Callable[[], None], fused: bool = True) -> float:
+    """Process CPU seconds of one call of ``fn`` (pair MLPs fused or not)."""
     started = time.process_time()
     with use_fused(fused):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            graph = model.build_graph(support, support_labels, query, ways)
-            loss, _ = model.relate_loss(graph, query_labels)
-        opt.zero_grad()
-        loss.backward()
-    opt.step()
+        fn()
     return time.process_time() - started
 
 
 def images_section(steps: int) -> list[str]:
     """Inductive edge_gnn on a 20-way 5-shot 15-query image episode: backbone and relational
     training / eval steps, float32 and bfloat16 autocast, each measured directly."""
-    torch.manual_seed(0)
     episode = random_episode(20, 5, 15, 1, 1, 28)
     model = _build("edge_gnn", "conv4", 1, 28, None, None, 0)
-    fns = _steps(model, episode)
     # the same head with half the edge MLP's widths (not the paper's): its relational step
-    narrow = _steps(_build("edge_gnn", "conv4", 1, 28, {"edge_hidden": NARROW}, None, 0), episode)
-    fns["train_relational_narrow"] = narrow["train_relational"]
+    narrow = _build("edge_gnn", "conv4", 1, 28, {"edge_hidden": NARROW}, None, 0)
+    fns = {}
+    for bf16 in (False, True):
+        amp = "bfloat16" if bf16 else None
+        fns.update({(k, bf16): fn for k, fn in _steps(model, episode, amp=amp).items()})
+        fns[("train_relational_narrow", bf16)] = _steps(narrow, episode,
+                                                        amp=amp)["train_relational"]
     names = ("train_backbone", "train_relational", "eval_backbone", "eval_relational",
              "train_relational_narrow")
     times: dict[tuple[str, bool], list[float]] = {(n, b): [] for n in names for b in (False, True)}
     for i in range(steps + 1):
-        for (name, bf16), got in times.items():
-            started = time.process_time()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                fns[name]()
+        for key, got in times.items():
+            took = cpu_seconds(fns[key])
             if i:  # the first call of each is untimed
-                got.append(time.process_time() - started)
+                got.append(took)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     # the floor: the edge MLPs' matrix products alone (forward + both backward products) at
     # the GEMM rate this core reaches on their shapes, measured here
-    s_nodes, n_nodes = 20 * 5, 20 * 20
+    s_nodes = episode.support.shape[1]
+    n_nodes = s_nodes + episode.query.shape[1]
     pairs = s_nodes * (s_nodes - 1) // 2 + (n_nodes - s_nodes) * s_nodes
     macs = sum(m.in_features * m.out_features for layer in model.edge_layers
                for m in layer.mlp if isinstance(m, torch.nn.Linear))
@@ -190,22 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     ways, shots, queries, dim = 20, 5, 15, 64
     rows = []
-    for name, kwargs in HEADS.items():
-        torch.manual_seed(0)
-        model = build_method(name, None, **kwargs).train()
-        opt = torch.optim.Adam(model.parameters())
-        support = torch.randn(1, ways * shots, dim, requires_grad=True)
-        support_labels = torch.arange(ways).repeat_interleave(shots)[None]
-        query = torch.randn(1, ways * queries, dim, requires_grad=True)
-        query_labels = torch.arange(ways).repeat_interleave(queries)[None]
-
-        batch = (support, support_labels, query, query_labels, ways)
+    for name in HEADS:
+        model = _build(name, "conv4", 1, 28, None, None, 0, features=dim)
+        episode = random_features(ways, shots, queries, dim)
+        train = {bf16: _steps(model, episode, features=True,
+                              amp="bfloat16" if bf16 else None)["train"] for bf16 in (False, True)}
         for _, bf16, fused in MODES:
-            step(model, opt, batch, bf16, fused)
+            cpu_seconds(train[bf16], fused)
         times: list[list[float]] = [[] for _ in MODES]
         for _ in range(args.steps):
             for got, (_, bf16, fused) in zip(times, MODES, strict=True):
-                got.append(step(model, opt, batch, bf16, fused))
+                got.append(cpu_seconds(train[bf16], fused))
         medians = [statistics.median(t) for t in times]
         rows.append((name, *medians))
         print(name, ", ".join(f"{label} {s:.3f} s" for (label, _, _), s in

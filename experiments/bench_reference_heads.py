@@ -42,8 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relgraph.bench import machine_info
-from relgraph.methods import build_method
+from relgraph.bench import _build, _steps, machine_info, random_features
 from relgraph.utils import atomic_write_text
 
 WAYS, SHOTS, DIM, NF = 20, 5, 64, 96
@@ -159,26 +158,12 @@ def gnn_step(module: types.ModuleType, queries: int) -> Callable[[], None]:
 
 
 def ours_step(method: str, queries: int, bf16: bool) -> Callable[[], None]:
-    """One training step of a relgraph head (``build_graph`` + ``relate_loss``)."""
-    torch.manual_seed(0)
-    kwargs = {"in_dim": DIM} if method.startswith("edge") else {"embed_dim": DIM, "nf": NF}
-    model = build_method(method, None, **kwargs).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    s_lab, q_lab = _labels(queries)
-    g = torch.Generator().manual_seed(1)
-    support = torch.randn(1, len(s_lab), DIM, generator=g)
-    query = torch.randn(1, len(q_lab), DIM, generator=g)
-
-    def run() -> None:
-        s, q = support.clone().requires_grad_(True), query.clone().requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            graph = model.build_graph(s, s_lab[None], q, WAYS)
-            loss, _ = model.relate_loss(graph, q_lab[None])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return run
+    """One training step of a relgraph head on the same shapes, as ``relgraph bench
+    --features`` times it (``build_graph`` + ``relate_loss`` + backward + Adam)."""
+    kwargs = {} if method.startswith("edge") else {"nf": NF}
+    model = _build(method, "conv4", 1, 28, kwargs, None, 0, features=DIM)
+    episode = random_features(WAYS, SHOTS, queries, DIM, seed=1)
+    return _steps(model, episode, features=True, amp="bfloat16" if bf16 else None)["train"]
 
 
 def main(argv: list[str] | None = None) -> int:

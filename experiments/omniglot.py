@@ -219,8 +219,10 @@ def history_section(rows: dict) -> list[str]:
     out = ["## Test evaluations (history)", "",
            "The test characters were evaluated once per trained model. Models trained again "
            "(same or changed config) replaced their rows; the replaced models' evaluations "
-           "recorded since 2026-12-02 are listed here (earlier replacements were not "
-           "recorded). None of them chose anything: configs change on validation only.", ""]
+           "recorded since 2026-12-02 are listed here, per model in the order they were "
+           "replaced, each by the next and the last by the table's row (earlier replacements "
+           "were not recorded). None of them chose anything: configs change on validation "
+           "only.", ""]
     listed = False
     for key, r in rows.items():
         for h in r.get("history", []):
@@ -229,9 +231,8 @@ def history_section(rows: dict) -> list[str]:
             out.append(f"- {key.replace(':', ' ')}-shot, `{h['config']}` at {h['train_steps']} "
                        f"steps (best validation {h['best_val']:.2f} at step {h['best_step']}, "
                        f"{h['device']}, evaluated {h.get('evaluated') or 'before 2026-12-02'}): "
-                       f"{cells}; replaced by the listed row (evaluated "
-                       f"{r.get('evaluated') or '?'})" + (f": {h['why']}" if h.get("why")
-                                                         else "") + ".")
+                       f"{cells}" + (f"; why replaced: {h['why']}" if h.get("why")
+                                     else "") + ".")
             listed = True
     if not listed:
         out.append("- none recorded")

@@ -26,6 +26,7 @@ random ``d``-dimensional features (no backbone at all).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -156,38 +157,55 @@ def _head_loss(model: Any, support: torch.Tensor, query: torch.Tensor,
     return loss if aux is None else loss + aux
 
 
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def _forward_context(episode: Episode, amp: str | None) -> Callable[[], Any]:
+    """A context factory for the forward passes: autocast in ``amp`` on the episode's device
+    (backward passes and optimiser steps run outside it, as in the trainer), or none."""
+    if amp is None:
+        return contextlib.nullcontext
+    kind, dtype = episode.support.device.type, getattr(torch, amp)
+    return lambda: torch.autocast(kind, dtype=dtype)
+
+
 def _relational_steps(model: Any, episode: Episode, support: dict[str, torch.Tensor],
-                      query: dict[str, torch.Tensor]) -> dict[str, Callable[[], None]]:
+                      query: dict[str, torch.Tensor], amp: str | None = None
+                      ) -> dict[str, Callable[[], None]]:
     """The head's closures on precomputed embeddings (``support[mode]``, ``query[mode]`` for
-    ``mode`` in ``train`` / ``eval``)."""
+    ``mode`` in ``train`` / ``eval``), forward passes under autocast in ``amp``."""
     head_params = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
     hopt = _adam(head_params)
+    forward = _forward_context(episode, amp)
 
     def train_relational() -> None:
         model.train()
         s = support["train"].detach().requires_grad_(True)
         q = query["train"].detach().requires_grad_(True)
-        _step(_head_loss(model, s, q, episode), hopt)
+        with forward():
+            loss = _head_loss(model, s, q, episode)
+        _step(loss, hopt)
 
     def eval_relational() -> None:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), forward():
             model.relate(model.build_graph(support["eval"], episode.support_labels,
                                            query["eval"], episode.n_way))
 
     return {"train_relational": train_relational, "eval_relational": eval_relational}
 
 
-def _steps(model: nn.Module, episode: Episode, features: bool = False
+def _steps(model: nn.Module, episode: Episode, features: bool = False, amp: str | None = None
            ) -> dict[str, Callable[[], None]]:
     """The timed closures: ``train`` / ``eval`` (the full step), ``*_backbone`` and, for heads,
     ``*_relational``. With ``features`` (the episode holds features): the head's closures only,
-    as ``train`` / ``eval``."""
+    as ``train`` / ``eval``. With ``amp``: forward passes under autocast in that dtype."""
     head = _is_head(model)
     if features:
         rel = _relational_steps(model, episode, {"train": episode.support, "eval": episode.support},
-                                {"train": episode.query, "eval": episode.query})
+                                {"train": episode.query, "eval": episode.query}, amp)
         return {"train": rel["train_relational"], "eval": rel["eval_relational"]}
+    forward = _forward_context(episode, amp)
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     backbone: nn.Module = model.backbone  # type: ignore[assignment]
@@ -201,14 +219,16 @@ def _steps(model: nn.Module, episode: Episode, features: bool = False
 
     def train_full() -> None:
         model.train()
-        loss, _ = model.loss(episode)  # type: ignore[operator]
+        with forward():
+            loss, _ = model.loss(episode)  # type: ignore[operator]
         _step(loss, opt)
 
     grads: list[torch.Tensor] = []
 
     def train_backbone() -> None:
         model.train()
-        z = embed_pair()
+        with forward():
+            z = embed_pair()
         if not grads:  # a fixed gradient of the embeddings, as the head would send back
             g = torch.Generator().manual_seed(0)
             grads.extend(torch.randn(t.shape, generator=g).to(t) / t.numel() for t in z)
@@ -220,23 +240,23 @@ def _steps(model: nn.Module, episode: Episode, features: bool = False
 
     def eval_full() -> None:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), forward():
             model(episode)
 
     def eval_backbone() -> None:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), forward():
             embed_pair()
 
     fns = {"train": train_full, "train_backbone": train_backbone, "eval": eval_full,
            "eval_backbone": eval_backbone}
     if head:
         support, query = {}, {}
-        with torch.no_grad():
+        with torch.no_grad(), forward():
             for mode in ("train", "eval"):
                 model.train(mode == "train")
                 support[mode], query[mode] = model.embed_episode(episode)  # type: ignore[operator]
-        fns.update(_relational_steps(model, episode, support, query))
+        fns.update(_relational_steps(model, episode, support, query, amp))
     return fns
 
 
@@ -298,7 +318,7 @@ def _memory_child(cfg: dict[str, Any]) -> dict[str, float]:
                    cfg["method_args"], cfg["backbone_args"], cfg["seed"], features)
     episode = _episode(cfg["ways"], cfg["shots"], cfg["queries"], cfg["batch"],
                        cfg["channels"], cfg["image_size"], cfg["seed"], features)
-    fns = _autocast(_steps(model, episode, bool(features)), torch.device("cpu"), cfg.get("amp"))
+    fns = _steps(model, episode, bool(features), cfg.get("amp"))
     out = {}
     if _reset_peak_rss():
         base = _proc_status_mb("VmRSS") or 0.0
@@ -331,25 +351,6 @@ def _memory_cpu(cfg: dict[str, Any]) -> dict[str, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"memory measurement failed:\n{proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-AMP_DTYPES = ("bfloat16", "float16")
-
-
-def _autocast(fns: dict[str, Callable[[], None]], device: torch.device, amp: str | None
-              ) -> dict[str, Callable[[], None]]:
-    """The closures run under ``torch.autocast`` in ``amp`` (unchanged for ``None``)."""
-    if amp is None:
-        return fns
-    dtype = getattr(torch, amp)
-
-    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            with torch.autocast(device.type, dtype=dtype):
-                fn()
-        return run
-
-    return {k: wrap(fn) for k, fn in fns.items()}
 
 
 def _memory_cuda(fns: dict[str, Callable[[], None]], device: torch.device) -> dict[str, float]:
@@ -430,7 +431,8 @@ def benchmark(
         features: time the head alone on random features of this size (relational heads
             only; ``backbone``, ``image_size`` and ``channels`` are then unused). Default
             ``None``: the whole method on images.
-        amp: run every timed step under ``torch.autocast`` in this dtype, ``"bfloat16"``
+        amp: run the forward passes of every timed step under ``torch.autocast`` in this
+            dtype (backward passes outside it, as the trainer does), ``"bfloat16"``
             (CPU or GPU; on CPUs with AMX / AVX-512 bf16 units, as the trainer's
             ``train.amp_dtype: bfloat16``) or ``"float16"`` (GPU only); ``None`` (default):
             float32.
@@ -458,7 +460,7 @@ def benchmark(
     model.to(device)
     episode = _episode(ways, shots, queries, batch, channels, image_size, seed,
                        features).to(device)
-    fns = _autocast(_steps(model, episode, features is not None), device, amp)
+    fns = _steps(model, episode, features is not None, amp)
     ms = _time_interleaved(fns, steps, warmup, device)
     measured = _is_head(model)
 

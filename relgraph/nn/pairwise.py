@@ -188,8 +188,8 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     requires ``counts=None``; so do BatchNorm layers in training mode with
     ``counts=None`` (there PyTorch's own BatchNorm kernels under autograd measured as fast as
     the blocked backward pass). Rows are processed in blocks of equal multiplicity, so long
-    runs of equal ``counts`` are fastest. Under autocast the products and the rows run in
-    the autocast dtype, the statistics in float32 (see the module's notes); the output is
+    runs of equal ``counts`` are fastest. Under bfloat16 autocast the products and the rows
+    run in bfloat16, the statistics in float32 (see the module's notes); the output is
     float32.
 
     Args:
@@ -214,8 +214,8 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
         # blocked backward pass (experiments/bench_pair_mlp.py)
         if counts is not None and bool((counts != 1).any()):
             raise ValueError("row multiplicities need the fused path of pair_mlp (an MLP of "
-                             "Linear [-> BatchNorm1d] -> LeakyReLU blocks with float32 "
-                             "parameters under autocast)")
+                             "Linear [-> BatchNorm1d] -> LeakyReLU blocks; under autocast "
+                             "only bfloat16, with float32 parameters)")
         diff = (x.index_select(0, pairs[0]) - x.index_select(0, pairs[1])).abs()
         return mlp(diff)
     blocks = _blocks(mlp)
