@@ -19,16 +19,24 @@ trainer's ``train.amp_dtype: bfloat16``); the reference codes in float32 as publ
 code is imported from the given folders, never copied: the EGNN's ``torchtools`` wants
 ``tensorboardX`` for logging, which is stubbed (nothing is logged) when it is not installed.
 
+Every model runs under two memory allocators, one fresh process each: glibc malloc's defaults
+(how ``python`` runs the papers' code: every large tensor is ``mmap``-ed and returned at its
+``free``, so each step page-faults it back in) and with freed memory kept
+(:func:`relgraph.allocator.keep_freed_memory`, what the ``relgraph`` command does). The
+reference codes, with their ``n x n x features`` tensors, gain the most from the second.
+
 Usage (project root; the checkouts anywhere, e.g. from ``git clone``)::
 
     OMP_NUM_THREADS=1 python experiments/bench_reference_heads.py --egnn ../fewshot-egnn \\
-        --gnn ../few-shot-gnn [--queries 15] [--steps 3] [--out FILE.md]
+        --gnn ../few-shot-gnn [--queries 15] [--steps 3] [--allocator both] [--out FILE.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -42,6 +50,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from relgraph.allocator import keep_freed_memory
 from relgraph.bench import _build, _steps, machine_info, random_features
 from relgraph.utils import atomic_write_text
 
@@ -166,6 +175,57 @@ def ours_step(method: str, queries: int, bf16: bool) -> Callable[[], None]:
     return _steps(model, episode, features=True, amp="bfloat16" if bf16 else None)["train"]
 
 
+ALLOCATORS = {"system": "glibc malloc's defaults (as a plain ``python`` runs the papers' code)",
+              "kept": "freed memory kept (``relgraph.allocator.keep_freed_memory``, as the "
+                      "``relgraph`` command runs)"}
+PAIRS = (("reference edge-labeling GNN (Kim et al.)", "edge_gnn_transductive"),
+         ("reference GNN (Garcia & Bruna)", "gnn_transductive"))
+
+
+def measure(egnn_dir: Path, gnn_dir: Path, queries: int, steps: int) -> dict[str, float]:
+    """Median process CPU seconds of a training step of every model, interleaved."""
+    torch.set_num_threads(1)
+    egnn, gnn = _import_egnn(egnn_dir.resolve()), _import_gnn(gnn_dir.resolve())
+    fns = {"reference edge-labeling GNN (Kim et al.)": egnn_step(egnn, queries),
+           "edge_gnn_transductive, float32": ours_step("edge_gnn_transductive", queries, False),
+           "edge_gnn_transductive, bfloat16 autocast": ours_step("edge_gnn_transductive",
+                                                                 queries, True),
+           "reference GNN (Garcia & Bruna)": gnn_step(gnn, queries),
+           "gnn_transductive, float32": ours_step("gnn_transductive", queries, False),
+           "gnn_transductive, bfloat16 autocast": ours_step("gnn_transductive", queries, True)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(steps + 1):
+        for name, fn in fns.items():
+            started = time.process_time()
+            fn()
+            if i:  # the first step of each is untimed
+                times[name].append(time.process_time() - started)
+            print(f"step {i} {name}: {time.process_time() - started:.2f} s", file=sys.stderr,
+                  flush=True)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _in_child(args: argparse.Namespace, allocator: str) -> dict[str, float]:
+    """:func:`measure` in a fresh process with the given allocator setting."""
+    cmd = [sys.executable, __file__, "--egnn", str(args.egnn), "--gnn", str(args.gnn),
+           "--queries", str(args.queries), "--steps", str(args.steps), "--child", allocator]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:
+        raise SystemExit(f"the {allocator} run failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _table(sec: dict[str, float]) -> list[str]:
+    lines = ["| model | s/step | reference / this |", "|---|---:|---:|"]
+    for ref, ours in PAIRS:
+        lines.append(f"| {ref} | {sec[ref]:.3f} | 1.00 |")
+        for mode in ("float32", "bfloat16 autocast"):
+            key = f"{ours}, {mode}"
+            lines.append(f"| {key} | {sec[key]:.3f} | {sec[ref] / sec[key]:.1f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--egnn", required=True, type=Path, help="checkout of khy0809/fewshot-egnn")
@@ -174,29 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=15, help="queries per class (n = 20 x "
                                                            "(5 + queries); default 15: n = 400)")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--allocator", choices=("system", "kept", "both"), default="both",
+                   help="glibc malloc's defaults, freed memory kept (relgraph.allocator), or "
+                        "both, one fresh process each (default)")
     p.add_argument("--out", default="experiments/results/bench_reference_heads.md")
     p.add_argument("--note", default="", help="how the machine was loaded, for the page")
+    p.add_argument("--child", choices=tuple(ALLOCATORS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    egnn, gnn = _import_egnn(args.egnn.resolve()), _import_gnn(args.gnn.resolve())
-    fns = {"reference edge-labeling GNN (Kim et al.)": egnn_step(egnn, args.queries),
-           "edge_gnn_transductive, float32": ours_step("edge_gnn_transductive", args.queries,
-                                                       False),
-           "edge_gnn_transductive, bfloat16 autocast": ours_step("edge_gnn_transductive",
-                                                                 args.queries, True),
-           "reference GNN (Garcia & Bruna)": gnn_step(gnn, args.queries),
-           "gnn_transductive, float32": ours_step("gnn_transductive", args.queries, False),
-           "gnn_transductive, bfloat16 autocast": ours_step("gnn_transductive", args.queries,
-                                                            True)}
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for i in range(args.steps + 1):
-        for name, fn in fns.items():
-            started = time.process_time()
-            fn()
-            if i:  # the first step of each is untimed
-                times[name].append(time.process_time() - started)
-            print(f"step {i} {name}: {time.process_time() - started:.2f} s", flush=True)
-    sec = {k: statistics.median(v) for k, v in times.items()}
+    if args.child:
+        os.environ["RELGRAPH_ALLOCATOR"] = "default" if args.child == "kept" else "system"
+        if args.child == "kept" and not keep_freed_memory():
+            raise SystemExit("keep_freed_memory() did nothing here (not glibc, or an allocator "
+                             "setting in the environment)")
+        print(json.dumps(measure(args.egnn, args.gnn, args.queries, args.steps)), flush=True)
+        return 0
+    runs = {a: _in_child(args, a) for a in (ALLOCATORS if args.allocator == "both"
+                                            else (args.allocator,))}
     n = WAYS * (SHOTS + args.queries)
     command = ("OMP_NUM_THREADS=1 python experiments/bench_reference_heads.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])).strip()
@@ -205,17 +258,17 @@ def main(argv: list[str] | None = None) -> int:
              f"Run on {time.strftime('%Y-%m-%d')}: {machine_info()}. Reference code: "
              f"khy0809/fewshot-egnn at {_commit(args.egnn)}, vgsatorras/few-shot-gnn at "
              f"{_commit(args.gnn)}.", "",
-             *[" ".join(par.split()) + "\n" for par in __doc__.split("\n\n")[1:4]],
-             *([args.note, ""] if args.note else []),
-             "| model | s/step | reference / this |", "|---|---:|---:|"]
-    for ref, ours in (("reference edge-labeling GNN (Kim et al.)", "edge_gnn_transductive"),
-                      ("reference GNN (Garcia & Bruna)", "gnn_transductive")):
-        lines.append(f"| {ref} | {sec[ref]:.3f} | 1.00 |")
-        for mode in ("float32", "bfloat16 autocast"):
-            key = f"{ours}, {mode}"
-            lines.append(f"| {key} | {sec[key]:.3f} | {sec[ref] / sec[key]:.1f} |")
-    lines += ["", "Process CPU time of one step (forward + loss + backward + Adam), median of "
-              f"{args.steps} after one untimed step, all models interleaved in this run.", ""]
+             *[" ".join(par.split()) + "\n" for par in __doc__.split("\n\n")[1:5]],
+             *([args.note, ""] if args.note else [])]
+    for allocator, sec in runs.items():
+        lines += [f"## Memory allocator: {ALLOCATORS[allocator]}", "", *_table(sec), ""]
+    if len(runs) == 2:
+        ratio = {k: runs["system"][k] / runs["kept"][k] for k in runs["system"]}
+        lines += ["Each model's step, glibc defaults / freed memory kept: "
+                  + "; ".join(f"{k} {v:.2f}x" for k, v in ratio.items()) + ".", ""]
+    lines += ["Process CPU time (user + system) of one step (forward + loss + backward + Adam), "
+              f"median of {args.steps} after one untimed step, all models interleaved within "
+              "each run; one fresh process per allocator setting, one after the other.", ""]
     atomic_write_text(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")
     return 0

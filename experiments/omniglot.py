@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import re
 import sys
@@ -245,6 +246,38 @@ def _cell(rows: dict, method: str, cell: str) -> dict | None:
     return row["results"].get(cell) if row else None
 
 
+def budget_estimate(curve: list[list[float]], gap: float) -> str:
+    """What training budget the validation curve says would close ``gap`` points: a
+    least-squares fit of ``accuracy = a + b ln(minutes)`` to the curve's second half (from its
+    middle validation on, at least three), extrapolated to ``gap`` more points, assuming the
+    test cell gains what the validation episodes gain. Curves flatten, so the answer is a
+    lower bound; a flat or falling second half says that more of the recipe will not do.
+
+    Args:
+        curve: ``[[step, minutes, validation accuracy], ...]`` (:func:`common.learning_curve`).
+        gap: points to gain (> 0).
+    """
+    tail = curve[(len(curve) - 1) // 2:]
+    if len(tail) < 3:
+        return "too few validations recorded to extrapolate"
+    xs = [math.log(m) for _, m, _ in tail]
+    ys = [a for _, _, a in tail]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+             / sum((x - mx) ** 2 for x in xs))  # points per e-fold of the minutes
+    per_doubling = slope * math.log(2)
+    if per_doubling < 0.1:
+        return (f"its validation curve's second half is flat ({per_doubling:+.2f} points per "
+                "doubling of the training time): more steps of this recipe will not close it")
+    end = curve[-1][1]
+    need = end * math.exp(gap / slope)
+    return (f"its validation curve's second half gains {per_doubling:.2f} points per doubling "
+            f"of the training time; extrapolated (log-linear, a lower bound since curves "
+            f"flatten; the test cell assumed to gain what validation gains), closing "
+            f"{gap:.1f} points takes about {need:,.0f} min on the same device "
+            f"({need / end:,.0f}x this run)")
+
+
 def shortfalls(rows: dict) -> list[str]:
     """One line per model: how far each of its cells is below the paper's number, and what the
     run's own record says about why (still improving at the end of its budget, or not)."""
@@ -265,8 +298,17 @@ def shortfalls(rows: dict) -> list[str]:
         segments = prior_segments(r) if r["train_seconds"] is not None else []
         budget = (" + ".join(f"{seg['minutes']:.0f} min, {seg['device']}" for seg in segments)
                   or r["device"])
+        # the cell of the validation episodes' way count (20-way; 5-way for maml)
+        val_cell = f"{5 if method == 'maml' else 20}w{shots}s"
+        res, paper = _cell(rows, method, val_cell), PAPER[method][1][CELLS.index(val_cell)]
+        if r.get("curve") and res and paper is not None and res["accuracy"] < paper:
+            need = (f" Budget: for {val_cell} (the validation episodes' ways), "
+                    + budget_estimate(r["curve"], paper - res["accuracy"]) + ".")
+        else:
+            need = " Budget: no learning curve recorded for this run." if not r.get(
+                "curve") else ""
         lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
-                     f"The paper trained far longer on a GPU (this run: {budget}).")
+                     f"The paper trained far longer on a GPU (this run: {budget}).{need}")
     return lines or ["- no model run yet"]
 
 

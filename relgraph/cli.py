@@ -631,9 +631,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning(args.command)
     try:
+        from relgraph.allocator import keep_freed_memory
         from relgraph.threads import configure_threads
 
         configure_threads(args.threads)
+        keep_freed_memory()  # no page faults for every step's tensors (relgraph.allocator)
         import_modules(getattr(args, "imports", None) or [])
         return int(args.func(args) or 0)
     except (ValueError, KeyError, OSError) as exc:

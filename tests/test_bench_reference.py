@@ -72,6 +72,11 @@ def test_reference_harness_writes_its_table(tmp_path):
                 "reference GNN (Garcia & Bruna)", "gnn_transductive, bfloat16 autocast"):
         assert f"| {row} |" in page
     assert "few-shot-gnn at unknown" in page  # not git checkouts
+    # one table per allocator (a fresh process each), and their ratio
+    assert "## Memory allocator: glibc malloc's defaults" in page
+    assert "## Memory allocator: freed memory kept" in page
+    assert page.count("| reference GNN (Garcia & Bruna) |") == 2
+    assert "glibc defaults / freed memory kept: reference edge-labeling GNN" in page
 
 
 def test_reference_harness_names_a_wrong_folder(tmp_path):

@@ -4,6 +4,7 @@ mode, on the CPU) and continuing a model's run to a larger budget (experiments/o
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -124,3 +125,31 @@ def test_omniglot_table_keeps_every_replaced_test_evaluation():
     page = "\n".join(omniglot.history_section({"protonet:1": third}))
     assert page.count("- protonet 1-shot, `c.yaml` at ") == 2
     assert "5w1s 95.00 +- 0.10" in page and "5w1s 96.00 +- 0.10" in page
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt only")
+def test_bench_allocator_writes_its_page(tmp_path):
+    out = tmp_path / "allocator.md"
+    done = script("experiments/bench_allocator.py", "--workload", "protonet eval", "--steps",
+                  "1", "--warmup", "0", "--rounds", "1", "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert "| protonet eval | glibc defaults |" in page
+    assert "| protonet eval | freed memory kept |" in page
+    assert "glibc defaults / freed memory kept" in page
+
+
+def test_omniglot_budget_estimate_extrapolates_the_validation_curve():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import omniglot
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    # 2 points per doubling of the minutes: 4 more points take 2 more doublings (4x)
+    rising = [[i, m, 80.0 + 2.0 * math.log2(m)] for i, m in enumerate((1, 2, 4, 8, 16))]
+    text = omniglot.budget_estimate(rising, 4.0)
+    assert "gains 2.00 points per doubling" in text and "about 64 min" in text
+    assert "(4x this run)" in text
+    flat = [[i, m, 90.0] for i, m in enumerate((1, 2, 4, 8))]
+    assert "flat" in omniglot.budget_estimate(flat, 1.0)
+    assert "too few" in omniglot.budget_estimate(rising[:2], 1.0)
