@@ -81,7 +81,6 @@ def _workload(name: str):  # noqa: ANN202
 
 def child(name: str, keep: bool, steps: int, warmup: int) -> None:
     """Time ``steps`` steps of workload ``name`` after ``warmup`` ones; print one JSON line."""
-    os.environ["RELGRAPH_ALLOCATOR"] = "default" if keep else "system"
     from relgraph.allocator import keep_freed_memory
 
     kept = keep_freed_memory() if keep else False
@@ -107,8 +106,9 @@ def child(name: str, keep: bool, steps: int, warmup: int) -> None:
 
 
 def measure(name: str, keep: bool, steps: int, warmup: int) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if k != "RELGRAPH_ALLOCATOR"}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    from relgraph.allocator import child_environment
+
+    env = {**child_environment(keep), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(steps), "--warmup",
            str(warmup)] + (["--keep"] if keep else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -124,9 +124,10 @@ def measure(name: str, keep: bool, steps: int, warmup: int) -> dict[str, float]:
 def whole_run(config: Path, steps: int, keep: bool) -> dict[str, object]:
     """One ``relgraph train`` run of ``config`` for ``steps`` steps (one validation, at the
     end), 1 thread: wall, user and system seconds, and its last metrics line."""
-    env = {k: v for k, v in os.environ.items() if k != "RELGRAPH_ALLOCATOR"}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
-               RELGRAPH_ALLOCATOR="default" if keep else "system")
+    from relgraph.allocator import child_environment
+
+    # the relgraph command keeps freed memory unless RELGRAPH_ALLOCATOR=system says not to
+    env = {**child_environment(keep), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "relgraph.cli", "train", "--config", str(config), "--out",
                str(Path(tmp) / "run"), "--no-progress", "--set", f"train.steps={steps}",

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -50,7 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relgraph.allocator import keep_freed_memory
+from relgraph.allocator import child_environment, keep_freed_memory
 from relgraph.bench import _build, _steps, machine_info, random_features
 from relgraph.utils import atomic_write_text
 
@@ -178,21 +177,22 @@ def ours_step(method: str, queries: int, bf16: bool) -> Callable[[], None]:
 ALLOCATORS = {"system": "glibc malloc's defaults (as a plain ``python`` runs the papers' code)",
               "kept": "freed memory kept (``relgraph.allocator.keep_freed_memory``, as the "
                       "``relgraph`` command runs)"}
+#: (reference, relgraph's like-for-like head); every head runs in each of MODES (label, bf16)
 PAIRS = (("reference edge-labeling GNN (Kim et al.)", "edge_gnn_transductive"),
          ("reference GNN (Garcia & Bruna)", "gnn_transductive"))
+MODES = (("float32", False), ("bfloat16 autocast", True))
 
 
 def measure(egnn_dir: Path, gnn_dir: Path, queries: int, steps: int) -> dict[str, float]:
     """Median process CPU seconds of a training step of every model, interleaved."""
     torch.set_num_threads(1)
     egnn, gnn = _import_egnn(egnn_dir.resolve()), _import_gnn(gnn_dir.resolve())
-    fns = {"reference edge-labeling GNN (Kim et al.)": egnn_step(egnn, queries),
-           "edge_gnn_transductive, float32": ours_step("edge_gnn_transductive", queries, False),
-           "edge_gnn_transductive, bfloat16 autocast": ours_step("edge_gnn_transductive",
-                                                                 queries, True),
-           "reference GNN (Garcia & Bruna)": gnn_step(gnn, queries),
-           "gnn_transductive, float32": ours_step("gnn_transductive", queries, False),
-           "gnn_transductive, bfloat16 autocast": ours_step("gnn_transductive", queries, True)}
+    fns: dict[str, Callable[[], None]] = {}
+    for (ref, ours), ref_step in zip(PAIRS, (egnn_step(egnn, queries), gnn_step(gnn, queries)),
+                                     strict=True):
+        fns[ref] = ref_step
+        for mode, bf16 in MODES:
+            fns[f"{ours}, {mode}"] = ours_step(ours, queries, bf16)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(steps + 1):
         for name, fn in fns.items():
@@ -210,7 +210,8 @@ def _in_child(args: argparse.Namespace, allocator: str) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--egnn", str(args.egnn), "--gnn", str(args.gnn),
            "--queries", str(args.queries), "--steps", str(args.steps), "--child", allocator]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**child_environment(allocator == "kept"),
+                               "OMP_NUM_THREADS": "1"})
     if proc.returncode:
         raise SystemExit(f"the {allocator} run failed (exit {proc.returncode})")
     return json.loads(proc.stdout.splitlines()[-1])
@@ -220,7 +221,7 @@ def _table(sec: dict[str, float]) -> list[str]:
     lines = ["| model | s/step | reference / this |", "|---|---:|---:|"]
     for ref, ours in PAIRS:
         lines.append(f"| {ref} | {sec[ref]:.3f} | 1.00 |")
-        for mode in ("float32", "bfloat16 autocast"):
+        for mode, _ in MODES:
             key = f"{ours}, {mode}"
             lines.append(f"| {key} | {sec[key]:.3f} | {sec[ref] / sec[key]:.1f} |")
     return lines
@@ -242,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", choices=tuple(ALLOCATORS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        os.environ["RELGRAPH_ALLOCATOR"] = "default" if args.child == "kept" else "system"
         if args.child == "kept" and not keep_freed_memory():
             raise SystemExit("keep_freed_memory() did nothing here (not glibc, or an allocator "
                              "setting in the environment)")

@@ -301,12 +301,13 @@ def shortfalls(rows: dict) -> list[str]:
         # the cell of the validation episodes' way count (20-way; 5-way for maml)
         val_cell = f"{5 if method == 'maml' else 20}w{shots}s"
         res, paper = _cell(rows, method, val_cell), PAPER[method][1][CELLS.index(val_cell)]
-        if r.get("curve") and res and paper is not None and res["accuracy"] < paper:
+        if not r.get("curve"):
+            need = " Budget: no learning curve recorded for this run."
+        elif res and paper is not None and res["accuracy"] < paper:
             need = (f" Budget: for {val_cell} (the validation episodes' ways), "
                     + budget_estimate(r["curve"], paper - res["accuracy"]) + ".")
         else:
-            need = " Budget: no learning curve recorded for this run." if not r.get(
-                "curve") else ""
+            need = ""
         lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
                      f"The paper trained far longer on a GPU (this run: {budget}).{need}")
     return lines or ["- no model run yet"]

@@ -30,7 +30,7 @@ import ctypes.util
 import os
 from collections.abc import Mapping
 
-__all__ = ["allocator_chosen", "keep_freed_memory"]
+__all__ = ["allocator_chosen", "child_environment", "keep_freed_memory"]
 
 #: ``mallopt`` parameters (glibc's ``malloc.h``).
 M_TRIM_THRESHOLD = -1
@@ -62,6 +62,26 @@ def allocator_chosen(environ: Mapping[str, str] | None = None) -> str | None:
         if name in preload:
             return f"LD_PRELOAD ({name})"
     return None
+
+
+def child_environment(keep: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process that is to run with glibc malloc's defaults
+    (``keep=False``) or with freed memory kept by the ``relgraph`` command (``keep=True``), for
+    benchmarks comparing the two: ``environ`` (default ``os.environ``) without
+    ``RELGRAPH_ALLOCATOR`` and glibc's malloc variables, plus ``RELGRAPH_ALLOCATOR=system``
+    when not keeping. An allocator in ``LD_PRELOAD`` stays (then :func:`keep_freed_memory`
+    does nothing, which a benchmark should check).
+
+    Args:
+        keep: whether the child keeps freed memory.
+        environ: the environment to start from (default ``os.environ``).
+    """
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items()
+           if k != "RELGRAPH_ALLOCATOR" and k not in GLIBC_VARIABLES}
+    if not keep:
+        env["RELGRAPH_ALLOCATOR"] = "system"
+    return env
 
 
 def _libc() -> ctypes.CDLL | None:

@@ -4,7 +4,6 @@ faults for every step's tensors), and the user's own allocator settings stand.""
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from relgraph import allocator
-from relgraph.allocator import allocator_chosen, keep_freed_memory
+from relgraph.allocator import allocator_chosen, child_environment, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -27,6 +26,13 @@ def test_the_users_choice_stands():
     assert allocator_chosen({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=1"}) == "GLIBC_TUNABLES"
     assert allocator_chosen({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) == "LD_PRELOAD (jemalloc)"
     assert allocator_chosen({"LD_PRELOAD": "/opt/libfoo.so"}) is None
+
+
+def test_child_environment_sets_one_setting_and_drops_the_others():
+    user = {"PATH": "/bin", "MALLOC_ARENA_MAX": "2", "RELGRAPH_ALLOCATOR": "system"}
+    assert child_environment(True, user) == {"PATH": "/bin"}
+    assert child_environment(False, user) == {"PATH": "/bin", "RELGRAPH_ALLOCATOR": "system"}
+    assert allocator_chosen(child_environment(True, user)) is None
 
 
 def test_nothing_changes_when_the_user_chose(monkeypatch):
@@ -59,8 +65,7 @@ print(json.dumps({"kept": kept,
 
 
 def faults(setting: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in allocator.GLIBC_VARIABLES and k != "LD_PRELOAD"}
+    env = {k: v for k, v in child_environment(setting == "kept").items() if k != "LD_PRELOAD"}
     done = subprocess.run([sys.executable, "-c", FAULTS, setting], capture_output=True,
                           text=True, timeout=300, env={**env, "PYTHONPATH": str(ROOT)},
                           check=True)
