@@ -83,8 +83,9 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     started = time.perf_counter()
+    tta = int(ckpt.get("config", {}).get("eval", {}).get("tta", 1))  # the config's eval.tta
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
-                   device=device, within_alphabet=True)
+                   device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
     return {"condition": name, "config": str(config.relative_to(ROOT)),
             "method": ckpt["config"]["method"] if "config" in ckpt else None,
@@ -92,7 +93,55 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
             f"CPU, {torch.get_num_threads()} threads",
-            "error": 100.0 - res["accuracy"], "result": res, "curve": learning_curve(out)}
+            "error": 100.0 - res["accuracy"], "result": res, "curve": learning_curve(out),
+            "evaluated": time.strftime("%Y-%m-%d")}
+
+
+def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
+    """``new`` with the test evaluation of the row it replaces kept in ``new["history"]``
+    (the old row's own history first; nothing is added when the result is the same, e.g. a
+    re-evaluation of the same checkpoint); ``why`` (why the condition was trained or evaluated
+    again) is kept with the replaced evaluation."""
+    if old is None:
+        return new
+    past = list(old.get("history", []))
+    if old.get("result") and old["result"] != new.get("result"):
+        past.append({**{k: old.get(k) for k in ("config", "method", "train_steps", "best_step",
+                                                 "best_val", "device", "error", "evaluated")},
+                     "ci95": old["result"]["ci95"], "tta": old["result"].get("tta", 1),
+                     "why": why})
+    new["history"] = past + [h for h in new.get("history", []) if h not in past]
+    return new
+
+
+def history_section(rows: dict) -> list[str]:
+    """Every recorded evaluation on the evaluation alphabets of a model no longer in the
+    table."""
+    out = ["## Test evaluations (history)", "",
+           "The evaluation alphabets were evaluated once per trained model. A condition trained "
+           "again (same or changed config) replaced its row; the replaced evaluations are listed "
+           "here, per condition in the order they were replaced, each by the next and the last by "
+           "the table's row. None of them chose anything: configs change on the validation "
+           "alphabets only.", ""]
+    listed = False
+    for name, r in rows.items():
+        for h in r.get("history", []):
+            out.append(f"- {name}: {h['method']}{tta_label(h)}, `{h['config']}` at "
+                       f"{h['train_steps']} steps (best validation {h['best_val']:.2f} at step "
+                       f"{h['best_step']}, {h['device']}, evaluated "
+                       f"{h.get('evaluated') or 'before 2026-12-02'}): error "
+                       f"{h['error']:.2f} +- {h['ci95']:.2f} %"
+                       + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
+            listed = True
+    if not listed:
+        out.append("- none: each condition's table row is its only evaluation")
+    return out + [""]
+
+
+def tta_label(result: dict) -> str:
+    """``", TTA x5"`` when the evaluation averaged over fixed warps, else ``""``."""
+    views = int(result.get("tta", 1))
+    return f", TTA x{views}" if views > 1 else ""
 
 
 def write_table(rows: dict) -> None:
@@ -105,7 +154,9 @@ def write_table(rows: dict) -> None:
         "evaluate once on the 20 evaluation alphabets of `full/images_evaluation.npz`: 1,000 "
         "fixed 20-way 1-shot episodes (seed 0) whose classes all come from one alphabet, 15 "
         "queries per class, inductive (each test image classified on its own), BatchNorm in "
-        "eval mode. Error in % with 95% CI (1.96 std / sqrt(1000)).",
+        "eval mode. Error in % with 95% CI (1.96 std / sqrt(1000)). TTA xN: each image's "
+        "embedding averaged over N fixed small warps (the config's `eval.tta`, chosen on the "
+        "validation alphabets; per image, so still inductive).",
         "",
         "| training data | method | error (%) | target | validation acc. (held-out background "
         "alphabets) | training | device |",
@@ -115,7 +166,7 @@ def write_table(rows: dict) -> None:
         res = r["result"]
         met = "met" if r["error"] <= CONDITIONS[name] else "missed"
         lines.append(
-            f"| {name} | {r['method']} | {r['error']:.2f} +- {res['ci95']:.2f} | "
+            f"| {name} | {r['method']}{tta_label(res)} | {r['error']:.2f} +- {res['ci95']:.2f} | "
             f"<= {CONDITIONS[name]:g} ({met}) | {r['best_val']:.2f} (step {r['best_step']}) | "
             f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {r['device']} |")
     lines += ["", "Targets: half the first runs' errors on this protocol (issue 19); on Lake et "
@@ -134,7 +185,7 @@ def write_table(rows: dict) -> None:
         curve = r.get("curve") or []
         lines.append(f"- {name}: " + (", ".join(f"{m:.1f} min {a:.2f}" for _, m, a in curve)
                                       if curve else "not recorded"))
-    lines.append("")
+    lines += [""] + history_section(rows)
     atomic_write_text(TABLE, "\n".join(lines))
     atomic_write_text(STATE, json.dumps(rows, indent=2) + "\n")
 
@@ -178,6 +229,8 @@ def main() -> int:
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot_challenge.json (e.g. from "
                              "experiments/gpu/reproduce.py) to the table; nothing is trained")
+    parser.add_argument("--why", help="why the conditions are trained (or evaluated) again: "
+                                      "kept with the replaced rows' test results in the history")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the table and plot from the JSON; nothing is trained or "
                              "evaluated")
@@ -187,7 +240,8 @@ def main() -> int:
             set_results(Path(args.results))
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         if args.merge:
-            rows.update(json.loads(Path(args.merge).read_text()))
+            for name, row in json.loads(Path(args.merge).read_text()).items():
+                rows[name] = carry_history(rows.get(name), row, args.why)
         write_table(rows)
         plot(rows)
         return 0
@@ -203,8 +257,8 @@ def main() -> int:
         sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for name in args.conditions or list(CONDITIONS):
-        rows[name] = run_condition(name, Path(args.out), args.skip_training, args.episodes,
-                                   tuple(args.set))
+        rows[name] = carry_history(rows.get(name), run_condition(
+            name, Path(args.out), args.skip_training, args.episodes, tuple(args.set)), args.why)
         write_table(rows)
         plot(rows)
         r = rows[name]

@@ -127,6 +127,34 @@ def test_omniglot_table_keeps_every_replaced_test_evaluation():
     assert "5w1s 95.00 +- 0.10" in page and "5w1s 96.00 +- 0.10" in page
 
 
+def test_challenge_table_keeps_every_replaced_test_evaluation():
+    """A challenge condition trained again keeps the replaced row's error (with its TTA) in
+    its history and on the page; re-evaluating the same result adds nothing."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import omniglot_challenge as challenge
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+    def row(steps: int, error: float, tta: int = 1) -> dict:
+        return {"config": "c.yaml", "method": "protonet", "train_steps": steps,
+                "best_step": steps, "best_val": 90.0, "device": "CPU, 2 threads",
+                "error": error, "result": {"accuracy": 100 - error, "ci95": 0.5, "tta": tta}}
+
+    first = row(100, 20.0)
+    assert challenge.carry_history(None, first) is first
+    second = challenge.carry_history(first, row(200, 15.0, tta=5), why="longer")
+    assert [h["train_steps"] for h in second["history"]] == [100]
+    assert not challenge.carry_history(second, row(200, 15.0, tta=5))["history"][1:]
+    third = challenge.carry_history(second, row(400, 12.0))
+    assert [(h["train_steps"], h["tta"]) for h in third["history"]] == [(100, 1), (200, 5)]
+    page = "\n".join(challenge.history_section({"full": third}))
+    assert "- full: protonet, `c.yaml` at 100 steps" in page
+    assert "- full: protonet, TTA x5, `c.yaml` at 200 steps" in page
+    assert "error 20.00 +- 0.50 %; why replaced: longer." in page
+    assert challenge.tta_label({"tta": 5}) == ", TTA x5" and challenge.tta_label({}) == ""
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt only")
 def test_bench_allocator_writes_its_page(tmp_path):
     out = tmp_path / "allocator.md"

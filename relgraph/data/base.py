@@ -287,9 +287,21 @@ class RotatedClasses(FewShotDataset):
     Args:
         dataset: the parent dataset (square images).
         angles: rotations in degrees, multiples of 90 (default ``(0, 90, 180, 270)``).
+        separate_alphabets: the rotated copies of an alphabet form alphabets of their own
+            (``"<alphabet>/rot090"``, ...), so a within-alphabet episode holds characters of one
+            orientation, like the upright test episodes; by default (``False``) they stay in
+            their alphabet, and most of a within-alphabet episode's classes then differ from
+            each other by orientation alone, which is easy.
+
+    Example:
+        >>> ds = InMemoryDataset(torch.zeros(4, 1, 8, 8), [0, 0, 1, 1], ["a/x", "a/y"], ["a", "a"])
+        >>> rotated = RotatedClasses(ds, separate_alphabets=True)
+        >>> rotated.num_classes, sorted(set(rotated.class_alphabets))
+        (8, ['a', 'a/rot090', 'a/rot180', 'a/rot270'])
     """
 
-    def __init__(self, dataset: FewShotDataset, angles: Sequence[int] = (0, 90, 180, 270)) -> None:
+    def __init__(self, dataset: FewShotDataset, angles: Sequence[int] = (0, 90, 180, 270),
+                 separate_alphabets: bool = False) -> None:
         angles = [int(a) % 360 for a in angles]
         bad = [a for a in angles if a % 90]
         if bad or not angles or len(set(angles)) != len(angles):
@@ -299,8 +311,9 @@ class RotatedClasses(FewShotDataset):
         n, c = len(dataset), dataset.num_classes
         targets = torch.cat([dataset.targets + r * c for r in range(len(angles))])
         names = [f"{name}/rot{a:03d}" for a in angles for name in dataset.class_names]
-        super().__init__(targets, names, dataset.class_alphabets * len(angles),
-                         dataset.preprocessing)
+        alphabets = [f"{alpha}/rot{a:03d}" if separate_alphabets and a else alpha
+                     for a in angles for alpha in dataset.class_alphabets]
+        super().__init__(targets, names, alphabets, dataset.preprocessing)
         self._n = n
 
     def load(self, index: int) -> Tensor:

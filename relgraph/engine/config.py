@@ -73,6 +73,10 @@ class DataConfig:
         val_fraction: fraction of training classes held out for validation.
         image_size: image side length.
         rotations: add rotated copies (90/180/270) of training classes as new classes.
+        rotated_alphabets: with ``rotations``, the rotated copies of an alphabet are alphabets
+            of their own, so within-alphabet training episodes (``train.within_alphabet``) hold
+            one orientation, like the upright test episodes (see
+            :class:`relgraph.data.RotatedClasses`).
         augment: random affine warps of training images, e.g. ``{rotate: 10, scale: 0.1,
             shear: 10, translate: 0.1}`` (see :class:`relgraph.data.augment.AffineAugment`);
             images with a black background only (``padding`` is 0).
@@ -90,6 +94,7 @@ class DataConfig:
     val_fraction: float = field(default=0.2, metadata={"min": 0, "below": 1})
     image_size: int | None = field(default=28, metadata={"min": 1})
     rotations: bool = False
+    rotated_alphabets: bool = False
     augment: dict[str, float] = field(default_factory=dict)
     too_small: str = field(default="error", metadata={"choices": ("error", "skip")})
     options: dict[str, Any] = field(default_factory=dict)
@@ -181,6 +186,10 @@ class EvalConfig:
             protocol); also used for the validation episodes during training.
         unlabelled, distractors: semi-supervised evaluation (and validation) episodes: ``U``
             unlabelled examples of each episode class and of ``D`` distractor classes.
+        tta: test-time augmentation of the final evaluation: each image's embedding averaged
+            over this many fixed small warps (:mod:`relgraph.engine.tta`; ``1`` = off, at most
+            9). Per image, so an inductive method stays inductive. Validation during training
+            does not use it (choose it on validation episodes with ``relgraph evaluate --tta``).
     """
 
     ways: int = field(default=5, metadata=_AT_LEAST_1)
@@ -192,6 +201,7 @@ class EvalConfig:
     within_alphabet: bool = False
     unlabelled: int = field(default=0, metadata=_AT_LEAST_0)
     distractors: int = field(default=0, metadata=_AT_LEAST_0)
+    tta: int = field(default=1, metadata={"min": 1, "below": 10})
 
 
 @dataclass

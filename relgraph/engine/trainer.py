@@ -123,8 +123,11 @@ def build_datasets(data: DataConfig) -> tuple[FewShotDataset, FewShotDataset | N
         train = base.select_classes(perm[n_val:].sort().values)
     else:
         train, val = base, None
+    if data.rotated_alphabets and not data.rotations:
+        raise ValueError("data.rotated_alphabets needs data.rotations: true (it groups the "
+                         "rotated copies of the training classes by orientation)")
     if data.rotations:
-        train = RotatedClasses(train)
+        train = RotatedClasses(train, separate_alphabets=data.rotated_alphabets)
     return train, val
 
 

@@ -186,6 +186,29 @@ def test_rotations_are_new_classes(synth: dict) -> None:
         build_dataset("omniglot", synth["zip"], rotations=4)
 
 
+def test_rotated_alphabets_keep_within_alphabet_episodes_in_one_orientation(synth: dict) -> None:
+    from relgraph.data import EpisodeSampler
+    from relgraph.engine.config import DataConfig
+    from relgraph.engine.trainer import build_datasets
+
+    data = DataConfig(dataset="omniglot", roots=[str(synth["zip"])], image_size=8,
+                      val_fraction=0, rotations=True, rotated_alphabets=True)
+    train, _ = build_datasets(data)
+    c = train.num_classes // 4
+    assert train.class_alphabets[0] == "Greek" and train.class_alphabets[c] == "Greek/rot090"
+    sampler = EpisodeSampler(train, n_way=2, k_shot=1, n_query=1, within_alphabet=True,
+                             num_batches=20, seed=0)
+    for episode in sampler.episodes(train):
+        groups = {train.class_alphabets[int(k)] for k in episode.class_ids.reshape(-1)}
+        assert len(groups) == 1
+    mixed, _ = build_datasets(DataConfig(dataset="omniglot", roots=[str(synth["zip"])],
+                                         image_size=8, val_fraction=0, rotations=True))
+    assert mixed.class_alphabets[c] == "Greek"
+    with pytest.raises(ValueError, match="rotated_alphabets needs data.rotations"):
+        build_datasets(DataConfig(dataset="omniglot", roots=[str(synth["zip"])],
+                                  val_fraction=0, rotated_alphabets=True))
+
+
 # -- the Vinyals split --------------------------------------------------------------------------
 
 

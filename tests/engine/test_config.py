@@ -59,6 +59,8 @@ def test_wrong_types_name_the_key(data, message):
     ("train.lr", "-1e-3", "train.lr: expected a value > 0, got -0.001"),
     ("data.val_fraction", 1, "data.val_fraction: expected a value >= 0 and < 1, got 1"),
     ("data.val_fraction", -0.1, "data.val_fraction: expected a value >= 0 and < 1"),
+    ("eval.tta", 0, "eval.tta: expected a value >= 1 and < 10, got 0"),
+    ("eval.tta", 10, "eval.tta: expected a value >= 1 and < 10, got 10"),
 ])
 def test_choices_and_ranges(key, value, message):
     with pytest.raises(ValueError) as info:
