@@ -223,6 +223,38 @@ def test_episode_batch_norm_uses_the_first_rows_and_restores_the_module():
     assert torch.allclose(bn(x[:4]), y[:4], atol=1e-5)  # = ordinary batch statistics
 
 
+def test_episode_batch_norm_on_all_rows_matches_the_formula_to_second_order():
+    """All rows as statistics takes the fused kernel: same values, gradients and gradients of
+    gradients (second-order MAML) as the written-out formula."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        bn.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    x = torch.randn(5, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    bn = bn.double()
+
+    def formula(x):
+        mean = x.mean((0, 2, 3), keepdim=True)
+        var = x.var((0, 2, 3), unbiased=False, keepdim=True)
+        return ((x - mean) * torch.rsqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1)
+                + bn.bias.view(1, -1, 1, 1))
+
+    for n_stats in (None, 5):
+        with episode_batch_norm(bn, n_stats):
+            y = bn(x)
+        ref = formula(x)
+        assert torch.allclose(y, ref, atol=1e-10)
+        w = torch.randn_like(y)
+        g, = torch.autograd.grad((y * w).sum(), x, create_graph=True)
+        g_ref, = torch.autograd.grad((ref * w).sum(), x, create_graph=True)
+        assert torch.allclose(g, g_ref, atol=1e-10)
+        gg, = torch.autograd.grad((g * g).sum(), x)
+        gg_ref, = torch.autograd.grad((g_ref * g_ref).sum(), x)
+        assert torch.allclose(gg, gg_ref, atol=1e-8)
+    assert torch.equal(bn.running_mean, torch.zeros(3, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_support_batch_norm_is_inductive_in_both_modes(mode):
     model = conv_method("maml")
