@@ -69,9 +69,9 @@ def set_results(folder: Path) -> None:
 
 
 def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
-                  overrides: tuple[str, ...] = ()) -> dict:
+                  overrides: tuple[str, ...] = (), device_label: str | None = None) -> dict:
     from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_model
+    from relgraph.engine import evaluate, load_config, load_model
 
     config = ROOT / "experiments" / "configs" / f"omniglot_challenge_{name}.yaml"
     out = out_root / name
@@ -83,7 +83,9 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     started = time.perf_counter()
-    tta = int(ckpt.get("config", {}).get("eval", {}).get("tta", 1))  # the config's eval.tta
+    # the config file's eval.tta: chosen on the validation alphabets after training, so it is
+    # read from the recipe, not from the checkpoint (whose copy of the config predates it)
+    tta = load_config(config).eval.tta
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                    device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
@@ -91,8 +93,8 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
             "method": ckpt["config"]["method"] if "config" in ckpt else None,
             "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
-            "device": torch.cuda.get_device_name() if device == "cuda" else
-            f"CPU, {torch.get_num_threads()} threads",
+            "device": device_label or (torch.cuda.get_device_name() if device == "cuda" else
+                                       f"CPU, {threads_label(torch.get_num_threads())}"),
             "error": 100.0 - res["accuracy"], "result": res, "curve": learning_curve(out),
             "evaluated": time.strftime("%Y-%m-%d")}
 
@@ -136,6 +138,11 @@ def history_section(rows: dict) -> list[str]:
     if not listed:
         out.append("- none: each condition's table row is its only evaluation")
     return out + [""]
+
+
+def threads_label(n: int) -> str:
+    """``"1 thread"`` / ``"2 threads"``."""
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def tta_label(result: dict) -> str:
@@ -229,6 +236,10 @@ def main() -> int:
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot_challenge.json (e.g. from "
                              "experiments/gpu/reproduce.py) to the table; nothing is trained")
+    parser.add_argument("--device-label", metavar="TEXT",
+                        help="how the training ran, for the table's device column (e.g. 'CPU, "
+                             "2 threads' when --skip-training evaluates a run trained "
+                             "elsewhere); default: this process's device and threads")
     parser.add_argument("--why", help="why the conditions are trained (or evaluated) again: "
                                       "kept with the replaced rows' test results in the history")
     parser.add_argument("--table-only", action="store_true",
@@ -258,7 +269,8 @@ def main() -> int:
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for name in args.conditions or list(CONDITIONS):
         rows[name] = carry_history(rows.get(name), run_condition(
-            name, Path(args.out), args.skip_training, args.episodes, tuple(args.set)), args.why)
+            name, Path(args.out), args.skip_training, args.episodes, tuple(args.set),
+            args.device_label), args.why)
         write_table(rows)
         plot(rows)
         r = rows[name]
