@@ -90,6 +90,25 @@ def train(config: Path, out: Path, data: Path, *extra: str, log: Path | None = N
     return None
 
 
+def threads_label(n: int) -> str:
+    """``"1 thread"`` / ``"2 threads"``."""
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
+def carry_history(old: dict | None, new: dict, why: str | None, fields: tuple[str, ...],
+                  replaced: bool) -> dict:
+    """``new`` with the test evaluation of the row it replaces kept in ``new["history"]``: the
+    old row's own history first, then (when ``replaced``, i.e. its test results differ from the
+    new ones) the old row's ``fields`` with ``why`` (why it was trained or evaluated again)."""
+    if old is None:
+        return new
+    past = list(old.get("history", []))
+    if replaced:
+        past.append({**{k: old.get(k) for k in fields}, "why": why})
+    new["history"] = past + [h for h in new.get("history", []) if h not in past]
+    return new
+
+
 def cpu_threads() -> int:
     """The thread count a ``relgraph`` command uses here (``OMP_NUM_THREADS``, else the CPUs
     this process may use)."""

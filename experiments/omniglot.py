@@ -45,8 +45,9 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import torch
-from common import cpu_threads, data_dir, learning_curve, run_time
+from common import cpu_threads, data_dir, learning_curve, run_time, threads_label
 from common import train as train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,7 @@ def training_device() -> str:
     """The device a ``relgraph train`` started here trains on (``train.device: auto``)."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    threads = cpu_threads()
-    return f"CPU, {threads} thread{'s' if threads > 1 else ''}"
+    return f"CPU, {threads_label(cpu_threads())}"
 
 
 def continue_steps(target: str, out: Path) -> int:
@@ -191,7 +191,7 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "train_seconds": train_seconds, "train_steps": train_steps,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": torch.cuda.get_device_name() if device == "cuda" else
-            f"CPU, {threads} thread{'s' if threads > 1 else ''}",
+            f"CPU, {threads_label(threads)}",
             "segments": segments, "curve": learning_curve(out),
             "torch": torch.__version__,
             "transductive": next(iter(results.values()))["transductive"], "results": results,
@@ -205,14 +205,12 @@ def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
     the model was trained again) is kept with the replaced evaluation."""
     if old is None:
         return new
-    past = list(old.get("history", []))
     now = new.get("results") or {}
-    if old.get("results") and any(now.get(c) != v for c, v in old["results"].items()):
-        past.append({**{k: old.get(k) for k in ("config", "train_steps", "best_step",
-                                                 "best_val", "device", "evaluated", "results")},
-                     "why": why})
-    new["history"] = past + [h for h in new.get("history", []) if h not in past]
-    return new
+    replaced = bool(old.get("results")) and any(now.get(c) != v
+                                                for c, v in old["results"].items())
+    return common.carry_history(old, new, why, ("config", "train_steps", "best_step",
+                                                "best_val", "device", "evaluated", "results"),
+                                replaced)
 
 
 def history_section(rows: dict) -> list[str]:

@@ -35,8 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import torch
-from common import data_dir, learning_curve, run_time
+from common import data_dir, learning_curve, run_time, threads_label
 from common import train as train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,14 +107,10 @@ def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
     again) is kept with the replaced evaluation."""
     if old is None:
         return new
-    past = list(old.get("history", []))
-    if old.get("result") and old["result"] != new.get("result"):
-        past.append({**{k: old.get(k) for k in ("config", "method", "train_steps", "best_step",
-                                                 "best_val", "device", "error", "evaluated")},
-                     "ci95": old["result"]["ci95"], "tta": old["result"].get("tta", 1),
-                     "why": why})
-    new["history"] = past + [h for h in new.get("history", []) if h not in past]
-    return new
+    replaced = bool(old.get("result")) and old["result"] != new.get("result")
+    return common.carry_history(old, new, why, ("config", "method", "train_steps", "best_step",
+                                                "best_val", "device", "error", "evaluated",
+                                                "result"), replaced)
 
 
 def history_section(rows: dict) -> list[str]:
@@ -128,21 +125,16 @@ def history_section(rows: dict) -> list[str]:
     listed = False
     for name, r in rows.items():
         for h in r.get("history", []):
-            out.append(f"- {name}: {h['method']}{tta_label(h)}, `{h['config']}` at "
+            out.append(f"- {name}: {h['method']}{tta_label(h['result'])}, `{h['config']}` at "
                        f"{h['train_steps']} steps (best validation {h['best_val']:.2f} at step "
                        f"{h['best_step']}, {h['device']}, evaluated "
                        f"{h.get('evaluated') or 'before 2026-12-02'}): error "
-                       f"{h['error']:.2f} +- {h['ci95']:.2f} %"
+                       f"{h['error']:.2f} +- {h['result']['ci95']:.2f} %"
                        + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
             listed = True
     if not listed:
         out.append("- none: each condition's table row is its only evaluation")
     return out + [""]
-
-
-def threads_label(n: int) -> str:
-    """``"1 thread"`` / ``"2 threads"``."""
-    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def tta_label(result: dict) -> str:

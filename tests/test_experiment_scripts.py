@@ -147,7 +147,8 @@ def test_challenge_table_keeps_every_replaced_test_evaluation():
     assert [h["train_steps"] for h in second["history"]] == [100]
     assert not challenge.carry_history(second, row(200, 15.0, tta=5))["history"][1:]
     third = challenge.carry_history(second, row(400, 12.0))
-    assert [(h["train_steps"], h["tta"]) for h in third["history"]] == [(100, 1), (200, 5)]
+    assert [(h["train_steps"], h["result"]["tta"]) for h in third["history"]] == [(100, 1),
+                                                                                 (200, 5)]
     page = "\n".join(challenge.history_section({"full": third}))
     assert "- full: protonet, `c.yaml` at 100 steps" in page
     assert "- full: protonet, TTA x5, `c.yaml` at 200 steps" in page

@@ -71,8 +71,9 @@ def _batch_norm_from_first(module: _BatchNorm, n_stats: int | None, x: Tensor) -
 
     When the statistics come from every row (the inner loop's support-only batches) this is
     ordinary batch-statistics BatchNorm, so it runs as PyTorch's fused kernel (one pass instead
-    of six; exact first and second derivatives, running statistics untouched)."""
-    if n_stats is None or n_stats >= x.shape[0]:
+    of six; exact first and second derivatives, running statistics untouched). The kernel
+    refuses a single value per channel (one row of vectors), which the formula below handles."""
+    if (n_stats is None or n_stats >= x.shape[0]) and x.numel() > x.shape[1]:
         return F.batch_norm(x, None, None, module.weight, module.bias, training=True,
                             momentum=0.0, eps=module.eps)
     ref = x[:n_stats]

@@ -253,6 +253,9 @@ def test_episode_batch_norm_on_all_rows_matches_the_formula_to_second_order():
         gg_ref, = torch.autograd.grad((g_ref * g_ref).sum(), x)
         assert torch.allclose(gg, gg_ref, atol=1e-8)
     assert torch.equal(bn.running_mean, torch.zeros(3, dtype=torch.float64))
+    vector = torch.nn.BatchNorm1d(3)
+    with episode_batch_norm(vector, None):  # one value per channel: the formula, no error
+        assert torch.allclose(vector(torch.ones(1, 3)), vector.bias.detach().view(1, 3))
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
