@@ -169,6 +169,27 @@ def runs_section(fp32: Path, bf16: Path) -> list[str]:
     return out
 
 
+RUNS_HEADING = "## A whole training run"
+KEPT_NOTE = ("(This and the other whole-run sections below were kept from an earlier run of "
+             "this script, `--keep-runs`; the timings above are new.)")
+
+
+def kept_runs(page: Path) -> list[str]:
+    """The whole-run sections of an existing page (from the first one to the end), with a line
+    saying they were kept from an earlier run of this script."""
+    if not page.is_file():
+        raise SystemExit(f"--keep-runs: {page} does not exist; nothing to keep (leave out "
+                         "--keep-runs)")
+    text = page.read_text()
+    at = text.find(RUNS_HEADING)
+    if at < 0:
+        return []
+    lines = text[at:].rstrip("\n").splitlines()
+    if len(lines) > 3 and lines[2] == KEPT_NOTE:  # kept before: one note
+        del lines[2:4]
+    return [lines[0], "", KEPT_NOTE, *lines[1:], ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3)
@@ -181,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="how the machine was loaded during the timings, for the page")
     p.add_argument("--note", action="append", default=[],
                    help="how the i-th --runs pair was made, for the page (repeatable)")
+    p.add_argument("--keep-runs", action="store_true",
+                   help="keep the whole-run sections (and their notes) of the page at --out as "
+                        "they are, e.g. when their run folders are gone; new --runs follow them")
     args = p.parse_args(argv)
+    kept = kept_runs(Path(args.out)) if args.keep_runs else []
     torch.set_num_threads(1)
     ways, shots, queries, dim = 20, 5, 15, 64
     rows = []
@@ -221,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "The reference figures are the issue's (the reference codes in float32, 1 "
               "thread, this machine type), measured on an earlier day, not in this run.", ""]
     lines += images_section(args.steps)
+    lines += kept
     for i, pair in enumerate(args.runs):
         lines += runs_section(*(Path(r) for r in pair))
         if i < len(args.note):

@@ -166,7 +166,11 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
         segments = [{"steps": [0, after_step], "minutes": round(after_s / 60, 2),
                      "device": training_device()}]
     else:
-        segments = prior_segments(old) if old and old.get("train_steps") == before_step else []
+        # the old row's segments describe this run only if it is the same run (a run trained
+        # again to the same steps took its own time)
+        same_run = (old and old.get("train_steps") == before_step
+                    and old.get("train_seconds") == before_s)
+        segments = prior_segments(old) if same_run else []
         if not segments and before_step is not None:
             segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
                          "device": training_device() + " (assumed: the run's own record has "

@@ -84,6 +84,17 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     a = load_checkpoint(tmp_path / "cont" / "protonet_1shot" / "last.pt")
     b = load_checkpoint(tmp_path / "straight" / "protonet_1shot" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # re-evaluating another run of the same steps (a model trained again) into a table whose
+    # row came from the straight run: the row takes the evaluated run's time, not the old one's
+    run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                 str(tmp_path / "cont"), "--results", str(tmp_path / "results_straight"),
+                 "--episodes", "10", "--ways", "5", "--skip-training", "protonet:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    again = json.loads((tmp_path / "results_straight" / "omniglot.json").read_text())
+    with open(tmp_path / "cont" / "protonet_1shot" / "metrics.csv") as f:
+        seconds = float(f.read().strip().splitlines()[-1].split(",")[-1])  # the last time_s
+    assert [s["steps"] for s in again["protonet:1"]["segments"]] == [[0, 8]]
+    assert again["protonet:1"]["segments"][0]["minutes"] == round(seconds / 60, 2)
 
 
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
@@ -182,3 +193,23 @@ def test_omniglot_budget_estimate_extrapolates_the_validation_curve():
     flat = [[i, m, 90.0] for i, m in enumerate((1, 2, 4, 8))]
     assert "flat" in omniglot.budget_estimate(flat, 1.0)
     assert "too few" in omniglot.budget_estimate(rising[:2], 1.0)
+
+
+def test_bench_amp_cpu_keeps_the_whole_run_sections_once(tmp_path):
+    """--keep-runs carries a page's whole-run sections (their run folders may be gone) with one
+    note saying so, however often the page is rewritten."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import bench_amp_cpu
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    page = tmp_path / "page.md"
+    page.write_text("# t\n\n## 2. timings\n\n| a |\n\n## A whole training run: x\n\n| step |\n"
+                    "| 1 |\n\nhow it was made\n")
+    kept = bench_amp_cpu.kept_runs(page)
+    assert kept[0] == "## A whole training run: x" and kept[2] == bench_amp_cpu.KEPT_NOTE
+    assert "| 1 |" in kept and "how it was made" in kept and "| a |" not in kept
+    page.write_text("# new\n\n" + "\n".join(kept) + "\n")
+    assert bench_amp_cpu.kept_runs(page) == kept
+    with pytest.raises(SystemExit, match="nothing to keep"):
+        bench_amp_cpu.kept_runs(tmp_path / "missing.md")
