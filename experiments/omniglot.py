@@ -17,6 +17,7 @@ Usage (from the project root)::
     python experiments/omniglot.py --continue-to x2 protonet:1   # twice the budget, from its run
     python experiments/omniglot.py --table-only   # rewrite the table and plots from the JSON
     python experiments/omniglot.py --merge results/omniglot.json   # rows from a GPU run
+    python experiments/omniglot.py --trainval protonet:1   # the papers' protocol (below)
 
 A cell's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml``; its run goes to
 ``runs/omniglot/<method>_<k>shot/``. The table goes to ``experiments/results/omniglot.md``
@@ -29,6 +30,14 @@ model's finished run from its ``last.pt`` with ``train.steps=STEPS`` instead of 
 the learning rate keeps halving every ``step_size`` steps). Each row records its training
 segments (steps, minutes, device), so the table shows the total compute of a model that was
 trained in several goes, on several machines.
+
+The papers' protocol (``--trainval``): Vinyals et al., Snell et al., Finn et al. and Sung et
+al. trained their reported models on 1,200 characters, the Vinyals training and validation
+characters together (Snell et al.'s code first picks the number of epochs on the validation
+characters, then trains again on both for that many). ``--trainval`` does the same for a model
+already in the table: its config trained on ``trainval`` for the step count of its train-only
+run's best validation, without validation (the last model is kept), evaluated once on the same
+test episodes; rows in ``omniglot_trainval.json``, a section of the table of their own.
 
 Data: ``--data DIR`` or ``$RELGRAPH_DATA`` (the folder holding ``omniglot/full``), default
 ``../shared/data``.
@@ -54,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 TABLE = RESULTS / "omniglot.md"
 STATE = RESULTS / "omniglot.json"
+TRAINVAL_STATE = RESULTS / "omniglot_trainval.json"
 PLOT = RESULTS / "omniglot.png"
 CURVES = RESULTS / "omniglot_curves.png"
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "tpn", "dpgn", "maml"]
@@ -90,14 +100,40 @@ def parse_cells(args: list[str]) -> list[tuple[str, int]]:
 
 def set_results(folder: Path) -> None:
     """Write the table, JSON and plots into ``folder`` instead of experiments/results."""
-    global RESULTS, TABLE, STATE, PLOT, CURVES
+    global RESULTS, TABLE, STATE, TRAINVAL_STATE, PLOT, CURVES
     folder.mkdir(parents=True, exist_ok=True)
     RESULTS, TABLE, STATE = folder, folder / TABLE.name, folder / STATE.name
+    TRAINVAL_STATE = folder / TRAINVAL_STATE.name
     PLOT, CURVES = folder / PLOT.name, folder / CURVES.name
 
 
 def config_path(method: str, shots: int) -> Path:
     return ROOT / "experiments" / "configs" / f"omniglot_{method}_{shots}shot.yaml"
+
+
+def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
+    """The papers' protocol for a cell's config: trained on the 1,200 train + validation
+    characters for ``steps`` steps (the train-only run's best validation step; the learning-rate
+    schedule keeps its step size), without validation. Written into ``folder``; returns its
+    path."""
+    import yaml
+
+    from relgraph.utils import atomic_write_text
+
+    base = config_path(method, shots)
+    config = yaml.safe_load(base.read_text())
+    config["data"]["split"] = "trainval"
+    config["data"].pop("val_split", None)
+    config["data"].pop("val_alphabets", None)
+    config["data"]["val_fraction"] = 0.0
+    config["train"]["steps"] = steps
+    config["train"]["patience"] = 0
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"omniglot_{method}_{shots}shot_trainval.yaml"
+    atomic_write_text(path, f"# {base.relative_to(ROOT)} on train + validation characters for "
+                            f"{steps} steps (experiments/omniglot.py --trainval)\n"
+                      + yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def training_device() -> str:
@@ -133,12 +169,14 @@ def prior_segments(old: dict | None) -> list[dict]:
 def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
               episodes: int, ways_list: tuple[int, ...] = WAYS, data: Path | None = None,
               continue_to: str | None = None, old: dict | None = None,
-              eval_device: str | None = None, overrides: tuple[str, ...] = ()) -> dict:
+              eval_device: str | None = None, overrides: tuple[str, ...] = (),
+              trainval_steps: int | None = None) -> dict:
     """Train (or continue, or reuse) one model and evaluate its cells; returns its table row.
 
     ``old`` is the model's previous row (its training segments are kept when the run is
     continued or only re-evaluated); ``overrides`` are ``KEY=VALUE`` settings passed to
-    ``relgraph train --set``.
+    ``relgraph train --set``; ``trainval_steps``: train as the papers did (see the module's
+    notes) for this many steps, in ``<method>_<shots>shot_trainval``.
     """
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_model
@@ -147,6 +185,9 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     full = data / "omniglot" / "full"
     config = config_path(method, shots)
     out = out_root / f"{method}_{shots}shot"
+    if trainval_steps is not None:
+        out = out_root / f"{method}_{shots}shot_trainval"
+        config = trainval_config(method, shots, trainval_steps, out_root / "configs")
     before_s, before_step = run_time(out)
     if continue_to is not None:
         if not (out / "last.pt").is_file():
@@ -191,9 +232,11 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                        seed=0, device=device)
         res["seconds"] = round(time.perf_counter() - started, 1)
         results[f"{ways}w{shots}s"] = res
-    return {"method": method, "shots": shots, "config": str(config.relative_to(ROOT)),
+    return {"method": method, "shots": shots,
+            "config": str(config_path(method, shots).relative_to(ROOT)),
+            **({"trainval": True} if trainval_steps is not None else {}),
             "train_seconds": train_seconds, "train_steps": train_steps,
-            "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
+            "best_step": ckpt["best"]["step"], "best_val": ckpt["best"].get("val_acc"),
             "device": torch.cuda.get_device_name() if device == "cuda" else
             f"CPU, {threads_label(threads)}",
             "segments": segments, "curve": learning_curve(out),
@@ -217,8 +260,9 @@ def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
                                 replaced)
 
 
-def history_section(rows: dict) -> list[str]:
-    """Every recorded evaluation on the test characters of a model no longer in the table."""
+def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
+    """Every recorded evaluation on the test characters of a model no longer in the table
+    (``trainval``: the rows of the papers' protocol, listed after the others)."""
     out = ["## Test evaluations (history)", "",
            "The test characters were evaluated once per trained model. Models trained again "
            "(same or changed config) replaced their rows; the replaced models' evaluations "
@@ -227,16 +271,18 @@ def history_section(rows: dict) -> list[str]:
            "were not recorded). None of them chose anything: configs change on validation "
            "only.", ""]
     listed = False
-    for key, r in rows.items():
-        for h in r.get("history", []):
-            cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}"
-                              for c, v in h["results"].items())
-            out.append(f"- {key.replace(':', ' ')}-shot, `{h['config']}` at {h['train_steps']} "
-                       f"steps (best validation {h['best_val']:.2f} at step {h['best_step']}, "
-                       f"{h['device']}, evaluated {h.get('evaluated') or 'before 2026-12-02'}): "
-                       f"{cells}" + (f"; why replaced: {h['why']}" if h.get("why")
-                                     else "") + ".")
-            listed = True
+    for label, table in (("", rows), (" on train + validation", trainval or {})):
+        for key, r in table.items():
+            for h in r.get("history", []):
+                cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}"
+                                  for c, v in h["results"].items())
+                picked = (f"best validation {h['best_val']:.2f} at step {h['best_step']}"
+                          if h.get("best_val") is not None else "no validation")
+                out.append(f"- {key.replace(':', ' ')}-shot{label}, `{h['config']}` at "
+                           f"{h['train_steps']} steps ({picked}, {h['device']}, evaluated "
+                           f"{h.get('evaluated') or 'before 2026-12-02'}): {cells}"
+                           + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
+                listed = True
     if not listed:
         out.append("- none recorded")
     return out + [""]
@@ -315,9 +361,49 @@ def shortfalls(rows: dict) -> list[str]:
     return lines or ["- no model run yet"]
 
 
-def write_table(rows: dict) -> None:
+def meets(res: dict, paper: float | None) -> bool:
+    """Whether a cell meets the paper's number within its 95% CI."""
+    return paper is not None and res["accuracy"] + res["ci95"] >= paper
+
+
+def trainval_section(trainval: dict, rows: dict) -> list[str]:
+    """The rows of the papers' protocol (``--trainval``) beside their train-only rows."""
+    if not trainval:
+        return []
+    out = ["## The papers' protocol: trained on train + validation characters", "",
+           "Vinyals et al., Snell et al., Finn et al. and Sung et al. trained their reported "
+           "models on 1,200 characters, the training and validation characters together (Snell "
+           "et al.'s code picks the number of epochs on the validation characters, then trains "
+           "again on both for that many). Each row here does the same: the model's config "
+           "trained on the 1,200 characters for the step count of its train-only run's best "
+           "validation (above), without validation (the last model is kept), evaluated once "
+           "on the same 1,000 test episodes per cell (`python experiments/omniglot.py "
+           "--trainval <method>:<shots>`). A cell meets the paper when the paper's number "
+           "lies within its 95% CI or below.", "",
+           "| model | steps | training | cell | train + val | train only | paper | meets the "
+           "paper |", "|---|---|---|---|---|---|---|---|"]
+    for key, r in trainval.items():
+        method, shots = key.split(":")
+        total = sum(seg["minutes"] for seg in prior_segments(r))
+        for cell, res in r["results"].items():
+            paper = PAPER[method][1][CELLS.index(cell)]
+            base = rows.get(key, {}).get("results", {}).get(cell)
+            out.append(f"| {method} {shots}-shot | {r['train_steps']} | {total:.1f} min, "
+                       f"{r['device']} | {cell} | {res['accuracy']:.2f} +- {res['ci95']:.2f} | "
+                       + (f"{base['accuracy']:.2f} +- {base['ci95']:.2f}" if base else "-")
+                       + f" | {paper if paper is not None else '-'} | "
+                       + ("-" if paper is None else "yes" if meets(res, paper) else
+                          f"no ({res['accuracy'] - paper:+.2f})") + " |")
+    return out + [""]
+
+
+def write_table(rows: dict, trainval: dict | None = None) -> None:
+    """The table page (and ``rows`` as JSON); ``trainval``: the rows of the papers' protocol
+    (default: those in ``omniglot_trainval.json``)."""
     from relgraph.utils import atomic_write_text
 
+    if trainval is None:
+        trainval = json.loads(TRAINVAL_STATE.read_text()) if TRAINVAL_STATE.is_file() else {}
     lines = [
         "# Omniglot, standard protocol (Vinyals et al. 2016)",
         "",
@@ -387,7 +473,8 @@ def write_table(rows: dict) -> None:
                   "the learning curves were kept, and their run folders are not here; "
                   "`--skip-training` on a run folder (or `--continue-to`) records it."]
     lines += ["", "## Short of the papers", ""] + shortfalls(rows)
-    lines += [""] + history_section(rows)
+    lines += [""] + trainval_section(trainval, rows)
+    lines += [""] + history_section(rows, trainval)
     devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
                       for r in rows.values()})
     lines += ["", f"Software per device: {'; '.join(devices)} ({platform.machine()}). CPU rows "
@@ -397,6 +484,8 @@ def write_table(rows: dict) -> None:
               "`python experiments/omniglot.py <method>[:<shots>] ...` for some models.", ""]
     atomic_write_text(TABLE, "\n".join(lines))
     atomic_write_text(STATE, json.dumps(rows, indent=2) + "\n")
+    if trainval:
+        atomic_write_text(TRAINVAL_STATE, json.dumps(trainval, indent=2) + "\n")
 
 
 def plot(rows: dict) -> None:
@@ -488,6 +577,10 @@ def main() -> int:
                         help="rewrite the table and plots from the JSON (adding the learning "
                              "curves of rows without one whose run folder is under --out); "
                              "nothing is trained or evaluated")
+    parser.add_argument("--trainval", action="store_true",
+                        help="the papers' protocol: train each model (already in the table) on "
+                             "the train + validation characters for its best validation step "
+                             "count, no validation; rows in omniglot_trainval.json")
     parser.add_argument("--why", help="why the models are trained (or merged) again: kept "
                                       "with the replaced rows' test results in the history")
     parser.add_argument("--merge", metavar="JSON",
@@ -515,6 +608,8 @@ def main() -> int:
     if not (data / "omniglot" / "full" / "images_evaluation.npz").is_file():
         sys.exit(f"full Omniglot not found at {data / 'omniglot' / 'full'}; this experiment "
                  "needs the shared data (--data DIR or RELGRAPH_DATA=DIR)")
+    if args.trainval and args.continue_to:
+        sys.exit("--trainval trains from the start; it cannot go with --continue-to")
     if args.continue_to and args.skip_training:
         sys.exit("--continue-to trains; it cannot go with --skip-training")
     if args.continue_to and not re.fullmatch(r"x\d+(\.\d+)?|\d+", args.continue_to):
@@ -525,6 +620,8 @@ def main() -> int:
     if missing:
         sys.exit("no config for: " + ", ".join(missing))
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+    if args.trainval:
+        return trainval_main(args, cells, rows, data)
     for method, shots in cells:
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
                         tuple(args.ways or WAYS), data, args.continue_to,
@@ -540,6 +637,32 @@ def main() -> int:
         plot_curves(rows)
         for cell, res in rows[f"{method}:{shots}"]["results"].items():
             print(f"{method} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
+    return 0
+
+
+def trainval_main(args: argparse.Namespace, cells: list[tuple[str, int]], rows: dict,
+                  data: Path) -> int:
+    """``--trainval``: each model of ``cells`` trained as the papers did (module notes)."""
+    missing = [f"{m}:{k}" for m, k in cells if f"{m}:{k}" not in rows]
+    if missing:
+        sys.exit(f"--trainval takes its step count from the model's train-only row; not in the "
+                 f"table: {', '.join(missing)} (run python experiments/omniglot.py "
+                 f"{' '.join(missing)} first)")
+    for method, shots in cells:
+        key = f"{method}:{shots}"
+        trainval = json.loads(TRAINVAL_STATE.read_text()) if TRAINVAL_STATE.is_file() else {}
+        row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
+                        tuple(args.ways or WAYS), data, None, trainval.get(key),
+                        overrides=tuple(args.set), trainval_steps=rows[key]["best_step"])
+        trainval = json.loads(TRAINVAL_STATE.read_text()) if TRAINVAL_STATE.is_file() else {}
+        old = trainval.get(key)
+        if args.ways and old and old.get("train_seconds") == row["train_seconds"]:
+            row["results"] = {**old["results"], **row["results"]}  # same checkpoint
+        trainval[key] = carry_history(old, row, args.why)
+        write_table(json.loads(STATE.read_text()) if STATE.is_file() else rows, trainval)
+        for cell, res in trainval[key]["results"].items():
+            print(f"{method} {cell} (train + validation): {res['accuracy']:.2f} +- "
+                  f"{res['ci95']:.2f}")
     return 0
 
 

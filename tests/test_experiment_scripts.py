@@ -213,3 +213,31 @@ def test_bench_amp_cpu_keeps_the_whole_run_sections_once(tmp_path):
     assert bench_amp_cpu.kept_runs(page) == kept
     with pytest.raises(SystemExit, match="nothing to keep"):
         bench_amp_cpu.kept_runs(tmp_path / "missing.md")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_omniglot_trainval_trains_on_1200_characters_for_the_best_step(shared_data, tmp_path):
+    """--trainval (the papers' protocol): the model's config on train + validation characters
+    for its train-only run's best validation step, no validation; a section of its own."""
+    common_args = ["experiments/omniglot.py", "--data", str(shared_data), "--out",
+                   str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+                   "--episodes", "10", "--ways", "5"]
+    run = script(*common_args, *TINY, "protonet:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    best = json.loads((tmp_path / "results" / "omniglot.json").read_text())["protonet:1"]
+    run = script(*common_args, "--trainval", "--set", "train.val_every=2", "--set",
+                 "train.device=cpu", "protonet:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    row = json.loads((tmp_path / "results" / "omniglot_trainval.json").read_text())["protonet:1"]
+    assert row["trainval"] and row["train_steps"] == best["best_step"]
+    assert set(row["results"]) == {"5w1s"} and row["curve"] == []  # no validation
+    config = (tmp_path / "runs" / "protonet_1shot_trainval" / "config.yaml").read_text()
+    assert "split: trainval" in config and "val_split: null" in config
+    ckpt = load_checkpoint(tmp_path / "runs" / "protonet_1shot_trainval" / "checkpoint.pt")
+    assert ckpt["num_classes"] == 4 * 1200  # every train + validation character, rotated
+    page = (tmp_path / "results" / "omniglot.md").read_text()
+    assert "## The papers' protocol: trained on train + validation characters" in page
+    assert "| protonet 1-shot |" in page.split("## The papers' protocol")[1]
+    # the train-only table is untouched by it
+    assert json.loads((tmp_path / "results" / "omniglot.json").read_text())["protonet:1"] == best
