@@ -473,7 +473,8 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
                   "the learning curves were kept, and their run folders are not here; "
                   "`--skip-training` on a run folder (or `--continue-to`) records it."]
     lines += ["", "## Short of the papers", ""] + shortfalls(rows)
-    lines += [""] + trainval_section(trainval, rows)
+    if trainval:
+        lines += [""] + trainval_section(trainval, rows)
     lines += [""] + history_section(rows, trainval)
     devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
                       for r in rows.values()})
@@ -629,7 +630,8 @@ def main() -> int:
         # re-read before writing: several invocations may fill the table in parallel
         rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         old = rows.get(f"{method}:{shots}")
-        if args.ways and old and old.get("best_step") == row["best_step"]:
+        if (args.ways and old and old.get("best_step") == row["best_step"]
+                and old.get("train_seconds") == row["train_seconds"]):
             row["results"] = {**old["results"], **row["results"]}  # same checkpoint
         rows[f"{method}:{shots}"] = carry_history(old, row, args.why)
         write_table(rows)

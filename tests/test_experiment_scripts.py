@@ -84,17 +84,37 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     a = load_checkpoint(tmp_path / "cont" / "protonet_1shot" / "last.pt")
     b = load_checkpoint(tmp_path / "straight" / "protonet_1shot" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    # re-evaluating another run of the same steps (a model trained again) into a table whose
-    # row came from the straight run: the row takes the evaluated run's time, not the old one's
-    run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
-                 str(tmp_path / "cont"), "--results", str(tmp_path / "results_straight"),
-                 "--episodes", "10", "--ways", "5", "--skip-training", "protonet:1")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    again = json.loads((tmp_path / "results_straight" / "omniglot.json").read_text())
+    # re-evaluating a run into a table whose row came from an earlier run of the same steps and
+    # best step (a model trained again: here the straight run's row with another time and
+    # result): the row takes the evaluated run's time, not the old one's
+    other = json.loads((tmp_path / "results_straight" / "omniglot.json").read_text())["protonet:1"]
+    other["train_seconds"] += 100.0
+    other["segments"] = [{**other["segments"][0], "minutes": 99.0}]
+    other["results"]["5w1s"]["accuracy"] = 12.5
+    other["results"]["20w1s"] = {**other["results"]["5w1s"], "ways": 20}  # both its cells
+    (tmp_path / "results_other").mkdir()
+    (tmp_path / "results_other" / "omniglot.json").write_text(json.dumps({"protonet:1": other}))
+
+    def evaluate_cont(ways: str) -> dict:
+        run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                     str(tmp_path / "cont"), "--results", str(tmp_path / "results_other"),
+                     "--episodes", "10", "--ways", ways, "--skip-training", "protonet:1")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return json.loads((tmp_path / "results_other" / "omniglot.json").read_text())["protonet:1"]
+
+    again = evaluate_cont("5")
     with open(tmp_path / "cont" / "protonet_1shot" / "metrics.csv") as f:
         seconds = float(f.read().strip().splitlines()[-1].split(",")[-1])  # the last time_s
-    assert [s["steps"] for s in again["protonet:1"]["segments"]] == [[0, 8]]
-    assert again["protonet:1"]["segments"][0]["minutes"] == round(seconds / 60, 2)
+    assert [s["steps"] for s in again["segments"]] == [[0, 8]]
+    assert again["segments"][0]["minutes"] == round(seconds / 60, 2)
+    assert again["results"]["5w1s"] != other["results"]["5w1s"]
+    assert [h["results"] for h in again["history"]] == [other["results"]]
+    # its other way count in a second process: the cells of one run join, and the other run's
+    # evaluation stays the one entry of the history (no mixed intermediate row)
+    both = evaluate_cont("20")
+    assert set(both["results"]) == {"5w1s", "20w1s"}
+    assert both["results"]["5w1s"] == again["results"]["5w1s"]
+    assert [h["results"] for h in both["history"]] == [other["results"]]
 
 
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
