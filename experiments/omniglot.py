@@ -326,9 +326,10 @@ def budget_estimate(curve: list[list[float]], gap: float) -> str:
             f"({need / end:,.0f}x this run)")
 
 
-def shortfalls(rows: dict) -> list[str]:
+def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
     """One line per model: how far each of its cells is below the paper's number, and what the
-    run's own record says about why (still improving at the end of its budget, or not)."""
+    run's own record says about why (still improving at the end of its budget, or not); with
+    the model's row of the papers' protocol (``trainval``), its gaps too."""
     lines = []
     for key, r in rows.items():
         method, shots = key.split(":")
@@ -356,6 +357,13 @@ def shortfalls(rows: dict) -> list[str]:
                     + budget_estimate(r["curve"], paper - res["accuracy"]) + ".")
         else:
             need = ""
+        if tv := (trainval or {}).get(key):
+            tv_gaps = [f"{cell} {res['accuracy'] - paper:+.2f}"
+                       + (" (meets it)" if meets(res, paper) else "")
+                       for cell, res in tv["results"].items()
+                       if (paper := PAPER[method][1][CELLS.index(cell)]) is not None]
+            need += (" Trained on train + validation as the paper (its section below): "
+                     + ", ".join(tv_gaps) + ".")
         lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
                      f"The paper trained far longer on a GPU (this run: {budget}).{need}")
     return lines or ["- no model run yet"]
@@ -394,7 +402,7 @@ def trainval_section(trainval: dict, rows: dict) -> list[str]:
                        + f" | {paper if paper is not None else '-'} | "
                        + ("-" if paper is None else "yes" if meets(res, paper) else
                           f"no ({res['accuracy'] - paper:+.2f})") + " |")
-    return out + [""]
+    return out
 
 
 def write_table(rows: dict, trainval: dict | None = None) -> None:
@@ -472,7 +480,7 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         lines += ["", f"Not recorded for {', '.join(missing)}: their rows were written before "
                   "the learning curves were kept, and their run folders are not here; "
                   "`--skip-training` on a run folder (or `--continue-to`) records it."]
-    lines += ["", "## Short of the papers", ""] + shortfalls(rows)
+    lines += ["", "## Short of the papers", ""] + shortfalls(rows, trainval)
     if trainval:
         lines += [""] + trainval_section(trainval, rows)
     lines += [""] + history_section(rows, trainval)

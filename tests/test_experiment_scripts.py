@@ -259,5 +259,6 @@ def test_omniglot_trainval_trains_on_1200_characters_for_the_best_step(shared_da
     page = (tmp_path / "results" / "omniglot.md").read_text()
     assert "## The papers' protocol: trained on train + validation characters" in page
     assert "| protonet 1-shot |" in page.split("## The papers' protocol")[1]
+    assert "Trained on train + validation as the paper (its section below): 5w1s " in page
     # the train-only table is untouched by it
     assert json.loads((tmp_path / "results" / "omniglot.json").read_text())["protonet:1"] == best
