@@ -111,6 +111,27 @@ def config_path(method: str, shots: int) -> Path:
     return ROOT / "experiments" / "configs" / f"omniglot_{method}_{shots}shot.yaml"
 
 
+def read_rows(path: Path) -> dict:
+    """The rows of a results JSON (``{}`` when there is none yet)."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def same_run(old: dict | None, seconds: float | None, steps: int | None) -> bool:
+    """Whether a table row came from the run whose metrics.csv ends at ``seconds`` and
+    ``steps`` (a model trained again to the same steps took its own time)."""
+    return bool(old) and old.get("train_seconds") == seconds and old.get("train_steps") == steps
+
+
+def record(table: dict, key: str, row: dict, ways_only: bool, why: str | None) -> None:
+    """Put a model's new ``row`` into ``table``: with ``ways_only`` (some way counts evaluated)
+    the cells of the same run already there are kept, and the replaced row's test evaluation
+    goes to the history (:func:`carry_history`)."""
+    old = table.get(key)
+    if ways_only and same_run(old, row["train_seconds"], row["train_steps"]):
+        row["results"] = {**old["results"], **row["results"]}  # same checkpoint
+    table[key] = carry_history(old, row, why)
+
+
 def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
     """The papers' protocol for a cell's config: trained on the 1,200 train + validation
     characters for ``steps`` steps (the train-only run's best validation step; the learning-rate
@@ -207,11 +228,7 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
         segments = [{"steps": [0, after_step], "minutes": round(after_s / 60, 2),
                      "device": training_device()}]
     else:
-        # the old row's segments describe this run only if it is the same run (a run trained
-        # again to the same steps took its own time)
-        same_run = (old and old.get("train_steps") == before_step
-                    and old.get("train_seconds") == before_s)
-        segments = prior_segments(old) if same_run else []
+        segments = prior_segments(old) if same_run(old, before_s, before_step) else []
         if not segments and before_step is not None:
             segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
                          "device": training_device() + " (assumed: the run's own record has "
@@ -387,7 +404,8 @@ def trainval_section(trainval: dict, rows: dict) -> list[str]:
            "validation (above), without validation (the last model is kept), evaluated once "
            "on the same 1,000 test episodes per cell (`python experiments/omniglot.py "
            "--trainval <method>:<shots>`). A cell meets the paper when the paper's number "
-           "lies within its 95% CI or below.", "",
+           "lies within its 95% CI or below. Training: wall clock of the training loop, as in "
+           "the budget table (other jobs on the machine slow it: upper bounds).", "",
            "| model | steps | training | cell | train + val | train only | paper | meets the "
            "paper |", "|---|---|---|---|---|---|---|---|"]
     for key, r in trainval.items():
@@ -411,7 +429,7 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
     from relgraph.utils import atomic_write_text
 
     if trainval is None:
-        trainval = json.loads(TRAINVAL_STATE.read_text()) if TRAINVAL_STATE.is_file() else {}
+        trainval = read_rows(TRAINVAL_STATE)
     lines = [
         "# Omniglot, standard protocol (Vinyals et al. 2016)",
         "",
@@ -600,7 +618,7 @@ def main() -> int:
     if args.results:
         set_results(Path(args.results))
     if args.table_only or args.merge:
-        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+        rows = read_rows(STATE)
         if args.merge:
             for key, row in json.loads(Path(args.merge).read_text()).items():
                 rows[key] = carry_history(rows.get(key), row, args.why)
@@ -628,7 +646,7 @@ def main() -> int:
                if not config_path(m, k).is_file()]
     if missing:
         sys.exit("no config for: " + ", ".join(missing))
-    rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
+    rows = read_rows(STATE)
     if args.trainval:
         return trainval_main(args, cells, rows, data)
     for method, shots in cells:
@@ -636,12 +654,8 @@ def main() -> int:
                         tuple(args.ways or WAYS), data, args.continue_to,
                         rows.get(f"{method}:{shots}"), overrides=tuple(args.set))
         # re-read before writing: several invocations may fill the table in parallel
-        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
-        old = rows.get(f"{method}:{shots}")
-        if (args.ways and old and old.get("best_step") == row["best_step"]
-                and old.get("train_seconds") == row["train_seconds"]):
-            row["results"] = {**old["results"], **row["results"]}  # same checkpoint
-        rows[f"{method}:{shots}"] = carry_history(old, row, args.why)
+        rows = read_rows(STATE)
+        record(rows, f"{method}:{shots}", row, bool(args.ways), args.why)
         write_table(rows)
         plot(rows)
         plot_curves(rows)
@@ -660,16 +674,13 @@ def trainval_main(args: argparse.Namespace, cells: list[tuple[str, int]], rows: 
                  f"{' '.join(missing)} first)")
     for method, shots in cells:
         key = f"{method}:{shots}"
-        trainval = json.loads(TRAINVAL_STATE.read_text()) if TRAINVAL_STATE.is_file() else {}
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
-                        tuple(args.ways or WAYS), data, None, trainval.get(key),
-                        overrides=tuple(args.set), trainval_steps=rows[key]["best_step"])
-        trainval = json.loads(TRAINVAL_STATE.read_text()) if TRAINVAL_STATE.is_file() else {}
-        old = trainval.get(key)
-        if args.ways and old and old.get("train_seconds") == row["train_seconds"]:
-            row["results"] = {**old["results"], **row["results"]}  # same checkpoint
-        trainval[key] = carry_history(old, row, args.why)
-        write_table(json.loads(STATE.read_text()) if STATE.is_file() else rows, trainval)
+                        tuple(args.ways or WAYS), data, None,
+                        read_rows(TRAINVAL_STATE).get(key), overrides=tuple(args.set),
+                        trainval_steps=rows[key]["best_step"])
+        trainval = read_rows(TRAINVAL_STATE)  # re-read: other invocations may write it
+        record(trainval, key, row, bool(args.ways), args.why)
+        write_table(read_rows(STATE) or rows, trainval)
         for cell, res in trainval[key]["results"].items():
             print(f"{method} {cell} (train + validation): {res['accuracy']:.2f} +- "
                   f"{res['ci95']:.2f}")
