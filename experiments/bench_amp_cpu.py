@@ -5,8 +5,10 @@
 random 64-d features (n = 400, the shapes of ``experiments/bench_heads.py``) in three ways,
 interleaved in one run, process CPU time, medians of ``--steps`` after one untimed step each:
 float32; bfloat16 autocast with the pair MLPs as plain modules (``use_fused(False)``: how the
-previous code ran under autocast); bfloat16 autocast with the fused pair-MLP path (now: products
-and rows in bfloat16, statistics in float32, see ``relgraph.nn.pairwise``). On CPUs with AMX /
+previous code ran under autocast); bfloat16 autocast as ``pair_mlp`` chooses now (the fused
+path: products and rows in bfloat16, statistics in float32, see ``relgraph.nn.pairwise``; but
+the plain modules where that measured faster: the edge-labeling GNN's edge MLPs in training,
+which have no row multiplicities, ``experiments/bench_pair_mlp.py`` part 4). On CPUs with AMX /
 AVX-512 bf16 the matrix products run several times faster in bfloat16. The trainer autocasts on
 the CPU only with ``train.amp_dtype: bfloat16`` (off by default).
 
@@ -54,7 +56,7 @@ NARROW = (96, 96, 48, 48)
 
 #: The ways a step runs: (label, bfloat16 autocast, fused pair MLPs).
 MODES = (("float32", False, True), ("bfloat16, plain pair MLPs (before)", True, False),
-         ("bfloat16, fused pair MLPs (now)", True, True))
+         ("bfloat16, pair_mlp's choice (now)", True, True))
 
 
 def cpu_seconds(fn: Callable[[], None], fused: bool = True) -> float:
@@ -235,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
              *([args.machine_note, ""] if args.machine_note else []),
              "## 1. Transductive heads on one graph of features", "",
              __doc__.split("\n\n")[1].replace("\n", " ")[3:], "",
-             "| head | float32 s/step | bfloat16, plain pair MLPs (before) | bfloat16, fused "
-             "(now) | float32 / now | before / now | reference s/step (issue 16) | "
-             "reference / float32 | reference / now |",
+             "| head | float32 s/step | bfloat16, plain pair MLPs (before) | bfloat16, "
+             "pair_mlp's choice (now) | float32 / now | before / now | reference s/step "
+             "(issue 16) | reference / float32 | reference / now |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, fp32, before, now in rows:
         ref = REFERENCE_S[name]

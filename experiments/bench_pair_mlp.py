@@ -20,6 +20,14 @@ held the core).
 3. **Checkpoints** (``--checkpoint``, repeatable): the largest difference of the eval logits of
    a trained model, old vs new, on random 5-way 1-shot 15-query episodes of its backbone's
    embeddings.
+4. **The training policy** (``--no-policy`` skips it): edge_gnn and edge_gnn_transductive
+   train without row multiplicities; their training step with the edge MLPs as plain modules
+   and on the blocked path, float32 and bfloat16 autocast, at n = 400. ``pair_mlp`` takes the
+   faster of the two per dtype (``relgraph.nn.pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST``).
+
+The old code is the plain modules everywhere. Since 2026-12-02 (evening) "new" trains
+edge_gnn's edge MLPs on the blocked path in float32 (before, in training without
+multiplicities, new = old).
 
 Usage (project root, one thread, e.g. ``OMP_NUM_THREADS=1``)::
 
@@ -45,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+from relgraph.allocator import keep_freed_memory
 from relgraph.bench import (
     _build,
     _steps,
@@ -53,6 +62,7 @@ from relgraph.bench import (
     random_episode,
     random_features,
 )
+from relgraph.nn import pairwise
 from relgraph.nn.pairwise import use_fused
 from relgraph.utils import atomic_write_text
 
@@ -112,6 +122,35 @@ def images(steps: int, warmup: int) -> dict:
                   "relational_eval_new": new_fns["eval_relational"]}, steps, warmup)
 
 
+def policy(steps: int, warmup: int, dim: int, queries: int = 15) -> list[dict]:
+    """Part 4: training without multiplicities (edge_gnn's edge MLPs), the plain modules vs
+    the blocked path, in float32 and under bfloat16 autocast, on the 20-way 5-shot 15-query
+    graph of features (n = 400; other ``queries`` per class for a quick look);
+    ``pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST`` is what the bfloat16 rows decide."""
+    episode = random_features(20, 5, queries, dim)
+    rows = []
+    for method in ("edge_gnn", "edge_gnn_transductive"):
+        model = _build(method, "conv4", 1, 28, None, None, 0, features=dim)
+        for amp in (None, "bfloat16"):
+            train = _steps(copy.deepcopy(model), episode, features=True, amp=amp)["train"]
+            blocked = _steps(copy.deepcopy(model), episode, features=True, amp=amp)["train"]
+            ms = _time({"plain": _plain(train), "blocked": _blocked(blocked)}, steps, warmup)
+            rows.append({"method": method, "dtype": amp or "float32", **ms})
+    return rows
+
+
+def _blocked(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` with the blocked path also in training under autocast."""
+    def run() -> None:
+        old, pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST = (
+            pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST, True)
+        try:
+            fn()
+        finally:
+            pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST = old
+    return run
+
+
 def checkpoint_diff(path: str, episodes: int = 20) -> dict:
     from relgraph.engine.trainer import load_model
 
@@ -140,9 +179,16 @@ def main(argv: list[str] | None = None) -> int:
                         "too much memory); repeatable")
     p.add_argument("--no-images", action="store_true", help="skip part 2")
     p.add_argument("--checkpoint", action="append", default=[], help="part 3 (repeatable)")
+    p.add_argument("--no-policy", action="store_true", help="skip part 4")
+    p.add_argument("--policy-queries", type=int, default=15,
+                   help="queries per class of part 4's graph (default 15: n = 400)")
     p.add_argument("--note", default="", help="a line about the machine's load")
     p.add_argument("--out", default="experiments/results/bench_pair_mlp.md", help="report")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc malloc keeps freed memory, as the relgraph command runs "
+                        "(relgraph.allocator.keep_freed_memory); default: malloc's defaults")
     args = p.parse_args(argv)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     start = time.time()
     load = os.getloadavg()
@@ -161,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     img = None if args.no_images else images(args.steps, args.warmup)
     if img:
         print(json.dumps(img, indent=1), flush=True)
+    pol = None if args.no_policy else policy(args.steps, args.warmup, args.features,
+                                                 args.policy_queries)
     ckpts = [checkpoint_diff(c) for c in args.checkpoint]
     for c in ckpts:
         print(c, flush=True)
@@ -174,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
              f"Run on {datetime.date.today().isoformat()}: {machine_info()}; "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average "
              f"{load[0]:.1f} at the start, {load_end[0]:.1f} at the end (2 cores, shared); "
-             f"{(time.time() - start) / 60:.0f} min. {args.note}".rstrip(), "",
+             f"{(time.time() - start) / 60:.0f} min; memory allocator: "
+             f"{'freed memory kept (as the relgraph command runs)' if kept else 'malloc defaults'}"
+             f". {args.note}".rstrip(), "",
              "Old and new on the same inputs from the same weights, called in turn, medians of "
              f"{args.steps} timed steps after {args.warmup} untimed. cpu = process CPU time "
              "(user + system), wall = wall clock (also counts the time other processes held "
@@ -221,6 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         for c in ckpts:
             lines.append(f"| {c['checkpoint']} | {c['episodes']} | {c['max_abs_logit_diff']:.2e} "
                          f"| {c['max_abs_logit']:.2f} | {c['same_argmax']} |")
+    if pol:
+        lines += ["", "## 4. Training without multiplicities: plain modules vs blocked path", "",
+                  "Training step (build_graph + relate_loss + backward + Adam) on the 20-way "
+                  f"5-shot {args.policy_queries}-query graph of features (n = "
+                  f"{20 * (5 + args.policy_queries)}), the edge MLPs as plain modules "
+                  "or on the blocked path, float32 and bfloat16 autocast. pair_mlp takes the "
+                  "blocked path in float32 and the plain modules under autocast "
+                  "(relgraph.nn.pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST = "
+                  f"{pairwise.BLOCKED_TRAINING_UNDER_AUTOCAST}).", "",
+                  "| head | dtype | plain cpu ms | blocked cpu ms | plain / blocked |",
+                  "|---|---|---:|---:|---:|"]
+        for r in pol:
+            a, b = r["plain"]["cpu_ms"], r["blocked"]["cpu_ms"]
+            lines.append(f"| {r['method']} | {r['dtype']} | {f(a)} | {f(b)} | {a / b:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
@@ -228,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, text)
     atomic_write_text(out.with_suffix(".json"), json.dumps(
         {"command": command, "torch": torch.__version__, "heads": rows, "images": img,
-         "checkpoints": ckpts}, indent=2) + "\n")
+         "checkpoints": ckpts, "policy": pol}, indent=2) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 

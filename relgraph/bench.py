@@ -574,11 +574,26 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`;
+    empty when unknown). Timings differ several-fold between CPU models of one machine type
+    (e.g. bfloat16 products with and without AMX units), so benchmark pages name it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine_info() -> str:
-    """One line: CPU cores, torch threads, torch version, platform."""
-    return (f"{os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.machine()}")
+    """One line: CPU cores (and model, where known), torch threads, torch version, platform."""
+    model = cpu_model()
+    return (f"{os.cpu_count()} cores{' (' + model + ')' if model else ''}, torch "
+            f"{torch.__version__} with {torch.get_num_threads()} threads, Python "
+            f"{platform.python_version()}, {platform.system()} {platform.machine()}")
 
 
 def _what(r: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -136,3 +137,16 @@ def test_bench_under_bf16_autocast(capsys, monkeypatch):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["amp"] == "bfloat16" and out["train_peak_mb"] is not None
+
+
+def test_machine_info_names_the_cpu_model():
+    """Benchmark pages name the CPU model (timings differ several-fold between the models one
+    machine type may get)."""
+    from relgraph.bench import cpu_model, machine_info
+
+    model = cpu_model()
+    assert isinstance(model, str)
+    info = machine_info()
+    assert info.startswith(f"{os.cpu_count()} cores")
+    if model:
+        assert f"({model})" in info

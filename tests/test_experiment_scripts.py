@@ -199,6 +199,22 @@ def test_bench_allocator_writes_its_page(tmp_path):
     assert "glibc defaults / freed memory kept" in page
 
 
+def test_bench_pair_mlp_times_the_training_policy(tmp_path):
+    """Part 4 of experiments/bench_pair_mlp.py times both paths of edge_gnn's training step in
+    both dtypes and names the setting it decides."""
+    out = tmp_path / "pair.md"
+    done = script("experiments/bench_pair_mlp.py", "--methods", "", "--no-images", "--steps",
+                  "1", "--warmup", "0", "--policy-queries", "1", "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert "## 4. Training without multiplicities" in page and "(n = 120)" in page
+    for row in ("| edge_gnn | float32 |", "| edge_gnn | bfloat16 |",
+                "| edge_gnn_transductive | float32 |", "| edge_gnn_transductive | bfloat16 |"):
+        assert row in page
+    assert "BLOCKED_TRAINING_UNDER_AUTOCAST = False" in page
+    assert len(json.loads(out.with_suffix(".json").read_text())["policy"]) == 4
+
+
 def test_omniglot_budget_estimate_extrapolates_the_validation_curve():
     sys.path.insert(0, str(ROOT / "experiments"))
     try:

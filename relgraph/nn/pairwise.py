@@ -51,6 +51,12 @@ CPU_BLOCK_ROWS = 2048
 
 _FUSED = True
 
+#: Whether training without multiplicities (``counts=None``, BatchNorm with batch statistics)
+#: under bfloat16 autocast takes the fast path. Off: there the plain modules (PyTorch's own
+#: BatchNorm kernels under autograd) measured faster than the blocked backward pass, which in
+#: float32 measured faster (``experiments/bench_pair_mlp.py``, part 4).
+BLOCKED_TRAINING_UNDER_AUTOCAST = False
+
 
 @contextlib.contextmanager
 def use_fused(enabled: bool = True) -> Iterator[None]:
@@ -186,11 +192,11 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     blocks and a last ``Linear`` (:func:`~relgraph.nn.edge_labeling.mlp_layers`,
     :class:`~relgraph.graph.LearnedKernel`); other layouts run the plain modules, which
     requires ``counts=None``; so do BatchNorm layers in training mode with
-    ``counts=None`` (there PyTorch's own BatchNorm kernels under autograd measured as fast as
-    the blocked backward pass). Rows are processed in blocks of equal multiplicity, so long
-    runs of equal ``counts`` are fastest. Under bfloat16 autocast the products and the rows
-    run in bfloat16, the statistics in float32 (see the module's notes); the output is
-    float32.
+    ``counts=None`` under bfloat16 autocast (there PyTorch's own BatchNorm kernels under
+    autograd measured slightly faster than the blocked backward pass). Rows are processed in
+    blocks of equal multiplicity, so long runs of equal ``counts`` are fastest. Under
+    bfloat16 autocast the products and the rows run in bfloat16, the statistics in float32
+    (see the module's notes); the output is float32.
 
     Args:
         mlp: the MLP.
@@ -209,9 +215,9 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     if counts is not None and counts.shape != (rows,):
         raise ValueError(f"expected counts [{rows}], got {tuple(counts.shape)}")
     training = any(b.norm is not None and b.norm.training for b in _blocks(mlp) or [])
-    if rows == 0 or not supports_fused(mlp, x) or (training and counts is None):
-        # without multiplicities, BatchNorm's own kernels under autograd were as fast as the
-        # blocked backward pass (experiments/bench_pair_mlp.py)
+    plain_faster = (training and counts is None and _matmul_dtype(x) is not None
+                    and not BLOCKED_TRAINING_UNDER_AUTOCAST)
+    if rows == 0 or not supports_fused(mlp, x) or plain_faster:
         if counts is not None and bool((counts != 1).any()):
             raise ValueError("row multiplicities need the fused path of pair_mlp (an MLP of "
                              "Linear [-> BatchNorm1d] -> LeakyReLU blocks; under autocast "

@@ -218,3 +218,25 @@ def test_autocast_takes_the_fast_path():
         assert not supports_fused(mlp, x)
         with use_fused(False):
             assert not supports_fused(mlp, x)
+
+
+def test_training_without_multiplicities_takes_the_faster_path_per_dtype(monkeypatch):
+    """BatchNorm in training, no multiplicities: the blocked path in float32, the plain modules
+    under bfloat16 autocast unless BLOCKED_TRAINING_UNDER_AUTOCAST (experiments/
+    bench_pair_mlp.py, part 4, measured both)."""
+    import relgraph.nn.pairwise as pw
+
+    taken = []
+    monkeypatch.setattr(pw._PairMLP, "apply", lambda *a: taken.append("blocked") or
+                        torch.zeros(a[1].shape[1], 1))
+    mlp = random_mlp((4, 8), out=1, dtype=torch.float32).train()
+    x = torch.randn(6, 4, requires_grad=True)
+    pairs = torch.tensor([[1, 2, 3, 4, 5], [0, 0, 1, 2, 3]])
+    pw.pair_mlp(mlp, x, pairs)
+    assert taken == ["blocked"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pw.pair_mlp(mlp, x, pairs)
+        assert taken == ["blocked"]  # the plain modules
+        monkeypatch.setattr(pw, "BLOCKED_TRAINING_UNDER_AUTOCAST", True)
+        pw.pair_mlp(mlp, x, pairs)
+    assert taken == ["blocked", "blocked"]
