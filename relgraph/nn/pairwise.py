@@ -52,9 +52,10 @@ CPU_BLOCK_ROWS = 2048
 _FUSED = True
 
 #: Whether training without multiplicities (``counts=None``, BatchNorm with batch statistics)
-#: under bfloat16 autocast takes the fast path. Off: there the plain modules (PyTorch's own
-#: BatchNorm kernels under autograd) measured faster than the blocked backward pass, which in
-#: float32 measured faster (``experiments/bench_pair_mlp.py``, part 4).
+#: on the CPU under bfloat16 autocast takes the fast path. Off: there the plain modules
+#: (PyTorch's own BatchNorm kernels under autograd) measured faster than the blocked backward
+#: pass, which in float32 measured faster (``experiments/bench_pair_mlp.py``, part 4). On
+#: other devices such training always runs the plain modules.
 BLOCKED_TRAINING_UNDER_AUTOCAST = False
 
 
@@ -192,8 +193,9 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     blocks and a last ``Linear`` (:func:`~relgraph.nn.edge_labeling.mlp_layers`,
     :class:`~relgraph.graph.LearnedKernel`); other layouts run the plain modules, which
     requires ``counts=None``; so do BatchNorm layers in training mode with
-    ``counts=None`` under bfloat16 autocast (there PyTorch's own BatchNorm kernels under
-    autograd measured slightly faster than the blocked backward pass). Rows are processed in
+    ``counts=None`` under bfloat16 autocast or off the CPU (on the CPU under autocast PyTorch's
+    own BatchNorm kernels under autograd measured slightly faster than the blocked backward
+    pass; GPUs were not measured). Rows are processed in
     blocks of equal multiplicity, so long runs of equal ``counts`` are fastest. Under
     bfloat16 autocast the products and the rows run in bfloat16, the statistics in float32
     (see the module's notes); the output is float32.
@@ -215,8 +217,12 @@ def pair_mlp(mlp: nn.Sequential, x: Tensor, pairs: Tensor, counts: Tensor | None
     if counts is not None and counts.shape != (rows,):
         raise ValueError(f"expected counts [{rows}], got {tuple(counts.shape)}")
     training = any(b.norm is not None and b.norm.training for b in _blocks(mlp) or [])
-    plain_faster = (training and counts is None and _matmul_dtype(x) is not None
-                    and not BLOCKED_TRAINING_UNDER_AUTOCAST)
+    # training without multiplicities: the blocked path where it measured faster (the CPU in
+    # float32; see BLOCKED_TRAINING_UNDER_AUTOCAST), PyTorch's own modules elsewhere (GPUs:
+    # not measured)
+    plain_faster = training and counts is None and (
+        x.device.type != "cpu"
+        or (_matmul_dtype(x) is not None and not BLOCKED_TRAINING_UNDER_AUTOCAST))
     if rows == 0 or not supports_fused(mlp, x) or plain_faster:
         if counts is not None and bool((counts != 1).any()):
             raise ValueError("row multiplicities need the fused path of pair_mlp (an MLP of "
