@@ -132,6 +132,16 @@ def record(table: dict, key: str, row: dict, ways_only: bool, why: str | None) -
     table[key] = carry_history(old, row, why)
 
 
+def train_only_snapshot(row: dict) -> dict:
+    """What a row of the papers' protocol keeps of the train-only row that set its step count:
+    that run's ``train_seconds``, ``train_steps``, ``best_step`` and test cells, so that the
+    comparison stays with that run after the model is trained again."""
+    return {"train_seconds": row["train_seconds"], "train_steps": row["train_steps"],
+            "best_step": row["best_step"],
+            "results": {cell: {"accuracy": res["accuracy"], "ci95": res["ci95"]}
+                        for cell, res in row["results"].items()}}
+
+
 def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
     """The papers' protocol for a cell's config: trained on the 1,200 train + validation
     characters for ``steps`` steps (the train-only run's best validation step; the learning-rate
@@ -379,7 +389,9 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                        + (" (meets it)" if meets(res, paper) else "")
                        for cell, res in tv["results"].items()
                        if (paper := PAPER[method][1][CELLS.index(cell)]) is not None]
-            need += (" Trained on train + validation as the paper (its section below): "
+            need += (" Trained on train + validation as the paper (its section below"
+                     + (f", {tv['train_steps']} steps: the step count of the run this one "
+                        "replaced" if stale_trainval(tv, r) else "") + "): "
                      + ", ".join(tv_gaps) + ".")
         lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
                      f"The paper trained far longer on a GPU (this run: {budget}).{need}")
@@ -408,19 +420,39 @@ def trainval_section(trainval: dict, rows: dict) -> list[str]:
            "the budget table (other jobs on the machine slow it: upper bounds).", "",
            "| model | steps | training | cell | train + val | train only | paper | meets the "
            "paper |", "|---|---|---|---|---|---|---|---|"]
+    replaced = []
     for key, r in trainval.items():
         method, shots = key.split(":")
         total = sum(seg["minutes"] for seg in prior_segments(r))
+        source = r.get("train_only") or rows.get(key, {})
+        if stale_trainval(r, rows.get(key)):
+            now = rows[key]
+            replaced.append(f"{method} {shots}-shot (its train-only model was trained again "
+                            f"since: now {now['train_steps']} steps, best validation at step "
+                            f"{now['best_step']})")
         for cell, res in r["results"].items():
             paper = PAPER[method][1][CELLS.index(cell)]
-            base = rows.get(key, {}).get("results", {}).get(cell)
+            base = source.get("results", {}).get(cell)
             out.append(f"| {method} {shots}-shot | {r['train_steps']} | {total:.1f} min, "
                        f"{r['device']} | {cell} | {res['accuracy']:.2f} +- {res['ci95']:.2f} | "
                        + (f"{base['accuracy']:.2f} +- {base['ci95']:.2f}" if base else "-")
                        + f" | {paper if paper is not None else '-'} | "
                        + ("-" if paper is None else "yes" if meets(res, paper) else
                           f"no ({res['accuracy'] - paper:+.2f})") + " |")
+    if replaced:
+        out += ["", "The train-only column is the run whose best validation step set the row's "
+                "steps. Rows from a train-only model since replaced (listed in the history): "
+                + "; ".join(replaced) + "."]
     return out
+
+
+def stale_trainval(row: dict, train_only: dict | None) -> bool:
+    """Whether a row of the papers' protocol took its step count from a train-only run that
+    has since been replaced in the table (rows recorded before the snapshot was kept count as
+    current)."""
+    snap = row.get("train_only")
+    return bool(snap and train_only) and not same_run(train_only, snap["train_seconds"],
+                                                      snap["train_steps"])
 
 
 def write_table(rows: dict, trainval: dict | None = None) -> None:
@@ -678,6 +710,7 @@ def trainval_main(args: argparse.Namespace, cells: list[tuple[str, int]], rows: 
                         tuple(args.ways or WAYS), data, None,
                         read_rows(TRAINVAL_STATE).get(key), overrides=tuple(args.set),
                         trainval_steps=rows[key]["best_step"])
+        row["train_only"] = train_only_snapshot(rows[key])
         trainval = read_rows(TRAINVAL_STATE)  # re-read: other invocations may write it
         record(trainval, key, row, bool(args.ways), args.why)
         write_table(read_rows(STATE) or rows, trainval)

@@ -158,6 +158,39 @@ def test_omniglot_table_keeps_every_replaced_test_evaluation():
     assert "5w1s 95.00 +- 0.10" in page and "5w1s 96.00 +- 0.10" in page
 
 
+def test_omniglot_trainval_row_keeps_the_train_only_run_that_set_its_steps():
+    """After a model's train-only run is replaced, its row of the papers' protocol is still
+    compared with the run whose best step it trained for, and the page says so."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import omniglot
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+    def row(steps: int, seconds: float, acc: float) -> dict:
+        return {"config": "c.yaml", "train_seconds": seconds, "train_steps": steps,
+                "best_step": steps, "best_val": 90.0, "device": "CPU, 1 thread",
+                "results": {c: {"accuracy": acc, "ci95": 0.1} for c in ("5w1s", "20w1s")}}
+
+    old_run = row(4500, 2000.0, 93.0)
+    trainval = {**row(4500, 1700.0, 93.5), "segments": [{"steps": [0, 4500], "minutes": 28.3,
+                                                        "device": "CPU, 1 thread"}],
+                "train_only": omniglot.train_only_snapshot(old_run)}
+    assert not omniglot.stale_trainval(trainval, old_run)
+    page = "\n".join(omniglot.trainval_section({"gnn:1": trainval}, {"gnn:1": old_run}))
+    assert "| 20w1s | 93.50 +- 0.10 | 93.00 +- 0.10 |" in page and "since replaced" not in page
+    new_run = row(9000, 4000.0, 95.0)
+    assert omniglot.stale_trainval(trainval, new_run)
+    page = "\n".join(omniglot.trainval_section({"gnn:1": trainval}, {"gnn:1": new_run}))
+    assert "| 20w1s | 93.50 +- 0.10 | 93.00 +- 0.10 |" in page  # not the new run's 95.00
+    assert "gnn 1-shot (its train-only model was trained again since: now 9000 steps" in page
+    lines = omniglot.shortfalls({"gnn:1": {**new_run, "curve": []}}, {"gnn:1": trainval})
+    assert "its section below, 4500 steps: the step count of the run this one replaced" in lines[0]
+    # rows recorded before the snapshot was kept compare with the table's row
+    assert not omniglot.stale_trainval({k: v for k, v in trainval.items()
+                                        if k != "train_only"}, new_run)
+
+
 def test_challenge_table_keeps_every_replaced_test_evaluation():
     """A challenge condition trained again keeps the replaced row's error (with its TTA) in
     its history and on the page; re-evaluating the same result adds nothing."""
@@ -267,6 +300,8 @@ def test_omniglot_trainval_trains_on_1200_characters_for_the_best_step(shared_da
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     row = json.loads((tmp_path / "results" / "omniglot_trainval.json").read_text())["protonet:1"]
     assert row["trainval"] and row["train_steps"] == best["best_step"]
+    assert row["train_only"]["train_seconds"] == best["train_seconds"]
+    assert row["train_only"]["results"]["5w1s"]["accuracy"] == best["results"]["5w1s"]["accuracy"]
     assert set(row["results"]) == {"5w1s"} and row["curve"] == []  # no validation
     config = (tmp_path / "runs" / "protonet_1shot_trainval" / "config.yaml").read_text()
     assert "split: trainval" in config and "val_split: null" in config
