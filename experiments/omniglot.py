@@ -134,10 +134,10 @@ def record(table: dict, key: str, row: dict, ways_only: bool, why: str | None) -
 
 def train_only_snapshot(row: dict) -> dict:
     """What a row of the papers' protocol keeps of the train-only row that set its step count:
-    that run's ``train_seconds``, ``train_steps``, ``best_step`` and test cells, so that the
-    comparison stays with that run after the model is trained again."""
+    that run's ``train_seconds``, ``train_steps`` and test cells (its best step is the papers'
+    row's own ``train_steps``), so that the comparison stays with that run after the model is
+    trained again."""
     return {"train_seconds": row["train_seconds"], "train_steps": row["train_steps"],
-            "best_step": row["best_step"],
             "results": {cell: {"accuracy": res["accuracy"], "ci95": res["ci95"]}
                         for cell, res in row["results"].items()}}
 
