@@ -239,11 +239,11 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                      "device": training_device()}]
     else:
         segments = prior_segments(old) if same_run(old, before_s, before_step) else []
-        if not segments and before_step is not None:
-            segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
-                         "device": training_device() + " (assumed: the run's own record has "
-                                                       "no device)"}]
     model, ckpt = load_model(out / "checkpoint.pt")
+    if continue_to is None and skip_training and not segments and before_step is not None:
+        segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
+                     "device": ckpt.get("device") or training_device()
+                     + " (assumed: the run's own record has no device)"}]
     test = build_dataset("omniglot", [full / "images_background.npz",
                                       full / "images_evaluation.npz"],
                          split="test", rotations=True,

@@ -7,6 +7,8 @@ improvement, and writes into ``out``:
 
 - ``checkpoint.pt``: the best model on validation, with everything needed to use it;
 - ``last.pt``: the full training state (optimiser, scheduler, RNG), to resume;
+- both say which device trained them (``"device"``: :func:`device_label`, of the latest run
+  in the folder);
 - ``metrics.csv`` and ``curves.png``: the learning curves;
 - ``config.yaml``: the resolved configuration.
 
@@ -855,9 +857,19 @@ def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
     return improved
 
 
+def device_label(device: torch.device | str) -> str:
+    """The device a run trains on, in words, as the results pages print it: the GPU's name, or
+    ``"CPU, N threads"`` (this process's torch threads)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"{device.type.upper()}, {threads} thread" + ("" if threads == 1 else "s")
+
+
 def _run_payload(run: TrainRun) -> dict[str, Any]:
     return {"config": run.config.to_dict(), "preprocessing": run.preprocessing,
-            "num_classes": run.train_ds.num_classes}
+            "num_classes": run.train_ds.num_classes, "device": device_label(run.device)}
 
 
 def save_best(run: TrainRun, state: TrainState) -> None:

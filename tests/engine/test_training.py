@@ -40,6 +40,9 @@ def test_training_writes_the_run(tiny_data, tmp_path):
     assert result["best"]["step"] == int(best["step"])
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == result["best"]["step"]
+    threads = torch.get_num_threads()
+    assert ckpt["device"] == f"CPU, {threads} thread" + ("" if threads == 1 else "s")
+    assert load_checkpoint(out / "last.pt")["device"] == ckpt["device"]
     assert ckpt["preprocessing"]["dataset"] == "tensors"
     assert "optimizer" not in ckpt  # the model checkpoint carries what is needed to use it
     model, _ = load_model(out / "checkpoint.pt")
