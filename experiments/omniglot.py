@@ -169,9 +169,9 @@ def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
 
 def training_device() -> str:
     """The device a ``relgraph train`` started here trains on (``train.device: auto``)."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"CPU, {threads_label(cpu_threads())}"
+    from relgraph.engine.trainer import device_label
+
+    return device_label("cuda" if torch.cuda.is_available() else "cpu", cpu_threads())
 
 
 def continue_steps(target: str, out: Path) -> int:
@@ -240,10 +240,10 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     else:
         segments = prior_segments(old) if same_run(old, before_s, before_step) else []
     model, ckpt = load_model(out / "checkpoint.pt")
-    if continue_to is None and skip_training and not segments and before_step is not None:
+    if not segments and before_step is not None:  # a run no row recorded: its own record
         segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
-                     "device": ckpt.get("device") or training_device()
-                     + " (assumed: the run's own record has no device)"}]
+                     "device": ckpt.get("device") or (
+                         training_device() + " (assumed: the run's own record has no device)")}]
     test = build_dataset("omniglot", [full / "images_background.npz",
                                       full / "images_evaluation.npz"],
                          split="test", rotations=True,

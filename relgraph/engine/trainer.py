@@ -857,14 +857,17 @@ def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
     return improved
 
 
-def device_label(device: torch.device | str) -> str:
-    """The device a run trains on, in words, as the results pages print it: the GPU's name, or
-    ``"CPU, N threads"`` (this process's torch threads)."""
+def device_label(device: torch.device | str, threads: int | None = None) -> str:
+    """The device a run trains on, in words, as the results pages print it: the GPU's name,
+    ``"CPU, N threads"`` (``threads``, by default this process's torch threads), or the
+    device's name for other devices."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"{device.type.upper()}, {threads} thread" + ("" if threads == 1 else "s")
+    if device.type != "cpu":
+        return str(device)
+    threads = torch.get_num_threads() if threads is None else threads
+    return f"CPU, {threads} thread" + ("" if threads == 1 else "s")
 
 
 def _run_payload(run: TrainRun) -> dict[str, Any]:
