@@ -197,6 +197,23 @@ def prior_segments(old: dict | None) -> list[dict]:
              "device": old["device"]}]
 
 
+def run_segments(out: Path, ckpt: dict, seconds: float, steps: int) -> list[dict]:
+    """The training segments a run folder keeps itself (``last.pt``'s ``"segments"``, which
+    the trainer extends at each call that trains, whoever started it); a run trained before
+    they were kept has one, over its whole ``metrics.csv`` (``seconds``, ``steps``), on the
+    device its checkpoint names."""
+    from relgraph.checkpoint import load_checkpoint
+    from relgraph.engine.trainer import saved_segments
+
+    last = out / "last.pt"
+    saved = load_checkpoint(last) if last.is_file() else ckpt
+    if saved.get("segments") and saved["segments"][-1]["steps"][1] == steps:
+        return saved_segments(saved)
+    return [{"steps": [0, steps], "minutes": round(seconds / 60, 2),
+             "device": ckpt.get("device") or (
+                 training_device() + " (assumed: the run's own record has no device)")}]
+
+
 def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
               episodes: int, ways_list: tuple[int, ...] = WAYS, data: Path | None = None,
               continue_to: str | None = None, old: dict | None = None,
@@ -241,9 +258,7 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
         segments = prior_segments(old) if same_run(old, before_s, before_step) else []
     model, ckpt = load_model(out / "checkpoint.pt")
     if not segments and before_step is not None:  # a run no row recorded: its own record
-        segments = [{"steps": [0, before_step], "minutes": round(before_s / 60, 2),
-                     "device": ckpt.get("device") or (
-                         training_device() + " (assumed: the run's own record has no device)")}]
+        segments = run_segments(out, ckpt, before_s, before_step)
     test = build_dataset("omniglot", [full / "images_background.npz",
                                       full / "images_evaluation.npz"],
                          split="test", rotations=True,

@@ -8,7 +8,10 @@ improvement, and writes into ``out``:
 - ``checkpoint.pt``: the best model on validation, with everything needed to use it;
 - ``last.pt``: the full training state (optimiser, scheduler, RNG), to resume;
 - both say which device trained them (``"device"``: :func:`device_label`, of the latest run
-  in the folder);
+  in the folder) and keep the run's compute as ``"segments"``: one
+  ``{"steps": [first, last], "minutes", "device"}`` per call that trained (a run resumed or
+  continued on another device or thread count adds a segment; their minutes add up to the
+  last ``time_s``);
 - ``metrics.csv`` and ``curves.png``: the learning curves;
 - ``config.yaml``: the resolved configuration.
 
@@ -76,7 +79,8 @@ from relgraph.utils import atomic_write_text
 
 __all__ = ["train", "build_model", "build_datasets", "features_backbone", "init_backbone",
            "load_model", "VAL_SEED",
-           "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "train_step",
+           "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "saved_segments",
+           "record_segment", "train_step",
            "validate", "save_best", "save_last", "check_init_from", "check_arguments",
            "NonFiniteLoss"]
 
@@ -411,6 +415,8 @@ class TrainState:
         bad: validations since the last improvement (for ``train.patience``).
         loss_sum, acc_sum, count: training loss and accuracy summed over the steps since the
             last validation.
+        segments: the run's compute, one ``{"steps": [first, last], "minutes", "device"}``
+            per call of :func:`train` that trained (see :func:`record_segment`).
     """
 
     model: FewShotMethod
@@ -424,6 +430,7 @@ class TrainState:
     loss_sum: float = 0.0
     acc_sum: float = 0.0
     count: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     def running(self) -> dict[str, Any]:
         """The running sums as saved in ``last.pt``."""
@@ -635,11 +642,40 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
         running = saved["running"]
         state.loss_sum, state.acc_sum, state.count = (
             running["loss_sum"], running["acc_sum"], running["count"])
+        state.segments = saved_segments(saved)
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise ValueError(f"{last} is not a resumable training state ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it, or pass "
                          "resume=False (--no-resume) to start over") from exc
     return True
+
+
+def saved_segments(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training segments of a saved ``last.pt`` or ``checkpoint.pt``; a state written
+    before segments were kept had one, from step 0 to its step, over its last ``time_s``, on
+    the device it names (the device of its latest call)."""
+    if saved.get("segments"):
+        return [dict(seg, steps=list(seg["steps"])) for seg in saved["segments"]]
+    history = saved.get("history") or []
+    if not history:
+        return []
+    return [{"steps": [0, int(saved.get("step") or history[-1]["step"])],
+             "minutes": round(history[-1]["time_s"] / 60, 2),
+             "device": saved.get("device") or "unknown"}]
+
+
+def record_segment(run: TrainRun, state: TrainState, index: int, first_step: int,
+                   base_s: float, time_s: float) -> None:
+    """Set ``state.segments[index]``, this call's segment (appended on its first update): the
+    steps from ``first_step`` (where the call started) to ``state.step``, the minutes from
+    ``base_s`` (the run's ``time_s`` when the call started) to ``time_s`` (its latest), on this
+    run's device (:func:`device_label`)."""
+    seg = {"steps": [first_step, state.step], "minutes": round(max(time_s - base_s, 0.0) / 60, 2),
+           "device": device_label(run.device)}
+    if index < len(state.segments):
+        state.segments[index] = seg
+    else:
+        state.segments.append(seg)
 
 
 def _fit_schedule(config: Config, state: TrainState) -> None:
@@ -880,7 +916,7 @@ def save_best(run: TrainRun, state: TrainState) -> None:
     if run.info.is_main:
         save_checkpoint(run.out / "checkpoint.pt", {
             **_run_payload(run), "model": state.model.state_dict(), "step": state.step,
-            "best": state.best, "history": state.history})
+            "best": state.best, "history": state.history, "segments": state.segments})
 
 
 def save_last(run: TrainRun, state: TrainState) -> None:
@@ -891,7 +927,7 @@ def save_last(run: TrainRun, state: TrainState) -> None:
             "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
             "scaler": state.scaler.state_dict(), "step": state.step, "history": state.history,
             "best": state.best, "bad": state.bad, "rng": _rng_state(run.device),
-            "running": state.running()})
+            "running": state.running(), "segments": state.segments})
 
 
 def log(run: TrainRun, history: list[dict[str, Any]]) -> None:
@@ -976,9 +1012,10 @@ def train(
 
     Returns:
         ``{"out", "step", "finished", "stopped_early", "interrupted", "resumed_from" (step,
-        or ``None``), "config" (as run: validation episodes possibly fitted), "best", "history"}``;
-        ``interrupted`` is ``None`` or the signal's name (``"SIGTERM"``, ``"SIGINT"``), ``best``
-        is ``{"step", "val_acc", "val_ci95"}``.
+        or ``None``), "config" (as run: validation episodes possibly fitted), "best", "history",
+        "segments"}``; ``interrupted`` is ``None`` or the signal's name (``"SIGTERM"``,
+        ``"SIGINT"``), ``best`` is ``{"step", "val_acc", "val_ci95"}``, ``segments`` the run's
+        compute per call that trained (:func:`record_segment`).
 
     Raises:
         ValueError: a bad setting (before anything is written); :class:`NonFiniteLoss`;
@@ -1012,7 +1049,9 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
     run_until = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     stopped_early = False
     # time_s goes on from the resumed run's total (the time of its last validation)
-    started = time.perf_counter() - (state.history[-1]["time_s"] if state.history else 0.0)
+    base_s = state.history[-1]["time_s"] if state.history else 0.0
+    started = time.perf_counter() - base_s
+    segment = len(state.segments)  # this call's entry in state.segments, once it trains
     bar = tqdm(total=t.steps, initial=state.step, desc=f"train {config.method}", unit="step",
                disable=not (progress and run.info.is_main), dynamic_ncols=True)
     state.model.train()
@@ -1024,6 +1063,7 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
         if not is_validation_step(run, state.step):
             continue
         row = end_interval(run, state, started)
+        record_segment(run, state, segment, state_start, base_s, row["time_s"])
         validate(run, state, row)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}",
                         val=f"{row['val_acc']:.2f}" if row["val_acc"] is not None else "-")
@@ -1037,10 +1077,13 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
         state.model.train()
     bar.close()
     if state.step < t.steps and not stopped_early and not is_validation_step(run, state.step):
+        if state.step > state_start:  # its minutes end at the last validation, as time_s
+            record_segment(run, state, segment, state_start, base_s,
+                           state.history[-1]["time_s"] if state.history else base_s)
         save_last(run, state)  # stopped between validations: keep the exact state
     barrier(run.info)
     finished = stopped_early or state.step >= t.steps
     return {"out": str(run.out), "step": state.step, "finished": finished,
             "resumed_from": state_start if resumed else None, "config": run.config,
             "stopped_early": stopped_early, "interrupted": signals.name, "best": state.best,
-            "history": state.history}
+            "history": state.history, "segments": state.segments}

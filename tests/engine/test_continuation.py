@@ -10,6 +10,7 @@ from helpers import metrics, tiny_config
 
 from relgraph.engine import Config, load_checkpoint, train
 from relgraph.engine.evaluate import autocast_context
+from relgraph.engine.trainer import device_label
 
 
 def same_weights(a, b) -> bool:  # noqa: ANN001
@@ -29,6 +30,37 @@ def test_continuing_a_step_schedule_equals_the_longer_run(tiny_data, tmp_path):
                         tmp_path / "cont" / "checkpoint.pt")
     saved = load_checkpoint(tmp_path / "cont" / "last.pt")
     assert saved["config"]["train"]["steps"] == 12
+
+
+def test_each_call_that_trains_adds_a_segment(tiny_data, tmp_path):
+    """last.pt and checkpoint.pt keep the run's compute per call (steps, minutes, device),
+    adding up to the run's time; a stop between validations ends a segment at its step; a
+    finished run resumed with nothing to do adds none; a last.pt written before segments were
+    kept gets one for what it already did."""
+    out = tmp_path / "run"
+    here = device_label("cpu")  # "CPU, N threads": this process's torch threads
+    train(tiny_config(tiny_data, steps=12), out, progress=False, stop_after=5)  # stops at 5
+    train(tiny_config(tiny_data, steps=12), out, progress=False, stop_after=3)  # 5 -> 8
+    done = train(tiny_config(tiny_data, steps=12), out, progress=False)  # 8 -> 12
+    again = train(tiny_config(tiny_data, steps=12), out, progress=False)  # nothing to do
+    segments = load_checkpoint(out / "last.pt")["segments"]
+    assert [s["steps"] for s in segments] == [[0, 5], [5, 8], [8, 12]]
+    assert done["segments"] == again["segments"] == segments
+    assert {s["device"] for s in segments} == {here}
+    total = float(done["history"][-1]["time_s"]) / 60
+    assert sum(s["minutes"] for s in segments) == pytest.approx(total, abs=0.02)
+    best = load_checkpoint(out / "checkpoint.pt")
+    assert best["segments"][-1]["steps"][1] == best["step"]
+    # a last.pt from before segments were kept: one segment for its steps, on its device
+    old = tmp_path / "old"
+    train(tiny_config(tiny_data, steps=6), old, progress=False)
+    saved = load_checkpoint(old / "last.pt")
+    saved.pop("segments")
+    saved["device"] = "CPU, 7 threads"
+    torch.save(saved, old / "last.pt")
+    cont = train(tiny_config(tiny_data, steps=8), old, progress=False)
+    assert [(s["steps"], s["device"]) for s in cont["segments"]] == [
+        ([0, 6], "CPU, 7 threads"), ([6, 8], here)]
 
 
 def test_continuing_a_cosine_schedule_stretches_it(tiny_data, tmp_path):
