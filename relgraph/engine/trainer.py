@@ -655,7 +655,7 @@ def saved_segments(saved: dict[str, Any]) -> list[dict[str, Any]]:
     before segments were kept had one, from step 0 to its step, over its last ``time_s``, on
     the device it names (the device of its latest call)."""
     if saved.get("segments"):
-        return [dict(seg, steps=list(seg["steps"])) for seg in saved["segments"]]
+        return list(saved["segments"])
     history = saved.get("history") or []
     if not history:
         return []
