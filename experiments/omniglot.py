@@ -2,16 +2,23 @@
 
 Protocol: the Vinyals split of the full Omniglot (``splits/vinyals``: 1,028 training characters,
 172 validation characters for model selection, 423 test characters), each character x4
-rotations as new classes, 28x28, Conv4. One model per method and shot count (the papers also
-train one model per shot and evaluate it 5-way and 20-way); every model is evaluated once on
-the test characters: 5-way and 20-way, 15 queries per class, 1,000 fixed episodes (seed 0),
-BatchNorm in eval mode, 95% CI = 1.96 std / sqrt(episodes).
+rotations as new classes, 28x28, Conv4. One model per method and shot count, evaluated 5-way
+and 20-way (Vinyals et al. and Snell et al. did so); every model is evaluated once on the test
+characters: 15 queries per class, 1,000 fixed episodes (seed 0), BatchNorm in eval mode, 95% CI
+= 1.96 std / sqrt(episodes).
+
+Per-way models: Finn et al., Sung et al. and Garcia & Bruna trained a model for each way count.
+A config ``omniglot_<method>_<k>shot_<n>way.yaml`` (model ``method:k:n``, run folder
+``<method>_<k>shot_<n>way``) is such a model: trained on n-way episodes, its validation
+episodes n-way, evaluated on the n-way cell only, which it then fills in the table (marked);
+the method's general model keeps its other cell, and its own n-way evaluation stays listed.
 
 Usage (from the project root)::
 
     python experiments/omniglot.py                       # the whole table
     python experiments/omniglot.py protonet:1            # one model (both of its cells)
     python experiments/omniglot.py protonet matching:5   # a method's 1- and 5-shot models, ...
+    python experiments/omniglot.py maml:1:20             # the 20-way 1-shot model (per-way)
     python experiments/omniglot.py --skip-training protonet:1   # re-evaluate a saved run
     python experiments/omniglot.py --skip-training --ways 20 maml:5   # one way count only
     python experiments/omniglot.py --continue-to x2 protonet:1   # twice the budget, from its run
@@ -19,10 +26,11 @@ Usage (from the project root)::
     python experiments/omniglot.py --merge results/omniglot.json   # rows from a GPU run
     python experiments/omniglot.py --trainval protonet:1   # the papers' protocol (below)
 
-A cell's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml``; its run goes to
-``runs/omniglot/<method>_<k>shot/``. The table goes to ``experiments/results/omniglot.md``
-(rows of models not run are kept), the plot to ``experiments/results/omniglot.png``, the
-learning curves (validation accuracy against training minutes) to ``omniglot_curves.png``.
+A model's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml`` (a per-way model's
+``..._<k>shot_<n>way.yaml``); its run goes to ``runs/omniglot/<method>_<k>shot[_<n>way]/``.
+The table goes to ``experiments/results/omniglot.md`` (rows of models not run are kept), the
+plot to ``experiments/results/omniglot.png``, the learning curves (validation accuracy against
+training minutes) to ``omniglot_curves.png``.
 
 Longer budgets: ``--continue-to STEPS`` (or ``xF``, F times the run's current steps) resumes a
 model's finished run from its ``last.pt`` with ``train.steps=STEPS`` instead of starting again
@@ -84,18 +92,59 @@ PAPER = {
 }
 
 
-def parse_cells(args: list[str]) -> list[tuple[str, int]]:
-    """``["protonet", "matching:5"]`` -> ``[("protonet", 1), ("protonet", 5), ("matching", 5)]``."""
-    cells = []
+Model = tuple[str, int, "int | None"]  # (method, shots, ways of a per-way model or None)
+
+
+def parse_cells(args: list[str]) -> list[Model]:
+    """The models named on the command line: ``method`` (its general models and the per-way
+    models that have a config), ``method:shots`` (the general model) or ``method:shots:ways``
+    (a per-way model). ``["protonet", "maml:1:20"]`` -> ``[("protonet", 1, None), ("protonet",
+    5, None), ("maml", 1, 20)]``."""
+    models = []
     for arg in args or METHODS:
-        method, _, shots = arg.partition(":")
-        if method not in PAPER:
-            sys.exit(f"unknown method {method!r}; choose from {', '.join(PAPER)}")
-        for k in ([int(shots)] if shots else SHOTS):
-            if k not in SHOTS:
-                sys.exit(f"{arg}: shots must be one of {SHOTS}")
-            cells.append((method, k))
-    return cells
+        method, *rest = arg.split(":")
+        if method not in PAPER or len(rest) > 2:
+            sys.exit(f"unknown model {arg!r}: expected method, method:shots or "
+                     f"method:shots:ways; methods: {', '.join(PAPER)}")
+        try:
+            numbers = [int(x) for x in rest]
+        except ValueError:
+            sys.exit(f"{arg}: shots and ways must be numbers, e.g. maml:1:20")
+        if numbers and numbers[0] not in SHOTS:
+            sys.exit(f"{arg}: shots must be one of {SHOTS}")
+        if len(numbers) == 2 and numbers[1] not in WAYS:
+            sys.exit(f"{arg}: ways must be one of {list(WAYS)}")
+        if len(numbers) == 2:
+            models.append((method, numbers[0], numbers[1]))
+            continue
+        for k in numbers or SHOTS:
+            models.append((method, k, None))
+            if not numbers:
+                models += [(method, k, n) for n in WAYS if config_path(method, k, n).is_file()]
+    return models
+
+
+def model_key(method: str, shots: int, ways: int | None = None) -> str:
+    """A model's key in the results JSON: ``"maml:1"``, a per-way model ``"maml:1:20"``."""
+    return f"{method}:{shots}" + (f":{ways}" if ways else "")
+
+
+def split_key(key: str) -> Model:
+    """``"maml:1:20"`` -> ``("maml", 1, 20)``; ``"maml:1"`` -> ``("maml", 1, None)``."""
+    method, shots, *ways = key.split(":")
+    return method, int(shots), int(ways[0]) if ways else None
+
+
+def model_label(key: str) -> str:
+    """``"maml 1-shot"``, a per-way model ``"maml 1-shot 20-way"``."""
+    method, shots, ways = split_key(key)
+    return f"{method} {shots}-shot" + (f" {ways}-way" if ways else "")
+
+
+def run_name(method: str, shots: int, ways: int | None = None) -> str:
+    """A model's run folder under ``--out``: ``maml_1shot``; a per-way model's
+    ``maml_1shot_20way``."""
+    return f"{method}_{shots}shot" + (f"_{ways}way" if ways else "")
 
 
 def set_results(folder: Path) -> None:
@@ -107,8 +156,8 @@ def set_results(folder: Path) -> None:
     PLOT, CURVES = folder / PLOT.name, folder / CURVES.name
 
 
-def config_path(method: str, shots: int) -> Path:
-    return ROOT / "experiments" / "configs" / f"omniglot_{method}_{shots}shot.yaml"
+def config_path(method: str, shots: int, ways: int | None = None) -> Path:
+    return ROOT / "experiments" / "configs" / f"omniglot_{run_name(method, shots, ways)}.yaml"
 
 
 def read_rows(path: Path) -> dict:
@@ -142,7 +191,8 @@ def train_only_snapshot(row: dict) -> dict:
                         for cell, res in row["results"].items()}}
 
 
-def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
+def trainval_config(method: str, shots: int, steps: int, folder: Path,
+                    ways: int | None = None) -> Path:
     """The papers' protocol for a cell's config: trained on the 1,200 train + validation
     characters for ``steps`` steps (the train-only run's best validation step; the learning-rate
     schedule keeps its step size), without validation. Written into ``folder``; returns its
@@ -151,7 +201,7 @@ def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
 
     from relgraph.utils import atomic_write_text
 
-    base = config_path(method, shots)
+    base = config_path(method, shots, ways)
     config = yaml.safe_load(base.read_text())
     config["data"]["split"] = "trainval"
     config["data"].pop("val_split", None)
@@ -160,7 +210,7 @@ def trainval_config(method: str, shots: int, steps: int, folder: Path) -> Path:
     config["train"]["steps"] = steps
     config["train"]["patience"] = 0
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"omniglot_{method}_{shots}shot_trainval.yaml"
+    path = folder / f"omniglot_{run_name(method, shots, ways)}_trainval.yaml"
     atomic_write_text(path, f"# {base.relative_to(ROOT)} on train + validation characters for "
                             f"{steps} steps (experiments/omniglot.py --trainval)\n"
                       + yaml.safe_dump(config, sort_keys=False))
@@ -218,29 +268,35 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
               episodes: int, ways_list: tuple[int, ...] = WAYS, data: Path | None = None,
               continue_to: str | None = None, old: dict | None = None,
               eval_device: str | None = None, overrides: tuple[str, ...] = (),
-              trainval_steps: int | None = None) -> dict:
+              trainval_steps: int | None = None, model_ways: int | None = None) -> dict:
     """Train (or continue, or reuse) one model and evaluate its cells; returns its table row.
 
     ``old`` is the model's previous row (its training segments are kept when the run is
     continued or only re-evaluated); ``overrides`` are ``KEY=VALUE`` settings passed to
     ``relgraph train --set``; ``trainval_steps``: train as the papers did (see the module's
-    notes) for this many steps, in ``<method>_<shots>shot_trainval``.
+    notes) for this many steps, in ``<method>_<shots>shot_trainval``; ``model_ways``: the
+    per-way model of that way count (``omniglot_<method>_<k>shot_<n>way.yaml``), evaluated on
+    that way count only.
     """
+    if model_ways is not None and tuple(ways_list) != (model_ways,):
+        sys.exit(f"{model_key(method, shots, model_ways)} is a {model_ways}-way model: it is "
+                 f"evaluated on {model_ways}-way episodes only (--ways {model_ways} or no --ways)")
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_model
 
     data = data or data_dir()
     full = data / "omniglot" / "full"
-    config = config_path(method, shots)
-    out = out_root / f"{method}_{shots}shot"
+    config = config_path(method, shots, model_ways)
+    out = out_root / run_name(method, shots, model_ways)
     if trainval_steps is not None:
-        out = out_root / f"{method}_{shots}shot_trainval"
-        config = trainval_config(method, shots, trainval_steps, out_root / "configs")
+        out = out_root / f"{run_name(method, shots, model_ways)}_trainval"
+        config = trainval_config(method, shots, trainval_steps, out_root / "configs", model_ways)
     before_s, before_step = run_time(out)
     if continue_to is not None:
         if not (out / "last.pt").is_file():
-            sys.exit(f"{out / 'last.pt'} not found: nothing to continue; train {method}:{shots} "
-                     "first (without --continue-to), or pass --out")
+            sys.exit(f"{out / 'last.pt'} not found: nothing to continue; train "
+                     f"{model_key(method, shots, model_ways)} first (without --continue-to), "
+                     "or pass --out")
         steps = continue_steps(continue_to, out)
         train_run(config, out, data, *sets(overrides), "--set", f"train.steps={steps}")
         segments = prior_segments(old)
@@ -274,8 +330,8 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                        seed=0, device=device)
         res["seconds"] = round(time.perf_counter() - started, 1)
         results[f"{ways}w{shots}s"] = res
-    return {"method": method, "shots": shots,
-            "config": str(config_path(method, shots).relative_to(ROOT)),
+    return {"method": method, "shots": shots, **({"ways": model_ways} if model_ways else {}),
+            "config": str(config_path(method, shots, model_ways).relative_to(ROOT)),
             **({"trainval": True} if trainval_steps is not None else {}),
             "train_seconds": train_seconds, "train_steps": train_steps,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"].get("val_acc"),
@@ -320,20 +376,48 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
                                   for c, v in h["results"].items())
                 picked = (f"best validation {h['best_val']:.2f} at step {h['best_step']}"
                           if h.get("best_val") is not None else "no validation")
-                out.append(f"- {key.replace(':', ' ')}-shot{label}, `{h['config']}` at "
+                out.append(f"- {model_label(key)}{label}, `{h['config']}` at "
                            f"{h['train_steps']} steps ({picked}, {h['device']}, evaluated "
                            f"{h.get('evaluated') or 'before 2026-12-02'}): {cells}"
                            + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
                 listed = True
+    for key, r in rows.items():  # evaluated, in the table but for a cell a per-way model fills
+        if gone := superseded(rows, key):
+            cells = ", ".join(f"{c} {r['results'][c]['accuracy']:.2f} +- "
+                              f"{r['results'][c]['ci95']:.2f}" for c in gone)
+            out.append(f"- {model_label(key)}, `{r['config']}` at {r['train_steps']} steps (the "
+                       f"table's model; evaluated {r.get('evaluated') or 'before 2026-12-02'}): "
+                       f"{cells}; not in the table: the per-way model of "
+                       f"{'those cells' if len(gone) > 1 else 'that cell'} fills it.")
+            listed = True
     if not listed:
         out.append("- none recorded")
     return out + [""]
 
 
+def source_key(rows: dict, method: str, cell: str) -> str | None:
+    """The model whose evaluation fills ``cell`` (``"20w1s"``) of ``method``'s table row: the
+    per-way model of that way count when it has the cell, else the method's general model of
+    that shot count when it has it, else ``None``."""
+    ways, shots = (int(x) for x in cell[:-1].split("w"))
+    for key in (model_key(method, shots, ways), model_key(method, shots)):
+        if cell in rows.get(key, {}).get("results", {}):
+            return key
+    return None
+
+
 def _cell(rows: dict, method: str, cell: str) -> dict | None:
-    shots = int(cell.split("w")[1][:-1])
-    row = rows.get(f"{method}:{shots}")
-    return row["results"].get(cell) if row else None
+    key = source_key(rows, method, cell)
+    return rows[key]["results"][cell] if key else None
+
+
+def superseded(rows: dict, key: str) -> list[str]:
+    """The cells a general model was evaluated on that a per-way model fills in the table."""
+    method, _, ways = split_key(key)
+    if ways is not None:
+        return []
+    return [cell for cell in rows[key].get("results", {})
+            if source_key(rows, method, cell) != key]
 
 
 def budget_estimate(curve: list[list[float]], gap: float) -> str:
@@ -374,9 +458,10 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
     the model's row of the papers' protocol (``trainval``), its gaps too."""
     lines = []
     for key, r in rows.items():
-        method, shots = key.split(":")
+        method, shots, ways = split_key(key)
         gaps = [f"{cell} {res['accuracy'] - paper:+.2f}"
                 for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
+                and source_key(rows, method, cell) == key
                 and (res := _cell(rows, method, cell)) and (paper := PAPER[method][1][i])
                 is not None]
         if not gaps:
@@ -389,10 +474,13 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
         segments = prior_segments(r) if r["train_seconds"] is not None else []
         budget = (" + ".join(f"{seg['minutes']:.0f} min, {seg['device']}" for seg in segments)
                   or r["device"])
-        # the cell of the validation episodes' way count (20-way; 5-way for maml)
-        val_cell = f"{5 if method == 'maml' else 20}w{shots}s"
+        # the cell of the validation episodes' way count (20-way, 5-way for maml; a per-way
+        # model's own)
+        val_cell = f"{ways or (5 if method == 'maml' else 20)}w{shots}s"
         res, paper = _cell(rows, method, val_cell), PAPER[method][1][CELLS.index(val_cell)]
-        if not r.get("curve"):
+        if source_key(rows, method, val_cell) != key:
+            need = ""
+        elif not r.get("curve"):
             need = " Budget: no learning curve recorded for this run."
         elif res and paper is not None and res["accuracy"] < paper:
             need = (f" Budget: for {val_cell} (the validation episodes' ways), "
@@ -408,7 +496,11 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                      + (f", {tv['train_steps']} steps: the step count of the run this one "
                         "replaced" if stale_trainval(tv, r) else "") + "): "
                      + ", ".join(tv_gaps) + ".")
-        lines.append(f"- {method} {shots}-shot: {', '.join(gaps)} points vs the paper; {why}. "
+        if gone := superseded(rows, key):
+            need += (f" Its {', '.join(gone)} cell{'s' if len(gone) > 1 else ''} in the table "
+                     "come" + ("" if len(gone) > 1 else "s") + " from the per-way model "
+                     "(below).")
+        lines.append(f"- {model_label(key)}: {', '.join(gaps)} points vs the paper; {why}. "
                      f"The paper trained far longer on a GPU (this run: {budget}).{need}")
     return lines or ["- no model run yet"]
 
@@ -437,18 +529,18 @@ def trainval_section(trainval: dict, rows: dict) -> list[str]:
            "paper |", "|---|---|---|---|---|---|---|---|"]
     replaced = []
     for key, r in trainval.items():
-        method, shots = key.split(":")
+        method, _, _ = split_key(key)
         total = sum(seg["minutes"] for seg in prior_segments(r))
         source = r.get("train_only") or rows.get(key, {})
         if stale_trainval(r, rows.get(key)):
             now = rows[key]
-            replaced.append(f"{method} {shots}-shot (its train-only model was trained again "
+            replaced.append(f"{model_label(key)} (its train-only model was trained again "
                             f"since: now {now['train_steps']} steps, best validation at step "
                             f"{now['best_step']})")
         for cell, res in r["results"].items():
             paper = PAPER[method][1][CELLS.index(cell)]
             base = source.get("results", {}).get(cell)
-            out.append(f"| {method} {shots}-shot | {r['train_steps']} | {total:.1f} min, "
+            out.append(f"| {model_label(key)} | {r['train_steps']} | {total:.1f} min, "
                        f"{r['device']} | {cell} | {res['accuracy']:.2f} +- {res['ci95']:.2f} | "
                        + (f"{base['accuracy']:.2f} +- {base['ci95']:.2f}" if base else "-")
                        + f" | {paper if paper is not None else '-'} | "
@@ -485,7 +577,10 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         "evaluated on them once: see the history at the end), "
         "rotations x4 as new classes, 28x28, Conv4. One model per method and shot count, "
         "evaluated 5-way and 20-way on 1,000 fixed test episodes (seed 0, 15 queries per "
-        "class), BatchNorm in eval mode. Accuracy in % with 95% CI (1.96 std / sqrt(1000)); "
+        "class), BatchNorm in eval mode; a cell marked * comes from a model trained for its "
+        "way count (a per-way model, as Finn et al., Sung et al. and Garcia & Bruna trained "
+        "one per setting; listed in the budget table). Accuracy in % with 95% CI "
+        "(1.96 std / sqrt(1000)); "
         "the paper's number in brackets. Training budgets are far below the papers' (which "
         "trained for hours on a GPU): see the budget table. Transductive rows (tpn, dpgn) "
         "classify all queries of an episode together, on these balanced query sets (15 per "
@@ -497,19 +592,20 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         "|---|---|" + "---|" * len(CELLS),
     ]
     for method in METHODS:
-        if not any(f"{method}:{k}" in rows for k in SHOTS):
+        own = [key for key in rows if split_key(key)[0] == method]
+        if not own:
             continue
-        mode = next(("transductive" if rows[f"{method}:{k}"]["transductive"] else "inductive")
-                    for k in SHOTS if f"{method}:{k}" in rows)
+        mode = "transductive" if rows[own[0]]["transductive"] else "inductive"
         cells = []
         for i, cell in enumerate(CELLS):
             res = _cell(rows, method, cell)
             paper = PAPER[method][1][i]
             ours = f"{res['accuracy']:.2f} +- {res['ci95']:.2f}" if res else "not run"
-            cells.append(ours + (f" ({paper})" if paper is not None else ""))
+            mark = "*" if res and split_key(source_key(rows, method, cell))[2] else ""
+            cells.append(ours + mark + (f" ({paper})" if paper is not None else ""))
         lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
     lines += ["", "Papers: " + "; ".join(f"{m}: {PAPER[m][0]}" for m in METHODS
-                                          if any(f"{m}:{k}" in rows for k in SHOTS)) + ".",
+                                          if any(split_key(key)[0] == m for key in rows)) + ".",
               "", "## Training budget", "",
               "| model | config | steps | best val step (val acc) | training, total | "
               "segments (steps: minutes, device) |",
@@ -519,7 +615,7 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         total = sum(seg["minutes"] for seg in segments)
         parts = "; ".join(f"{a}-{b}: {m:.1f} min, {d}" for (a, b), m, d in
                           ((seg["steps"], seg["minutes"], seg["device"]) for seg in segments))
-        lines.append(f"| {key.replace(':', ' ')}-shot | `{r['config']}` | {r['train_steps']} | "
+        lines.append(f"| {model_label(key)} | `{r['config']}` | {r['train_steps']} | "
                      f"{r['best_step']} ({r['best_val']:.2f}) | {total:.1f} min | {parts} |")
     lines += ["", "Training time: wall clock of the training loop incl. validation (metrics.csv), "
               "per segment: a model continued to a larger budget (`--continue-to`) resumed its "
@@ -527,12 +623,13 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
               "machine slow it, so treat CPU times as upper bounds.",
               "", "## Learning curves", "",
               "Validation accuracy (the validation characters, the checkpoint's selection "
-              "set, in each config's eval episodes: 20-way, 5-way for maml) at each "
+              "set, in each config's eval episodes: 20-way, 5-way for maml, a per-way "
+              "model's own way count) at each "
               "validation, against cumulative training minutes "
               "(plot: `omniglot_curves.png`). Last gain: the change over the last two "
               "validations.", "",
               "| model | minutes: val acc (%) at each validation | last gain |", "|---|---|---|"]
-    missing = [f"{key.replace(':', ' ')}-shot" for key, r in rows.items() if not r.get("curve")]
+    missing = [model_label(key) for key, r in rows.items() if not r.get("curve")]
     for key, r in rows.items():
         curve = r.get("curve") or []
         if not curve:
@@ -540,7 +637,7 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         points = ", ".join(f"{m:.1f}: {a:.2f}" for _, m, a in curve)
         gain = (f"{curve[-1][2] - curve[-2][2]:+.2f} in {curve[-1][1] - curve[-2][1]:.1f} min"
                 if len(curve) > 1 else "")
-        lines.append(f"| {key.replace(':', ' ')}-shot | {points} | {gain} |")
+        lines.append(f"| {model_label(key)} | {points} | {gain} |")
     if missing:
         lines += ["", f"Not recorded for {', '.join(missing)}: their rows were written before "
                   "the learning curves were kept, and their run folders are not here; "
@@ -570,7 +667,7 @@ def plot(rows: dict) -> None:
 
     from relgraph.viz import save_figure
 
-    methods = [m for m in METHODS if any(f"{m}:{k}" in rows for k in SHOTS)]
+    methods = [m for m in METHODS if any(split_key(key)[0] == m for key in rows)]
     fig, axes = plt.subplots(1, len(CELLS), figsize=(3.2 * len(CELLS), 3.4), sharey=False)
     for ax, (i, cell) in zip(axes, enumerate(CELLS), strict=True):
         for j, m in enumerate(methods):
@@ -605,18 +702,20 @@ def plot_curves(rows: dict) -> None:
 
     fig, axes = plt.subplots(1, len(SHOTS), figsize=(5.2 * len(SHOTS), 3.6))
     for ax, k in zip(axes, SHOTS, strict=True):
-        for i, m in enumerate(METHODS):
-            r = rows.get(f"{m}:{k}")
-            if not r or not r.get("curve"):
+        for key, r in rows.items():
+            m, shots, ways = split_key(key)
+            if shots != k or not r.get("curve"):
                 continue
+            i = METHODS.index(m)
             minutes = [c[1] for c in r["curve"]]
             acc = [c[2] for c in r["curve"]]
-            ax.plot(minutes, acc, marker=".", color=f"C{i}", label=m)
+            ax.plot(minutes, acc, marker=".", color=f"C{i}", ls="--" if ways else "-",
+                    label=f"{m} ({ways}-way model)" if ways else m)
             for seg in prior_segments(r)[1:]:  # where a continuation started
                 start = next((c[1] for c in r["curve"] if c[0] == seg["steps"][0]), None)
                 if start is not None:
                     ax.axvline(start, color=f"C{i}", ls=":", lw=0.8)
-        ax.set_title(f"{k}-shot models (validation: 20-way, maml 5-way)")
+        ax.set_title(f"{k}-shot models (validation: 20-way, maml 5-way)", fontsize=10)
         ax.set_xlabel("training minutes (cumulative)")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
@@ -671,8 +770,7 @@ def main() -> int:
                 rows[key] = carry_history(rows.get(key), row, args.why)
         for key, r in rows.items():  # rows written before curves were kept, run folder here
             if not r.get("curve"):
-                method, shots = key.split(":")
-                if curve := learning_curve(Path(args.out) / f"{method}_{shots}shot"):
+                if curve := learning_curve(Path(args.out) / run_name(*split_key(key))):
                     r["curve"] = curve
         write_table(rows)
         plot(rows)
@@ -688,49 +786,54 @@ def main() -> int:
         sys.exit("--continue-to trains; it cannot go with --skip-training")
     if args.continue_to and not re.fullmatch(r"x\d+(\.\d+)?|\d+", args.continue_to):
         sys.exit(f"--continue-to expects STEPS or xF (e.g. 4000 or x2), got {args.continue_to!r}")
-    cells = parse_cells(args.models)
-    missing = [str(config_path(m, k).relative_to(ROOT)) for m, k in cells
-               if not config_path(m, k).is_file()]
+    models = parse_cells(args.models)
+    missing = [str(config_path(*m).relative_to(ROOT)) for m in models
+               if not config_path(*m).is_file()]
     if missing:
         sys.exit("no config for: " + ", ".join(missing))
+    wrong = [model_key(*m) for m in models if m[2] and args.ways and m[2] not in args.ways]
+    if wrong:
+        sys.exit(f"{', '.join(wrong)}: a per-way model is evaluated on its own way count only; "
+                 f"--ways {' '.join(map(str, args.ways))} leaves it nothing")
     rows = read_rows(STATE)
     if args.trainval:
-        return trainval_main(args, cells, rows, data)
-    for method, shots in cells:
+        return trainval_main(args, models, rows, data)
+    for method, shots, ways in models:
+        key = model_key(method, shots, ways)
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
-                        tuple(args.ways or WAYS), data, args.continue_to,
-                        rows.get(f"{method}:{shots}"), overrides=tuple(args.set))
+                        (ways,) if ways else tuple(args.ways or WAYS), data, args.continue_to,
+                        rows.get(key), overrides=tuple(args.set), model_ways=ways)
         # re-read before writing: several invocations may fill the table in parallel
         rows = read_rows(STATE)
-        record(rows, f"{method}:{shots}", row, bool(args.ways), args.why)
+        record(rows, key, row, bool(args.ways) and not ways, args.why)
         write_table(rows)
         plot(rows)
         plot_curves(rows)
-        for cell, res in rows[f"{method}:{shots}"]["results"].items():
-            print(f"{method} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
+        for cell, res in rows[key]["results"].items():
+            print(f"{model_label(key)} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
     return 0
 
 
-def trainval_main(args: argparse.Namespace, cells: list[tuple[str, int]], rows: dict,
+def trainval_main(args: argparse.Namespace, models: list[Model], rows: dict,
                   data: Path) -> int:
-    """``--trainval``: each model of ``cells`` trained as the papers did (module notes)."""
-    missing = [f"{m}:{k}" for m, k in cells if f"{m}:{k}" not in rows]
+    """``--trainval``: each of ``models`` trained as the papers did (module notes)."""
+    missing = [model_key(*m) for m in models if model_key(*m) not in rows]
     if missing:
         sys.exit(f"--trainval takes its step count from the model's train-only row; not in the "
                  f"table: {', '.join(missing)} (run python experiments/omniglot.py "
                  f"{' '.join(missing)} first)")
-    for method, shots in cells:
-        key = f"{method}:{shots}"
+    for method, shots, ways in models:
+        key = model_key(method, shots, ways)
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
-                        tuple(args.ways or WAYS), data, None,
+                        (ways,) if ways else tuple(args.ways or WAYS), data, None,
                         read_rows(TRAINVAL_STATE).get(key), overrides=tuple(args.set),
-                        trainval_steps=rows[key]["best_step"])
+                        trainval_steps=rows[key]["best_step"], model_ways=ways)
         row["train_only"] = train_only_snapshot(rows[key])
         trainval = read_rows(TRAINVAL_STATE)  # re-read: other invocations may write it
-        record(trainval, key, row, bool(args.ways), args.why)
+        record(trainval, key, row, bool(args.ways) and not ways, args.why)
         write_table(read_rows(STATE) or rows, trainval)
         for cell, res in trainval[key]["results"].items():
-            print(f"{method} {cell} (train + validation): {res['accuracy']:.2f} +- "
+            print(f"{model_label(key)} {cell} (train + validation): {res['accuracy']:.2f} +- "
                   f"{res['ci95']:.2f}")
     return 0
 

@@ -194,6 +194,62 @@ def test_omniglot_trainval_row_keeps_the_train_only_run_that_set_its_steps():
                                         if k != "train_only"}, new_run)
 
 
+def test_omniglot_per_way_model_fills_its_cell_and_keeps_the_general_models(tmp_path,
+                                                                           monkeypatch):
+    """A per-way model (``maml:1:20``) fills its way count's cell in the table (marked), its
+    budget, curve and shortfall are its own, and the general model's evaluation of that cell
+    stays on the page (history); the general model keeps its other cell."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import omniglot
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+    def row(config: str, cells: dict[str, float], best: int, **extra) -> dict:
+        return {"config": config, "train_seconds": 600.0, "train_steps": 1000, "best_step": best,
+                "best_val": 90.0, "device": "CPU, 1 thread", "transductive": False,
+                "evaluated": "2026-12-03", "curve": [[250 * i, 2.5 * i, 80.0 + 2 * i]
+                                                     for i in range(1, 5)],
+                "results": {c: {"accuracy": a, "ci95": 0.2} for c, a in cells.items()}, **extra}
+
+    rows = {"maml:1": row("experiments/configs/omniglot_maml_1shot.yaml",
+                          {"5w1s": 95.0, "20w1s": 85.0}, 1000),
+            "maml:1:20": row("experiments/configs/omniglot_maml_1shot_20way.yaml",
+                             {"20w1s": 93.0}, 750, ways=20)}
+    assert omniglot.source_key(rows, "maml", "20w1s") == "maml:1:20"
+    assert omniglot.source_key(rows, "maml", "5w1s") == "maml:1"
+    assert omniglot.source_key(rows, "maml", "5w5s") is None
+    assert omniglot.superseded(rows, "maml:1") == ["20w1s"]
+    assert omniglot.superseded(rows, "maml:1:20") == []
+    for name in ("RESULTS", "TABLE", "STATE", "TRAINVAL_STATE", "PLOT", "CURVES"):
+        monkeypatch.setattr(omniglot, name, getattr(omniglot, name))  # restored afterwards
+    omniglot.set_results(tmp_path)
+    omniglot.write_table(rows, trainval={})
+    page = (tmp_path / "omniglot.md").read_text()
+    assert ("| maml | inductive | 95.00 +- 0.20 (98.7) | not run (99.9) | 93.00 +- 0.20* (95.8) "
+            "| not run (98.9) |") in page
+    assert "| maml 1-shot 20-way | `experiments/configs/omniglot_maml_1shot_20way.yaml` |" in page
+    assert "| maml 1-shot 20-way | 2.5: 82.00, " in page  # its learning curve
+    short = page.split("## Short of the papers")[1].split("##")[0]
+    assert "- maml 1-shot: 5w1s -3.70 points" in short and "20w1s -10.80" not in short
+    assert "Its 20w1s cell in the table comes from the per-way model" in short
+    assert "- maml 1-shot 20-way: 20w1s -2.80 points" in short
+    assert "its validation accuracy peaked at step 750 of 1000" in short
+    assert "Budget: for 20w1s" in short.split("- maml 1-shot 20-way")[1]
+    history = page.split("## Test evaluations (history)")[1]
+    assert "- maml 1-shot, `experiments/configs/omniglot_maml_1shot.yaml` at 1000 steps" in history
+    assert "20w1s 85.00 +- 0.20; not in the table" in history
+    assert json.loads((tmp_path / "omniglot.json").read_text()) == rows
+    # command-line names
+    assert omniglot.parse_cells(["maml:1:20"]) == [("maml", 1, 20)]
+    assert omniglot.split_key("maml:1:20") == ("maml", 1, 20)
+    assert omniglot.run_name("maml", 1, 20) == "maml_1shot_20way"
+    assert omniglot.config_path("maml", 1, 20).name == "omniglot_maml_1shot_20way.yaml"
+    for bad in ("maml:1:10", "maml:2", "maml:one", "maml:1:20:5", "nope"):
+        with pytest.raises(SystemExit):
+            omniglot.parse_cells([bad])
+
+
 def test_challenge_table_keeps_every_replaced_test_evaluation():
     """A challenge condition trained again keeps the replaced row's error (with its TTA) in
     its history and on the page; re-evaluating the same result adds nothing."""

@@ -1,6 +1,7 @@
 """Train every Vinyals model and both Omniglot challenge configs at once on one GPU, evaluate.
 
-The 12 models of ``experiments/omniglot.py`` (``omniglot_<method>_<k>shot.yaml``) and the two
+The 12 models of ``experiments/omniglot.py`` (``omniglot_<method>_<k>shot.yaml``, and the
+per-way models that have a config, ``omniglot_<method>_<k>shot_<n>way.yaml``) and the two
 of ``experiments/omniglot_challenge.py`` (``omniglot_challenge_{full,minimal}.yaml``) train to
 their configs' full budgets as concurrent processes on one GPU (one CPU thread each), each
 evaluated as soon as it finishes, exactly as those scripts evaluate (``--skip-training`` on the
@@ -56,6 +57,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 
+import omniglot  # noqa: E402
 from common import data_dir, run_time  # noqa: E402
 from common import train as start_training  # noqa: E402
 
@@ -73,7 +75,7 @@ SMOKE_SETS = ["train.steps=4", "train.val_every=2", "train.val_episodes=4", "tra
 class Job:
     """One model: its config, run folder, training and evaluation processes."""
 
-    name: str  # "protonet:1" or "challenge:full"
+    name: str  # "protonet:1", a per-way model "maml:1:20", or "challenge:full"
     config: Path
     run: Path
     train: subprocess.Popen | None = None
@@ -93,13 +95,24 @@ class Job:
 def jobs_for(models: list[str], challenge: list[str], runs: Path) -> list[Job]:
     jobs = []
     for model in models:
-        method, _, shots = model.partition(":")
-        jobs.append(Job(model, ROOT / "experiments" / "configs" /
-                        f"omniglot_{method}_{shots}shot.yaml", runs / f"{method}_{shots}shot"))
+        method, shots, ways = omniglot.split_key(model)
+        jobs.append(Job(model, omniglot.config_path(method, shots, ways),
+                        runs / omniglot.run_name(method, shots, ways)))
     for cond in challenge:
         jobs.append(Job(f"challenge:{cond}", ROOT / "experiments" / "configs" /
                         f"omniglot_challenge_{cond}.yaml", runs / "challenge" / cond))
     return jobs
+
+
+def known_model(name: str) -> bool:
+    """Whether ``name`` is a model of the table with a config: ``method:shots`` or a per-way
+    ``method:shots:ways``."""
+    parts = name.split(":")
+    if parts[0] not in METHODS + EXTRA or len(parts) not in (2, 3) or not all(
+            p.isdigit() for p in parts[1:]):
+        return False
+    method, shots, ways = omniglot.split_key(name)
+    return shots in omniglot.SHOTS and omniglot.config_path(method, shots, ways).is_file()
 
 
 def check_data(data: Path, jobs: list[Job]) -> str | None:
@@ -228,7 +241,6 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
                   concurrent: int) -> tuple[dict, dict]:
     """One ``omniglot.json`` and one ``omniglot_challenge.json`` (and their tables and plots)
     from the per-job evaluations, each row's training recorded as one GPU segment."""
-    import omniglot
     import omniglot_challenge
 
     rows, challenge = {}, {}
@@ -338,10 +350,11 @@ def main() -> int:
     parser.add_argument("--out", help="output folder (default: $OUT, else runs/reproduce/out)")
     parser.add_argument("--runs", help="run folders (default: beside --out, runs/reproduce/runs "
                                        "or a temporary folder when $OUT is set)")
-    parser.add_argument("--models", default=",".join(f"{m}:{k}" for m in METHODS
-                                                     for k in (1, 5)),
-                        help="comma-separated method:shots (default: the 12 with papers' "
-                             f"numbers; {', '.join(EXTRA)} also accepted)")
+    parser.add_argument("--models", default=",".join(
+                            omniglot.model_key(*m) for m in omniglot.parse_cells(METHODS)),
+                        help="comma-separated method:shots or method:shots:ways (default: the "
+                             "12 with papers' numbers and the per-way models with a config; "
+                             f"{', '.join(EXTRA)} also accepted)")
     parser.add_argument("--challenge", default=",".join(CHALLENGE),
                         help="comma-separated challenge conditions (default: full,minimal; "
                              "'' for none)")
@@ -370,8 +383,7 @@ def main() -> int:
             args.challenge = "minimal"
         args.episodes = min(args.episodes, 10)
     models = [m for m in args.models.split(",") if m]
-    bad = [m for m in models if m.partition(":")[0] not in METHODS + EXTRA
-           or m.partition(":")[2] not in ("1", "5")]
+    bad = [m for m in models if not known_model(m)]
     conds = [c for c in args.challenge.split(",") if c]
     if bad or any(c not in CHALLENGE for c in conds):
         sys.exit(f"reproduce: unknown models {bad} or challenge conditions {conds}")
