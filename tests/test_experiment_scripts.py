@@ -250,6 +250,32 @@ def test_omniglot_per_way_model_fills_its_cell_and_keeps_the_general_models(tmp_
             omniglot.parse_cells([bad])
 
 
+@pytest.mark.data
+@pytest.mark.slow
+def test_omniglot_trains_a_per_way_model_into_its_own_run(shared_data, tmp_path):
+    """``maml:1:20`` trains its own config into its own run folder and is evaluated on its
+    way count only; asking it for another way count is a clear error that trains nothing."""
+    common_args = ["experiments/omniglot.py", "--data", str(shared_data), "--out",
+                   str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+                   "--episodes", "4"]
+    run = script(*common_args, "--ways", "5", *TINY, "maml:1:20")
+    assert run.returncode != 0 and "evaluated on its own way count only" in run.stderr
+    assert not (tmp_path / "runs").exists()
+    run = script(*common_args, *TINY, "maml:1:20")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = json.loads((tmp_path / "results" / "omniglot.json").read_text())
+    assert list(rows) == ["maml:1:20"]
+    row = rows["maml:1:20"]
+    assert row["ways"] == 20 and set(row["results"]) == {"20w1s"}
+    assert row["config"] == "experiments/configs/omniglot_maml_1shot_20way.yaml"
+    assert [c[0] for c in row["curve"]] == [2, 4]
+    config = (tmp_path / "runs" / "maml_1shot_20way" / "config.yaml").read_text()
+    assert "ways: 20" in config
+    page = (tmp_path / "results" / "omniglot.md").read_text()
+    assert "| maml | inductive | not run (98.7) | not run (99.9) | " in page
+    assert "* (95.8) |" in page and "| maml 1-shot 20-way |" in page
+
+
 def test_challenge_table_keeps_every_replaced_test_evaluation():
     """A challenge condition trained again keeps the replaced row's error (with its TTA) in
     its history and on the page; re-evaluating the same result adds nothing."""
