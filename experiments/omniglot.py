@@ -10,8 +10,9 @@ characters: 15 queries per class, 1,000 fixed episodes (seed 0), BatchNorm in ev
 Per-way models: Finn et al., Sung et al. and Garcia & Bruna trained a model for each way count.
 A config ``omniglot_<method>_<k>shot_<n>way.yaml`` (model ``method:k:n``, run folder
 ``<method>_<k>shot_<n>way``) is such a model: trained on n-way episodes, its validation
-episodes n-way, evaluated on the n-way cell only, which it then fills in the table (marked);
-the method's general model keeps its other cell, and its own n-way evaluation stays listed.
+episodes n-way, evaluated on the n-way cell only. It fills that cell in the table (marked) if
+it beats the general model on its validation episodes (both scored on them when the per-way
+model is evaluated); the general model's evaluation of the cell stays listed either way.
 
 Usage (from the project root)::
 
@@ -330,7 +331,11 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                        seed=0, device=device)
         res["seconds"] = round(time.perf_counter() - started, 1)
         results[f"{ways}w{shots}s"] = res
+    chosen = ({"validation": validation_comparison(method, shots, model_ways, out_root, data,
+                                                   device)}
+              if model_ways and trainval_steps is None else {})
     return {"method": method, "shots": shots, **({"ways": model_ways} if model_ways else {}),
+            **chosen,
             "config": str(config_path(method, shots, model_ways).relative_to(ROOT)),
             **({"trainval": True} if trainval_steps is not None else {}),
             "train_seconds": train_seconds, "train_steps": train_steps,
@@ -341,6 +346,47 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "torch": torch.__version__,
             "transductive": next(iter(results.values()))["transductive"], "results": results,
             "evaluated": time.strftime("%Y-%m-%d")}
+
+
+def validation_comparison(method: str, shots: int, ways: int, out_root: Path, data: Path,
+                          device: str) -> dict:
+    """A per-way model and its method's general model (when its run folder is under
+    ``out_root``) on the same validation episodes: those the per-way model's training validated
+    on (its run's ``config.yaml``: ``eval`` episodes, ``train.val_episodes`` of them, the
+    trainer's seed), so the per-way model's score equals its best validation accuracy. Decides
+    whether it fills its cell (:func:`source_key`).
+
+    Returns:
+        ``{"ways", "shots", "queries", "episodes", "seed", "models": {key: {"accuracy",
+        "ci95", "train_steps", "best_step"}}}``.
+    """
+    import yaml
+
+    from relgraph.data import build_dataset
+    from relgraph.engine import evaluate, load_model
+    from relgraph.engine.trainer import VAL_SEED
+
+    run = out_root / run_name(method, shots, ways)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    queries, episodes = config["eval"]["queries"], config["train"]["val_episodes"]
+    full = data / "omniglot" / "full"
+    out = {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes,
+           "seed": VAL_SEED, "models": {}}
+    for key in (model_key(method, shots, ways), model_key(method, shots)):
+        path = out_root / run_name(*split_key(key)) / "checkpoint.pt"
+        if not path.is_file():
+            continue
+        model, ckpt = load_model(path)
+        val = build_dataset("omniglot", [full / "images_background.npz",
+                                         full / "images_evaluation.npz"],
+                            split="val", image_size=ckpt["preprocessing"]["image_size"])
+        # not rotated: the trainer adds rotated copies to the training classes only
+        res = evaluate(model.to(device), val, ways=ways, shots=shots, queries=queries,
+                       episodes=episodes, seed=VAL_SEED, device=device)
+        out["models"][key] = {"accuracy": res["accuracy"], "ci95": res["ci95"],
+                              "train_steps": run_time(path.parent)[1],
+                              "best_step": ckpt["best"]["step"]}
+    return out
 
 
 def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
@@ -381,14 +427,17 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
                            f"{h.get('evaluated') or 'before 2026-12-02'}): {cells}"
                            + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
                 listed = True
-    for key, r in rows.items():  # evaluated, in the table but for a cell a per-way model fills
+    for key, r in rows.items():  # current models' cells that another model of theirs fills
         if gone := superseded(rows, key):
             cells = ", ".join(f"{c} {r['results'][c]['accuracy']:.2f} +- "
                               f"{r['results'][c]['ci95']:.2f}" for c in gone)
-            out.append(f"- {model_label(key)}, `{r['config']}` at {r['train_steps']} steps (the "
-                       f"table's model; evaluated {r.get('evaluated') or 'before 2026-12-02'}): "
-                       f"{cells}; not in the table: the per-way model of "
-                       f"{'those cells' if len(gone) > 1 else 'that cell'} fills it.")
+            out.append(f"- {model_label(key)}, `{r['config']}` at {r['train_steps']} steps "
+                       f"(current; evaluated {r.get('evaluated') or 'before 2026-12-02'}): "
+                       f"{cells}; not in the table: "
+                       + ("the per-way model fills " + ("those cells" if len(gone) > 1 else
+                                                        "that cell")
+                          if not split_key(key)[2] else
+                          "the general model keeps the cell (chosen on validation)") + ".")
             listed = True
     if not listed:
         out.append("- none recorded")
@@ -397,13 +446,48 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
 
 def source_key(rows: dict, method: str, cell: str) -> str | None:
     """The model whose evaluation fills ``cell`` (``"20w1s"``) of ``method``'s table row: the
-    per-way model of that way count when it has the cell, else the method's general model of
-    that shot count when it has it, else ``None``."""
+    per-way model of that way count when it has the cell and was not behind the general model
+    on its validation episodes (:func:`beats_general`), else the method's general model of that
+    shot count when it has the cell, else ``None``."""
     ways, shots = (int(x) for x in cell[:-1].split("w"))
-    for key in (model_key(method, shots, ways), model_key(method, shots)):
-        if cell in rows.get(key, {}).get("results", {}):
-            return key
+    per_way = rows.get(model_key(method, shots, ways), {})
+    if (cell in per_way.get("results", {})
+            and beats_general(model_key(method, shots, ways), per_way) is not False):
+        return model_key(method, shots, ways)
+    if cell in rows.get(model_key(method, shots), {}).get("results", {}):
+        return model_key(method, shots)
     return None
+
+
+def beats_general(key: str, row: dict) -> bool | None:
+    """Whether the per-way model ``key`` (its ``row``) scored higher than its method's general
+    model on the same validation episodes (``row["validation"]``,
+    :func:`validation_comparison`); ``None`` when no such comparison was recorded (the general
+    model's run folder was not there)."""
+    models = (row.get("validation") or {}).get("models", {})
+    own = models.get(key)
+    general = models.get(model_key(*split_key(key)[:2]))
+    if not own or not general:
+        return None
+    return own["accuracy"] > general["accuracy"]
+
+
+def chosen_text(key: str, row: dict) -> str:
+    """How a per-way model's row was chosen over the general model (or not), in a sentence."""
+    v = row.get("validation") or {}
+    models = v.get("models", {})
+    general = model_key(*split_key(key)[:2])
+    if key not in models or general not in models:
+        return (" Not compared with the general model on validation (its run folder was not "
+                "there when this model was evaluated); it fills its cell.")
+    own, other = models[key], models[general]
+    verdict = ("so it fills its cell" if beats_general(key, row) else
+               "so the general model keeps the cell")
+    return (f" On its {v['episodes']} {v['ways']}-way {v['shots']}-shot validation episodes "
+            f"(seed {v['seed']}) it scored {own['accuracy']:.2f} +- {own['ci95']:.2f}, the "
+            f"general {model_label(general)} model {other['accuracy']:.2f} +- "
+            f"{other['ci95']:.2f} (its run at {other['train_steps']} steps, best step "
+            f"{other['best_step']}): {verdict}.")
 
 
 def _cell(rows: dict, method: str, cell: str) -> dict | None:
@@ -412,10 +496,9 @@ def _cell(rows: dict, method: str, cell: str) -> dict | None:
 
 
 def superseded(rows: dict, key: str) -> list[str]:
-    """The cells a general model was evaluated on that a per-way model fills in the table."""
-    method, _, ways = split_key(key)
-    if ways is not None:
-        return []
+    """The cells a model was evaluated on that another model of its method fills in the table
+    (a general model's cell that a per-way model fills, or the reverse)."""
+    method = split_key(key)[0]
     return [cell for cell in rows[key].get("results", {})
             if source_key(rows, method, cell) != key]
 
@@ -465,6 +548,8 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                 and (res := _cell(rows, method, cell)) and (paper := PAPER[method][1][i])
                 is not None]
         if not gaps:
+            if ways and r.get("results"):
+                lines.append(f"- {model_label(key)}: not in the table." + chosen_text(key, r))
             continue
         why = ("its best validation accuracy came at the last step, so it was still improving "
                "when its budget ended (likely undertrained)"
@@ -496,6 +581,8 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                      + (f", {tv['train_steps']} steps: the step count of the run this one "
                         "replaced" if stale_trainval(tv, r) else "") + "): "
                      + ", ".join(tv_gaps) + ".")
+        if ways:
+            need += chosen_text(key, r)
         if gone := superseded(rows, key):
             need += (f" Its {', '.join(gone)} cell{'s' if len(gone) > 1 else ''} in the table "
                      "come" + ("" if len(gone) > 1 else "s") + " from the per-way model "

@@ -238,8 +238,38 @@ def test_omniglot_per_way_model_fills_its_cell_and_keeps_the_general_models(tmp_
     assert "Budget: for 20w1s" in short.split("- maml 1-shot 20-way")[1]
     history = page.split("## Test evaluations (history)")[1]
     assert "- maml 1-shot, `experiments/configs/omniglot_maml_1shot.yaml` at 1000 steps" in history
-    assert "20w1s 85.00 +- 0.20; not in the table" in history
+    assert "20w1s 85.00 +- 0.20; not in the table: the per-way model fills that cell" in history
     assert json.loads((tmp_path / "omniglot.json").read_text()) == rows
+    assert "Not compared with the general model on validation" in short  # nothing recorded
+    # chosen on validation: the per-way model fills its cell only when it led the general model
+    # on its validation episodes
+    def compared(own: float, general: float) -> dict:
+        return {"ways": 20, "shots": 1, "queries": 15, "episodes": 200, "seed": 12345,
+                "models": {"maml:1:20": {"accuracy": own, "ci95": 0.5, "train_steps": 1000,
+                                         "best_step": 750},
+                           "maml:1": {"accuracy": general, "ci95": 0.5, "train_steps": 1000,
+                                      "best_step": 1000}}}
+
+    rows["maml:1:20"]["validation"] = compared(91.0, 88.0)
+    assert omniglot.source_key(rows, "maml", "20w1s") == "maml:1:20"
+    omniglot.write_table(rows, trainval={})
+    short = (tmp_path / "omniglot.md").read_text().split("## Short of the papers")[1]
+    assert ("it scored 91.00 +- 0.50, the general maml 1-shot model 88.00 +- 0.50 (its run at "
+            "1000 steps, best step 1000): so it fills its cell.") in short
+    rows["maml:1:20"]["validation"] = compared(87.0, 88.0)
+    assert omniglot.source_key(rows, "maml", "20w1s") == "maml:1"
+    assert omniglot.superseded(rows, "maml:1") == []
+    assert omniglot.superseded(rows, "maml:1:20") == ["20w1s"]
+    omniglot.write_table(rows, trainval={})
+    page = (tmp_path / "omniglot.md").read_text()
+    assert "| 85.00 +- 0.20 (95.8) |" in page  # the general model's cell, unmarked
+    short = page.split("## Short of the papers")[1].split("##")[0]
+    assert "- maml 1-shot: 5w1s -3.70, 20w1s -10.80 points" in short
+    assert "- maml 1-shot 20-way: not in the table. On its 200 20-way 1-shot" in short
+    assert "so the general model keeps the cell." in short
+    history = page.split("## Test evaluations (history)")[1]
+    assert ("20w1s 93.00 +- 0.20; not in the table: the general model keeps the cell (chosen on "
+            "validation)") in history
     # command-line names
     assert omniglot.parse_cells(["maml:1:20"]) == [("maml", 1, 20)]
     assert omniglot.split_key("maml:1:20") == ("maml", 1, 20)
@@ -269,6 +299,10 @@ def test_omniglot_trains_a_per_way_model_into_its_own_run(shared_data, tmp_path)
     assert row["ways"] == 20 and set(row["results"]) == {"20w1s"}
     assert row["config"] == "experiments/configs/omniglot_maml_1shot_20way.yaml"
     assert [c[0] for c in row["curve"]] == [2, 4]
+    # compared on its own validation episodes (no general model here): the same episodes as
+    # its training's validation, so the same accuracy as its best step's
+    assert list(row["validation"]["models"]) == ["maml:1:20"]
+    assert row["validation"]["models"]["maml:1:20"]["accuracy"] == pytest.approx(row["best_val"])
     config = (tmp_path / "runs" / "maml_1shot_20way" / "config.yaml").read_text()
     assert "ways: 20" in config
     page = (tmp_path / "results" / "omniglot.md").read_text()
