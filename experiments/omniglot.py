@@ -352,37 +352,33 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
                           device: str) -> dict:
     """A per-way model and its method's general model (when its run folder is under
     ``out_root``) on the same validation episodes: those the per-way model's training validated
-    on (its run's ``config.yaml``: ``eval`` episodes, ``train.val_episodes`` of them, the
-    trainer's seed), so the per-way model's score equals its best validation accuracy. Decides
-    whether it fills its cell (:func:`source_key`).
+    on (its run's ``config.yaml``, scored by the trainer's own
+    :func:`~relgraph.engine.trainer.validation_result`), so the per-way model's score equals its
+    best validation accuracy. Decides whether it fills its cell (:func:`source_key`).
 
     Returns:
         ``{"ways", "shots", "queries", "episodes", "seed", "models": {key: {"accuracy",
         "ci95", "train_steps", "best_step"}}}``.
     """
-    import yaml
+    import dataclasses
 
-    from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_model
-    from relgraph.engine.trainer import VAL_SEED
+    from relgraph.engine import load_model
+    from relgraph.engine.config import load_config
+    from relgraph.engine.trainer import VAL_SEED, build_datasets, validation_result
 
-    run = out_root / run_name(method, shots, ways)
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    queries, episodes = config["eval"]["queries"], config["train"]["val_episodes"]
-    full = data / "omniglot" / "full"
-    out = {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes,
+    config = load_config(out_root / run_name(method, shots, ways) / "config.yaml")
+    cwd = common.training_cwd(data)  # where the saved config's relative roots reach the data
+    _, val = build_datasets(dataclasses.replace(
+        config.data, roots=[str(cwd / root) for root in config.data.roots]))
+    out = {"ways": config.eval.ways, "shots": config.eval.shots,
+           "queries": config.eval.queries, "episodes": config.train.val_episodes,
            "seed": VAL_SEED, "models": {}}
     for key in (model_key(method, shots, ways), model_key(method, shots)):
         path = out_root / run_name(*split_key(key)) / "checkpoint.pt"
         if not path.is_file():
             continue
         model, ckpt = load_model(path)
-        val = build_dataset("omniglot", [full / "images_background.npz",
-                                         full / "images_evaluation.npz"],
-                            split="val", image_size=ckpt["preprocessing"]["image_size"])
-        # not rotated: the trainer adds rotated copies to the training classes only
-        res = evaluate(model.to(device), val, ways=ways, shots=shots, queries=queries,
-                       episodes=episodes, seed=VAL_SEED, device=device)
+        res = validation_result(model.to(device), val, config, device)
         out["models"][key] = {"accuracy": res["accuracy"], "ci95": res["ci95"],
                               "train_steps": run_time(path.parent)[1],
                               "best_step": ckpt["best"]["step"]}
@@ -450,13 +446,11 @@ def source_key(rows: dict, method: str, cell: str) -> str | None:
     on its validation episodes (:func:`beats_general`), else the method's general model of that
     shot count when it has the cell, else ``None``."""
     ways, shots = (int(x) for x in cell[:-1].split("w"))
-    per_way = rows.get(model_key(method, shots, ways), {})
-    if (cell in per_way.get("results", {})
-            and beats_general(model_key(method, shots, ways), per_way) is not False):
-        return model_key(method, shots, ways)
-    if cell in rows.get(model_key(method, shots), {}).get("results", {}):
-        return model_key(method, shots)
-    return None
+    per_way, general = model_key(method, shots, ways), model_key(method, shots)
+    if (cell in rows.get(per_way, {}).get("results", {})
+            and beats_general(per_way, rows[per_way]) is not False):
+        return per_way
+    return general if cell in rows.get(general, {}).get("results", {}) else None
 
 
 def beats_general(key: str, row: dict) -> bool | None:
@@ -545,8 +539,7 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
         gaps = [f"{cell} {res['accuracy'] - paper:+.2f}"
                 for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
                 and source_key(rows, method, cell) == key
-                and (res := _cell(rows, method, cell)) and (paper := PAPER[method][1][i])
-                is not None]
+                and (res := r["results"][cell]) and (paper := PAPER[method][1][i]) is not None]
         if not gaps:
             if ways and r.get("results"):
                 lines.append(f"- {model_label(key)}: not in the table." + chosen_text(key, r))

@@ -80,8 +80,8 @@ from relgraph.utils import atomic_write_text
 __all__ = ["train", "build_model", "build_datasets", "features_backbone", "init_backbone",
            "load_model", "VAL_SEED",
            "TrainRun", "TrainState", "setup", "build_state", "resume_from_last", "saved_segments",
-           "record_segment", "train_step",
-           "validate", "save_best", "save_last", "check_init_from", "check_arguments",
+           "record_segment", "train_step", "validate", "validation_result",
+           "save_best", "save_last", "check_init_from", "check_arguments",
            "NonFiniteLoss"]
 
 logger = logging.getLogger(__name__)
@@ -864,6 +864,23 @@ def end_interval(run: TrainRun, state: TrainState, started: float) -> dict[str, 
     return row
 
 
+def validation_result(model: FewShotMethod, val_ds: FewShotDataset, config: Config,
+                      device: torch.device | str = "cpu", amp: bool | str = False
+                      ) -> dict[str, Any]:
+    """``model`` on a config's fixed validation episodes: ``train.val_episodes`` episodes of the
+    ``eval`` section's shape, seed :data:`VAL_SEED` (the episodes :func:`validate` scores, so a
+    checkpoint scores its recorded best validation accuracy on them).
+
+    Returns:
+        :func:`relgraph.engine.evaluate`'s result (accuracy and ci95 in %).
+    """
+    t, v = config.train, config.eval
+    return evaluate(model, val_ds, v.ways, v.shots, v.queries, t.val_episodes,
+                    seed=VAL_SEED, episodes_per_batch=v.episodes_per_batch, device=device,
+                    amp=amp, within_alphabet=v.within_alphabet, unlabelled=v.unlabelled,
+                    distractors=v.distractors)
+
+
 def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
     """Evaluate on the fixed validation episodes (seed :data:`VAL_SEED`), add ``row`` to the
     history, and keep the model in ``checkpoint.pt`` if it is the best so far.
@@ -873,12 +890,8 @@ def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
     Returns:
         whether the model improved on the best validation accuracy.
     """
-    t, v = run.config.train, run.config.eval
     if run.val_ds is not None:
-        res = evaluate(state.model, run.val_ds, v.ways, v.shots, v.queries, t.val_episodes,
-                       seed=VAL_SEED, episodes_per_batch=v.episodes_per_batch,
-                       device=run.device, amp=run.amp, within_alphabet=v.within_alphabet,
-                       unlabelled=v.unlabelled, distractors=v.distractors)
+        res = validation_result(state.model, run.val_ds, run.config, run.device, run.amp)
         row["val_acc"], row["val_ci95"] = res["accuracy"], res["ci95"]
         improved = res["accuracy"] > state.best["val_acc"]
     else:
