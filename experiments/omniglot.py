@@ -299,13 +299,16 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                      f"{model_key(method, shots, model_ways)} first (without --continue-to), "
                      "or pass --out")
         steps = continue_steps(continue_to, out)
+        row_run = same_run(old, before_s, before_step)
         train_run(config, out, data, *sets(overrides), "--set", f"train.steps={steps}")
-        segments = prior_segments(old)
         after_s, after_step = run_time(out)
-        if after_step != before_step:
-            segments.append({"steps": [before_step, after_step],
-                             "minutes": round((after_s - before_s) / 60, 2),
-                             "device": training_device()})
+        segments = []  # not the row's run (trained again since): the run's own record, below
+        if row_run:
+            segments = prior_segments(old)
+            if after_step != before_step:
+                segments.append({"steps": [before_step, after_step],
+                                 "minutes": round((after_s - before_s) / 60, 2),
+                                 "device": training_device()})
     elif not skip_training:
         train_run(config, out, data, "--no-resume", *sets(overrides))
         after_s, after_step = run_time(out)
@@ -314,8 +317,9 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     else:
         segments = prior_segments(old) if same_run(old, before_s, before_step) else []
     model, ckpt = load_model(out / "checkpoint.pt")
-    if not segments and before_step is not None:  # a run no row recorded: its own record
-        segments = run_segments(out, ckpt, before_s, before_step)
+    now_s, now_step = run_time(out)
+    if not segments and now_step is not None:  # a run no row recorded: its own record
+        segments = run_segments(out, ckpt, now_s, now_step)
     test = build_dataset("omniglot", [full / "images_background.npz",
                                       full / "images_evaluation.npz"],
                          split="test", rotations=True,

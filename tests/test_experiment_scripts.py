@@ -118,6 +118,19 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     assert set(both["results"]) == {"5w1s", "20w1s"}
     assert both["results"]["5w1s"] == again["results"]["5w1s"]
     assert [h["results"] for h in both["history"]] == [other["results"]]
+    # continuing a run whose model the table's row does not describe (the row's run was
+    # trained again since): the row takes the run's own segments, not the old row's
+    (tmp_path / "results_again").mkdir()
+    (tmp_path / "results_again" / "omniglot.json").write_text(json.dumps({"protonet:1": other}))
+    run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                 str(tmp_path / "cont"), "--results", str(tmp_path / "results_again"),
+                 "--episodes", "10", "--ways", "5", *TINY, "--continue-to", "12", "protonet:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    longer = json.loads((tmp_path / "results_again" / "omniglot.json").read_text())["protonet:1"]
+    assert [s["steps"] for s in longer["segments"]] == [[0, 4], [4, 8], [8, 12]]
+    assert [s["minutes"] for s in longer["segments"][:2]] == [
+        s["minutes"] for s in again["segments"]]
+    assert [h["results"] for h in longer["history"]] == [other["results"]]
 
 
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
