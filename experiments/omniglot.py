@@ -541,6 +541,8 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
     for key, r in rows.items():
         method, shots, ways = split_key(key)
         gaps = [f"{cell} {res['accuracy'] - paper:+.2f}"
+                + ("" if not meets(res, paper) else " (meets it)" if res["accuracy"] >= paper
+                   else " (meets it, within its 95% CI)")
                 for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
                 and source_key(rows, method, cell) == key
                 and (res := r["results"][cell]) and (paper := PAPER[method][1][i]) is not None]
