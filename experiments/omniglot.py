@@ -540,9 +540,7 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
     lines = []
     for key, r in rows.items():
         method, shots, ways = split_key(key)
-        gaps = [f"{cell} {res['accuracy'] - paper:+.2f}"
-                + ("" if not meets(res, paper) else " (meets it)" if res["accuracy"] >= paper
-                   else " (meets it, within its 95% CI)")
+        gaps = [gap_text(cell, res, paper)
                 for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
                 and source_key(rows, method, cell) == key
                 and (res := r["results"][cell]) and (paper := PAPER[method][1][i]) is not None]
@@ -572,8 +570,7 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
         else:
             need = ""
         if tv := (trainval or {}).get(key):
-            tv_gaps = [f"{cell} {res['accuracy'] - paper:+.2f}"
-                       + (" (meets it)" if meets(res, paper) else "")
+            tv_gaps = [gap_text(cell, res, paper)
                        for cell, res in tv["results"].items()
                        if (paper := PAPER[method][1][CELLS.index(cell)]) is not None]
             need += (" Trained on train + validation as the paper (its section below"
@@ -594,6 +591,14 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
 def meets(res: dict, paper: float | None) -> bool:
     """Whether a cell meets the paper's number within its 95% CI."""
     return paper is not None and res["accuracy"] + res["ci95"] >= paper
+
+
+def gap_text(cell: str, res: dict, paper: float) -> str:
+    """``"5w1s -0.11 (meets it, within its 95% CI)"``: a cell's distance to the paper."""
+    text = f"{cell} {res['accuracy'] - paper:+.2f}"
+    if not meets(res, paper):
+        return text
+    return text + (" (meets it)" if res["accuracy"] >= paper else " (meets it, within its 95% CI)")
 
 
 def trainval_section(trainval: dict, rows: dict) -> list[str]:
