@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 
 import omniglot  # noqa: E402
-from common import data_dir, run_time  # noqa: E402
+from common import data_dir, learning_curve, run_time  # noqa: E402
 from common import train as start_training  # noqa: E402
 
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "maml"]
@@ -85,6 +85,8 @@ class Job:
     stopped: str | None = None  # why training ended early, if it did
     train_rc: int | None = None
     eval_rc: int | None = None
+    sets: list[str] = field(default_factory=list)  # this job's own training settings (--scale)
+    committed_val: float | None = None  # the committed row's best validation (--gate)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -176,23 +178,134 @@ def start_mps(log: Path) -> str:
     return f"MPS: started (rc {rc.returncode})"
 
 
+def reserve(job: Job, args: argparse.Namespace) -> float:
+    """Seconds before the deadline at which ``job``'s training is stopped: the evaluation
+    reserve, twice over for maml (its evaluation adapts to every episode: 10 inner steps)."""
+    return args.eval_reserve * (2 if job.name.startswith("maml") else 1)
+
+
+def best_validation(run: Path) -> float | None:
+    """The run's best validation accuracy (its ``metrics.csv``), ``None`` before any."""
+    curve = learning_curve(run)
+    return max(v for _, _, v in curve) if curve else None
+
+
+def committed_validation(jobs: list[Job], folder: Path) -> None:
+    """Set each job's ``committed_val``: the best validation of its row in the committed
+    ``omniglot.json`` / ``omniglot_challenge.json`` of ``folder`` (same validation episodes:
+    same config, same seed)."""
+    tables = {}
+    for name in ("omniglot.json", "omniglot_challenge.json"):
+        path = folder / name
+        tables[name] = json.loads(path.read_text()) if path.is_file() else {}
+    for job in jobs:
+        if job.is_challenge:
+            row = tables["omniglot_challenge.json"].get(job.name.split(":")[1])
+        else:
+            row = tables["omniglot.json"].get(job.name)
+        job.committed_val = row.get("best_val") if row else None
+
+
+def gate_note(job: Job) -> str | None:
+    """Why ``job`` is not evaluated on the test classes (``--gate``), or ``None`` to evaluate:
+    only a run whose best validation beats the committed row's touches the test classes."""
+    if job.committed_val is None:
+        return None
+    new = best_validation(job.run)
+    if new is not None and new > job.committed_val:
+        return None
+    shown = "none" if new is None else f"{new:.2f}"
+    return (f"not evaluated on the test classes: best validation {shown} <= the committed "
+            f"row's {job.committed_val:.2f} (--gate)")
+
+
+def scaled_sets(config: Path, factor: float) -> list[str]:
+    """Training settings that stretch ``config``'s schedule by ``factor``: steps, the step
+    schedule's ``step_size`` and ``val_every`` (as many validations; a cosine schedule follows
+    ``steps`` by itself)."""
+    from relgraph.engine import load_config
+
+    t = load_config(config).train
+    steps = max(1, round(t.steps * factor))
+    sets = [f"train.steps={steps}", f"train.val_every={max(1, round(t.val_every * factor))}"]
+    if t.scheduler == "step":
+        sets.append(f"train.step_size={max(1, round(t.step_size * factor))}")
+    return sets
+
+
+def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, logs: Path,
+              started: float) -> None:
+    """``--scale``: time ``args.calibrate`` steps of every job at once (all processes sharing
+    the GPU as they will), then set each job's budget to at most ``args.scale`` times its
+    config's steps, as many as its measured rate fits before its stop (deadline less its
+    reserve), with the measured start-up time and a safety factor of 0.95 (the timing validates
+    far more often than the runs do, so it errs long)."""
+    from relgraph.engine import load_config
+
+    n = args.calibrate
+    half = max(1, n // 2)
+    sets = training_sets(args) + [f"train.steps={n}", f"train.val_every={half}",
+                                  "train.val_episodes=20"]
+    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    procs = {}
+    t0 = time.monotonic()
+    for job in jobs:
+        run = runs / "_calibrate" / job.name.replace(":", "_")
+        shutil.rmtree(run, ignore_errors=True)
+        run.parent.mkdir(parents=True, exist_ok=True)
+        procs[job.name] = (run, start_training(
+            job.config, run, data, "--no-resume", *[a for s in sets for a in ("--set", s)],
+            log=logs / f"calibrate_{job.name.replace(':', '_')}.log", env=env, wait=False))
+    limit = t0 + args.calibrate_limit
+    ended = {}
+    while len(ended) < len(procs) and time.monotonic() < limit:
+        for name, (_, proc) in procs.items():
+            if name not in ended and proc.poll() is not None:
+                ended[name] = time.monotonic() - t0
+        time.sleep(0.5)
+    for name, (_, proc) in procs.items():
+        if name not in ended:
+            proc.kill()
+    print(f"calibration: {len(ended)}/{len(procs)} jobs ran {n} steps in "
+          f"{time.monotonic() - t0:.0f} s", flush=True)
+    for job in jobs:
+        run, _ = procs[job.name]
+        curve = learning_curve(run)
+        config_steps = load_config(job.config).train.steps
+        if job.name not in ended or len(curve) < 2 or curve[-1][1] <= curve[-2][1]:
+            job.notes.append(f"calibration did not finish: trained at the config's budget "
+                             f"({config_steps} steps)")
+            continue
+        per_step = (curve[-1][1] - curve[-2][1]) * 60 / (curve[-1][0] - curve[-2][0])
+        startup = ended[job.name] - curve[-1][1] * 60
+        budget = started + args.deadline - reserve(job, args) - time.monotonic() - startup
+        fits = 0.95 * budget / per_step
+        factor = min(args.scale, fits / config_steps)
+        job.sets = scaled_sets(job.config, factor)
+        job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step (with 20 validation "
+                         f"episodes every {half} steps), start-up {startup:.0f} s; budget "
+                         f"x{factor:.2f} of the config's {config_steps} steps "
+                         f"({', '.join(job.sets)})")
+        print(f"{job.name}: {job.notes[-1]}", flush=True)
+
+
 def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, logs: Path,
             evals: Path, started: float) -> None:
     """Train all jobs at once; evaluate each as its training ends; stop training at the
     deadline less the evaluation reserve."""
-    sets = [a for s in training_sets(args) for a in ("--set", s)]
     env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     for job in jobs:
+        sets = [a for s in training_sets(args) + job.sets for a in ("--set", s)]
         job.run.parent.mkdir(parents=True, exist_ok=True)
         job.started = time.monotonic()
         job.train = start_training(job.config, job.run, data, "--no-resume", *sets,
                                    log=logs / f"train_{job.name.replace(':', '_')}.log",
                                    env=env, wait=False)
-    stop_at = started + args.deadline - args.eval_reserve
     evaluating: list[Job] = []
     while True:
         now = time.monotonic()
         for job in jobs:
+            stop_at = started + args.deadline - reserve(job, args)
             if job.train is not None and job.train_rc is None:
                 rc = job.train.poll()
                 if rc is None and now >= stop_at and job.stopped is None:
@@ -205,7 +318,11 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
                 job.train_rc, job.trained_s = rc, time.monotonic() - job.started
                 print(f"{job.name}: training ended (rc {rc}) after {job.trained_s:.0f} s",
                       flush=True)
-                if (job.run / "checkpoint.pt").is_file():
+                gate = gate_note(job)
+                if gate:
+                    job.notes.append(gate)
+                    print(f"{job.name}: {gate}", flush=True)
+                elif (job.run / "checkpoint.pt").is_file():
                     cmd = evaluation_command(job, runs, data, evals, args.episodes)
                     with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
                         job.evaluate = subprocess.Popen(
@@ -255,6 +372,8 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
                                 "device": f"{device_name}, {concurrent} runs at once"}]
             if job.stopped:
                 row["stopped"] = f"{job.stopped}, at step {steps}"
+            if job.sets:
+                row["training_sets"] = list(job.sets)
             (challenge if job.is_challenge else rows)[key] = row
     results.mkdir(parents=True, exist_ok=True)
     if rows:
@@ -309,6 +428,9 @@ def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
 
 def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespace,
             elapsed: float, machine: str, notes: list[str]) -> str:
+    scaled = f"; per job with --scale {args.scale:g}: see its notes" if args.scale != 1 else ""
+    tested = ("only the runs whose best validation beats their committed row's (--gate)"
+              if args.gate else "every run evaluated")
     lines = ["# Omniglot on one GPU: every Vinyals model and both challenge configs at once", "",
              f"Machine: {machine.strip().splitlines()[0]}; "
              f"{'; '.join(machine.strip().splitlines()[1:]) or 'no GPU'}.",
@@ -316,7 +438,8 @@ def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespa
              f"({elapsed:.0f} s in all; deadline {args.deadline} s, evaluation reserve "
              f"{args.eval_reserve} s, {args.threads} CPU thread(s) per process).",
              f"Training settings added to the configs: "
-             f"{', '.join(training_sets(args)) or 'none (the configs as committed)'}.", "",
+             f"{', '.join(training_sets(args)) or 'none (the configs as committed)'}"
+             f"{scaled}.", f"Test classes: {tested}.", "",
              "| job | training | steps done / planned | evaluation | notes |",
              "|---|---|---|---|---|"]
     import yaml
@@ -369,6 +492,20 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="train.compile=true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for every job (relgraph train --set)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="train each model up to this many times its config's steps (its "
+                             "step schedule and validation interval stretched alike), as many "
+                             "as a first timing of every job at once fits before the deadline "
+                             "(default 1: the configs' budgets, no timing)")
+    parser.add_argument("--calibrate", type=int, default=40,
+                        help="steps of that timing, with --scale (default 40)")
+    parser.add_argument("--calibrate-limit", type=float, default=120.0,
+                        help="seconds at most for that timing (default 120)")
+    parser.add_argument("--gate", nargs="?", const=str(ROOT / "experiments" / "results"),
+                        default=None, metavar="FOLDER",
+                        help="evaluate on the test classes only the runs whose best validation "
+                             "beats their committed row's (omniglot.json, "
+                             "omniglot_challenge.json in FOLDER, default experiments/results)")
     parser.add_argument("--mps", action="store_true",
                         help="start the CUDA MPS daemon first (not measured yet)")
     parser.add_argument("--smoke", action="store_true",
@@ -409,6 +546,10 @@ def main() -> int:
         notes.append(start_mps(logs / "mps.log"))
     (out / "machine.txt").write_text(machine)
     print(machine, end="", flush=True)
+    if args.gate:
+        committed_validation(jobs, Path(args.gate))
+    if args.scale != 1.0:
+        calibrate(jobs, args, data, runs, logs, started)
     run_all(jobs, args, data, runs, logs, evals, started)
     import torch
 
