@@ -12,6 +12,7 @@ fine-tuning, ...) embed every episode on its own, automatically.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +54,22 @@ def autocast_enabled(device: torch.device | str, amp: bool | str) -> bool:
     the CPU (fast with AMX / AVX-512 bf16 units), never elsewhere."""
     kind = torch.device(device).type
     return bool(amp) and (kind == "cuda" or (kind == "cpu" and amp == "bfloat16"))
+
+
+def method_amp(model: torch.nn.Module, device: torch.device | str, amp: bool | str
+               ) -> bool | str:
+    """``amp`` for ``model``: ``False`` (float32, with a warning) where it would autocast to
+    float16 a method that takes gradient steps inside its forward pass
+    (``float16_autocast = False``: MAML and its family, MTL, Baseline and fine-tuning), whose
+    unscaled inner gradients turn non-finite in float16; ``amp`` otherwise."""
+    if (getattr(model, "float16_autocast", True) or not autocast_enabled(device, amp)
+            or amp == "bfloat16"):
+        return amp
+    warnings.warn(f"{type(model).__name__} takes gradient steps inside its forward pass, whose "
+                  "gradients are not loss-scaled: float16 autocast would make them non-finite, "
+                  "so it runs in float32; set amp_dtype: bfloat16 (train.amp_dtype, or "
+                  "--amp bfloat16) for mixed precision", stacklevel=3)
+    return False
 
 
 def autocast_context(device: torch.device, amp: bool | str):  # noqa: ANN201
@@ -123,6 +140,7 @@ def episode_accuracies(
     """
     prefix = f"{label}: " if label else ""
     device = torch.device(device)
+    amp = method_amp(model, device, amp)
     dataset = resident_images(dataset, device)  # in memory: read by index on the device
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed=seed,
                              within_alphabet=within_alphabet, n_unlabelled=unlabelled,

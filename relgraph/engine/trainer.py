@@ -71,7 +71,7 @@ from relgraph.data.sampler import EpisodeSampler, episode_seed
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig
 from relgraph.engine.distributed import DistInfo, barrier, init_distributed
-from relgraph.engine.evaluate import autocast_context, autocast_enabled, evaluate
+from relgraph.engine.evaluate import autocast_context, autocast_enabled, evaluate, method_amp
 from relgraph.engine.lock import remove_stale_temp_files, run_lock
 from relgraph.methods import METHODS, FewShotMethod, build_method
 from relgraph.registry import accepted_keywords
@@ -605,6 +605,8 @@ def build_state(run: TrainRun) -> TrainState:
                       "features, set backbone_args.project=D to learn a linear projection)",
                       stacklevel=2)
     model.to(run.device)
+    if run.use_amp and method_amp(model, run.device, run.amp) is False:
+        run.use_amp = False  # float32: its inner gradients would not survive float16
     optimizer = _optimizer(config, _param_groups(model, t.lr, t.backbone_lr_scale))
     return TrainState(model=model, optimizer=optimizer, scheduler=_scheduler(config, optimizer),
                       scaler=torch.amp.GradScaler("cuda", enabled=run.loss_scaling))

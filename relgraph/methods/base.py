@@ -88,6 +88,13 @@ class FewShotMethod(nn.Module, abc.ABC):
     #: Examples per backbone call in eval mode (see :func:`~relgraph.backbones.embed_examples`).
     eval_chunk: int = 128
 
+    #: ``False`` for methods that take gradient steps inside their forward pass (an inner
+    #: loop, a head fitted per episode): those gradients are not loss-scaled, so under float16
+    #: autocast they turn non-finite and every training step is skipped (seen: MAML on a GPU
+    #: learnt nothing). Training and :func:`~relgraph.engine.evaluate` then run such a method
+    #: in float32 with a warning; bfloat16 autocast (float32's range) is kept.
+    float16_autocast: bool = True
+
     def __init__(self, backbone: nn.Module | None) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else nn.Identity()

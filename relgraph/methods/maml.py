@@ -74,6 +74,8 @@ class GradientMetaLearner(FewShotMethod):
         episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
+    float16_autocast = False  # gradient steps inside forward: no float16 autocast
+
     #: Adapts the backbone per episode by parameter name: no test-time augmentation wrapper.
     supports_tta = False
 

@@ -67,6 +67,8 @@ class MTL(FewShotMethod):
         episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
+    float16_autocast = False  # gradient steps inside forward: no float16 autocast
+
     #: Scales and shifts the backbone's convolutions by name: no test-time augmentation wrapper.
     supports_tta = False
 

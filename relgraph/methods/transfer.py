@@ -79,6 +79,8 @@ class Baseline(FewShotMethod):
         episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
+    float16_autocast = False  # gradient steps inside forward: no float16 autocast
+
     needs_num_classes = True
     default_classifier = "linear"
 

@@ -134,3 +134,28 @@ def test_training_reads_resident_data_with_the_same_episodes_and_weights(tiny_da
     (a, acc_a), (b, acc_b) = weights
     assert acc_a == acc_b
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_methods_with_inner_gradient_steps_refuse_float16_autocast():
+    """MAML's inner-loop gradients are not loss-scaled: under float16 autocast they turned
+    non-finite and every step was skipped (a GPU run learnt nothing), so such methods run in
+    float32 with a warning; bfloat16 is kept, and other methods keep float16."""
+    import warnings
+
+    from relgraph.backbones import build_backbone
+    from relgraph.engine.evaluate import method_amp
+    from relgraph.methods import build_method
+
+    def method(name: str):
+        backbone = build_backbone("conv4", image_size=28, in_channels=1, hidden=8,
+                                  out_channels=8)
+        return build_method(name, backbone, num_classes=10)
+
+    for name in ("maml", "fomaml", "reptile", "baseline", "baseline_pp", "finetune"):
+        with pytest.warns(UserWarning, match="runs in float32"):
+            assert method_amp(method(name), "cuda", "float16") is False
+        assert method_amp(method(name), "cuda", "bfloat16") == "bfloat16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert method_amp(method("protonet"), "cuda", "float16") == "float16"
+        assert method_amp(method("maml"), "cpu", "float16") == "float16"  # no autocast there

@@ -99,3 +99,22 @@ def test_speed_settings_on_cuda(tmp_path, speed):
                    tmp_path / "run", progress=False)
     assert result["finished"] and all(torch.isfinite(torch.tensor(r["train_loss"]))
                                       for r in result["history"])
+
+
+def test_maml_learns_on_cuda_with_the_default_amp(tmp_path):
+    """train.amp defaults to float16 autocast on CUDA, under which MAML's unscaled inner
+    gradients turned non-finite (every step skipped, weights unchanged): it now trains in
+    float32 with a warning, and its weights move."""
+    from relgraph.engine.trainer import build_state, setup
+
+    data = make_tiny_data(tmp_path / "tiny.pt")
+    config = tiny_config(data, device="cuda")
+    config.method = "maml"
+    with pytest.warns(UserWarning, match="runs in float32"):
+        start = build_state(setup(config, tmp_path / "start")).model
+        result = train(config, tmp_path / "run", progress=False)
+    assert result["finished"]
+    trained, _ = load_model(tmp_path / "run" / "last.pt", device="cuda")
+    moved = [not torch.equal(a, b) for a, b in zip(start.parameters(), trained.parameters(),
+                                                   strict=True)]
+    assert all(moved)
