@@ -133,6 +133,69 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     assert [h["results"] for h in longer["history"]] == [other["results"]]
 
 
+def reproduce_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "gpu"))
+    import reproduce
+
+    return reproduce
+
+
+def test_reproduce_packs_every_checkpoint_before_any_last_pt(tmp_path, monkeypatch):
+    """At most MAX_ARCHIVES archives come back (the device tool returns 8 files): every run's
+    checkpoint, metrics and config first, then last.pt files while room is left."""
+    reproduce = reproduce_module(monkeypatch)
+    monkeypatch.setattr(reproduce, "ARCHIVE_LIMIT", 3000)
+    monkeypatch.setattr(reproduce, "MAX_ARCHIVES", 2)
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    jobs = []
+    for i in range(4):
+        run = tmp_path / "runs" / f"protonet_{i}shot"
+        run.mkdir(parents=True)
+        (run / "checkpoint.pt").write_bytes(b"c" * 1000)
+        (run / "last.pt").write_bytes(b"l" * 1000)
+        (run / "metrics.csv").write_text("step,val_acc,time_s\n")
+        jobs.append(reproduce.Job(f"protonet:{i}", run / "config.yaml", run))
+    notes = reproduce.pack_runs(jobs, logs, out)
+    archives = sorted(out.glob("runs-*.tar.gz"))
+    assert len(archives) == 2
+    names = set()
+    for a in archives:
+        with tarfile.open(a) as tar:
+            names |= set(tar.getnames())
+    assert {f"protonet_{i}shot/checkpoint.pt" for i in range(4)} <= names
+    # 4,080 bytes of essentials in 2 x 3,000 bytes: room for one 1,000-byte last.pt
+    assert sum(n.endswith("last.pt") for n in names) == 1
+    assert len(notes) == 3 and all("last.pt left out" in n for n in notes)
+
+
+def test_reproduce_gate_and_scaled_budgets(tmp_path, monkeypatch):
+    """--gate: a run reaches the test classes only when its best validation beats the committed
+    row's; --scale stretches steps, the step schedule and the validation interval alike."""
+    reproduce = reproduce_module(monkeypatch)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,train_loss,val_acc,time_s\n"
+                                     "10,1.0,90.5,6.0\n20,0.5,91.0,12.0\n")
+    job = reproduce.Job("protonet:1", ROOT / "experiments/configs/omniglot_protonet_1shot.yaml",
+                        run, committed_val=91.0)
+    assert "not evaluated on the test classes" in reproduce.gate_note(job)
+    job.committed_val = 90.9
+    assert reproduce.gate_note(job) is None
+    job.committed_val = None  # no committed row: evaluated
+    assert reproduce.gate_note(job) is None
+    from relgraph.engine import load_config
+
+    t = load_config(job.config).train
+    sets = reproduce.scaled_sets(job.config, 1.5)
+    assert sets == [f"train.steps={round(t.steps * 1.5)}",
+                    f"train.val_every={round(t.val_every * 1.5)}",
+                    f"train.step_size={round(t.step_size * 1.5)}"]
+    assert reproduce.source_path().split(os.pathsep)[0] == str(ROOT)
+
+
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
     """Data elsewhere (a device machine's copy): training runs in a folder beside a
     shared/data link, so a run's saved config keeps the usual ../shared/data roots."""

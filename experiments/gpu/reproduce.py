@@ -39,7 +39,7 @@ Usage (from the project root; see ``reproduce.sh`` for the device call)::
 from __future__ import annotations
 
 import argparse
-import io
+import atexit
 import json
 import os
 import platform
@@ -68,6 +68,11 @@ CHALLENGE = ["full", "minimal"]
 #: A file that comes back from the device machine must stay under 16 MiB, all under 64 MiB.
 ARCHIVE_LIMIT = 15 * 2**20
 RUNS_LIMIT = 56 * 2**20
+#: ... and at most 8 files come back: machine.txt, reproduce.md, results.tar.gz and these.
+MAX_ARCHIVES = 5
+#: Validation episodes every half of the timing's steps: about the validation load per step of
+#: the configs (e.g. 200 episodes every 1,000 steps), slightly more.
+CALIBRATION_VAL_EPISODES = 5
 SMOKE_SETS = ["train.steps=4", "train.val_every=2", "train.val_episodes=4", "train.device=cpu"]
 
 
@@ -178,6 +183,18 @@ def start_mps(log: Path) -> str:
     return f"MPS: started (rc {rc.returncode})"
 
 
+def stop_mps() -> None:
+    """Stop the MPS daemon that :func:`start_mps` started."""
+    subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, capture_output=True)
+
+
+def source_path() -> str:
+    """``PYTHONPATH`` with the checkout first: the evaluation scripts import ``relgraph``
+    from it on a machine where it is not installed."""
+    return os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "")
+                                          .split(os.pathsep) if p])
+
+
 def reserve(job: Job, args: argparse.Namespace) -> float:
     """Seconds before the deadline at which ``job``'s training is stopped: the evaluation
     reserve, twice over for maml (its evaluation adapts to every episode: 10 inner steps)."""
@@ -245,7 +262,7 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
     n = args.calibrate
     half = max(1, n // 2)
     sets = training_sets(args) + [f"train.steps={n}", f"train.val_every={half}",
-                                  "train.val_episodes=20"]
+                                  f"train.val_episodes={CALIBRATION_VAL_EPISODES}"]
     env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     procs = {}
     t0 = time.monotonic()
@@ -282,8 +299,9 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
         fits = 0.95 * budget / per_step
         factor = min(args.scale, fits / config_steps)
         job.sets = scaled_sets(job.config, factor)
-        job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step (with 20 validation "
-                         f"episodes every {half} steps), start-up {startup:.0f} s; budget "
+        job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step (with "
+                         f"{CALIBRATION_VAL_EPISODES} validation episodes every {half} steps), "
+                         f"start-up {startup:.0f} s; budget "
                          f"x{factor:.2f} of the config's {config_steps} steps "
                          f"({', '.join(job.sets)})")
         print(f"{job.name}: {job.notes[-1]}", flush=True)
@@ -296,6 +314,7 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
     env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     for job in jobs:
         sets = [a for s in training_sets(args) + job.sets for a in ("--set", s)]
+        shutil.rmtree(job.run, ignore_errors=True)  # a fresh run (a warm machine keeps files)
         job.run.parent.mkdir(parents=True, exist_ok=True)
         job.started = time.monotonic()
         job.train = start_training(job.config, job.run, data, "--no-resume", *sets,
@@ -327,7 +346,7 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
                     with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
                         job.evaluate = subprocess.Popen(
                             cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **env})
+                            env={**os.environ, **env, "PYTHONPATH": source_path()})
                     evaluating.append(job)
                 else:
                     job.notes.append("no checkpoint.pt: nothing to evaluate")
@@ -389,40 +408,44 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
 
 
 def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
-    """Each run's files into ``runs-N.tar.gz`` archives of at most :data:`ARCHIVE_LIMIT`."""
-    notes, archives, current, size, total = [], [], io.BytesIO(), 0, 0
-    tar = tarfile.open(fileobj=current, mode="w:gz")
-
-    def close() -> None:
-        tar.close()
-        if current.getbuffer().nbytes:
-            archives.append(current.getvalue())
-
+    """The runs' files into at most :data:`MAX_ARCHIVES` ``runs-N.tar.gz`` of at most
+    :data:`ARCHIVE_LIMIT` each (:data:`RUNS_LIMIT` in all): first every run's
+    ``checkpoint.pt``, ``metrics.csv``, ``config.yaml`` and training log, then the
+    ``last.pt`` files (needed only to continue a run) while room is left. Returns notes on
+    what was left out."""
+    essential, extra = [], []
     for job in jobs:
-        files = [job.run / n for n in ("checkpoint.pt", "last.pt", "metrics.csv", "config.yaml")]
-        files = [f for f in files if f.is_file()]
+        base = job.run.relative_to(job.run.parents[1 if job.is_challenge else 0])
+        for name in ("checkpoint.pt", "metrics.csv", "config.yaml"):
+            if (job.run / name).is_file():
+                essential.append((job.run / name, f"{base}/{name}", job.name))
         log = logs / f"train_{job.name.replace(':', '_')}.log"
-        files += [log] if log.is_file() else []
-        need = sum(f.stat().st_size for f in files)
-        if need > ARCHIVE_LIMIT or total + need > RUNS_LIMIT:
-            files = [f for f in files if f.name != "last.pt"]
-            notes.append(f"{job.name}: last.pt left out ({need / 2**20:.1f} MB with it; "
-                         "its run cannot be continued from what came back)")
-            need = sum(f.stat().st_size for f in files)
-        total += need
-        if size and size + need > ARCHIVE_LIMIT:
-            close()
-            current, size = io.BytesIO(), 0
-            tar = tarfile.open(fileobj=current, mode="w:gz")
-        for f in files:
-            arc = (f"logs/{f.name}" if f.parent == logs else
-                   f"{job.run.relative_to(job.run.parents[1 if job.is_challenge else 0])}/"
-                   f"{f.name}")
-            tar.add(f, arcname=arc)
-        size += need
-    close()
-    for i, blob in enumerate(archives, 1):
-        (out / f"runs-{i}.tar.gz").write_bytes(blob)
+        if log.is_file():
+            essential.append((log, f"logs/{log.name}", job.name))
+        if (job.run / "last.pt").is_file():
+            extra.append((job.run / "last.pt", f"{base}/last.pt", job.name))
+    bins: list[list[tuple[Path, str]]] = []
+    sizes: list[int] = []
+    notes = []
+    for path, arc, name in essential + extra:
+        size = path.stat().st_size
+        fit = next((i for i, used in enumerate(sizes) if used + size <= ARCHIVE_LIMIT), None)
+        if fit is None and len(bins) < MAX_ARCHIVES and size <= ARCHIVE_LIMIT:
+            bins.append([])
+            sizes.append(0)
+            fit = len(bins) - 1
+        if fit is None or sum(sizes) + size > RUNS_LIMIT:
+            notes.append(f"{name}: {path.name} left out ({size / 2**20:.1f} MB; no room in "
+                         f"{MAX_ARCHIVES} archives of {ARCHIVE_LIMIT / 2**20:.0f} MB)"
+                         + (": its run cannot be continued from what came back"
+                            if path.name == "last.pt" else ""))
+            continue
+        bins[fit].append((path, arc))
+        sizes[fit] += size
+    for i, files in enumerate(bins, 1):
+        with tarfile.open(out / f"runs-{i}.tar.gz", "w:gz") as tar:
+            for path, arc in files:
+                tar.add(path, arcname=arc)
     return notes
 
 
@@ -506,8 +529,11 @@ def main() -> int:
                         help="evaluate on the test classes only the runs whose best validation "
                              "beats their committed row's (omniglot.json, "
                              "omniglot_challenge.json in FOLDER, default experiments/results)")
-    parser.add_argument("--mps", action="store_true",
-                        help="start the CUDA MPS daemon first (not measured yet)")
+    parser.add_argument("--mps", action=argparse.BooleanOptionalAction, default=None,
+                        help="start the CUDA MPS daemon first, so that the processes' kernels "
+                             "share the GPU at once (default: on where CUDA is; on an H200 with "
+                             "17 jobs, 4-5x faster steps than time-sharing: see "
+                             "experiments/results/gpu/reproduce.md)")
     parser.add_argument("--smoke", action="store_true",
                         help="protonet:1, maml:1 and challenge minimal, 4 steps each on the CPU, "
                              "10 test episodes: a check of the script, not of the models")
@@ -542,8 +568,12 @@ def main() -> int:
     logs.mkdir(parents=True)
     machine = machine_text()
     notes = []
-    if args.mps:
+    import torch
+
+    if args.mps or (args.mps is None and not args.smoke and torch.cuda.is_available()):
         notes.append(start_mps(logs / "mps.log"))
+        if notes[-1].startswith("MPS: started"):
+            atexit.register(stop_mps)
     (out / "machine.txt").write_text(machine)
     print(machine, end="", flush=True)
     if args.gate:

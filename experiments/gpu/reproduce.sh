@@ -8,9 +8,13 @@
 # there, so the data travel in an ignored folder of the checkout, ~8 MB):
 #   here, once (.gpudata/ is in .gitignore):
 #                mkdir -p .gpudata/omniglot && cp -r ../shared/data/omniglot/{full,images_background_small1.zip} .gpudata/omniglot/
-#   run:         command "bash experiments/gpu/reproduce.sh --data .gpudata", carry [".gpudata"],
-#                timeout_s 600. Outputs land in $OUT (reproduce.md, results.tar.gz, runs-N.tar.gz,
-#                machine.txt): at most 8 files, each under 16 MB, as the tool returns them.
+#   run:         command "bash experiments/gpu/reproduce.sh --data .gpudata --scale 2 --gate
+#                --deadline 555", carry [".gpudata"], timeout_s 600. Outputs land in $OUT
+#                (reproduce.md, results.tar.gz, runs-1..5.tar.gz, machine.txt): at most 8 files,
+#                each under 16 MB, as the tool returns them. Write nothing else into $OUT.
+#                --models picks fewer jobs (e.g. the maml ones alone: their steps are slow).
+# The CUDA MPS daemon is started where CUDA is (4-5x faster steps than time-sharing with 17
+# jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
 # Without --data the script looks at $RELGRAPH_DATA, shared/data, then ../shared/data, and stops
 # with one line naming the missing files.
 #
