@@ -730,9 +730,11 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
                 if len(curve) > 1 else "")
         lines.append(f"| {model_label(key)} | {points} | {gain} |")
     if missing:
-        lines += ["", f"Not recorded for {', '.join(missing)}: their rows were written before "
-                  "the learning curves were kept, and their run folders are not here; "
-                  "`--skip-training` on a run folder (or `--continue-to`) records it."]
+        one = len(missing) == 1
+        lines += ["", f"Not recorded for {', '.join(missing)}: "
+                  f"{'its row was' if one else 'their rows were'} written before the learning "
+                  f"curves were kept, and {'its run folder is' if one else 'their run folders are'}"
+                  " not here; `--skip-training` on a run folder (or `--continue-to`) records it."]
     lines += ["", "## Short of the papers", ""] + shortfalls(rows, trainval)
     if trainval:
         lines += [""] + trainval_section(trainval, rows)
