@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from relgraph.data.episode import Episode
+from relgraph.engine.evaluate import method_amp
 
 __all__ = ["benchmark", "sweep", "random_episode", "random_features", "fit_exponent",
            "format_table", "format_sweep"]
@@ -205,6 +206,7 @@ def _steps(model: nn.Module, episode: Episode, features: bool = False, amp: str 
         rel = _relational_steps(model, episode, {"train": episode.support, "eval": episode.support},
                                 {"train": episode.query, "eval": episode.query}, amp)
         return {"train": rel["train_relational"], "eval": rel["eval_relational"]}
+    amp = method_amp(model, episode.support.device, amp or False) or None  # as training does
     forward = _forward_context(episode, amp)
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
