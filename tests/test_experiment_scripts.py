@@ -189,7 +189,7 @@ def test_reproduce_gate_and_scaled_budgets(tmp_path, monkeypatch):
     from relgraph.engine import load_config
 
     t = load_config(job.config).train
-    sets = reproduce.scaled_sets(job.config, 1.5)
+    sets = reproduce.scaled_sets(t, 1.5)
     assert sets == [f"train.steps={round(t.steps * 1.5)}",
                     f"train.val_every={round(t.val_every * 1.5)}",
                     f"train.step_size={round(t.step_size * 1.5)}"]

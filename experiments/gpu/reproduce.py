@@ -51,6 +51,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -60,6 +61,9 @@ sys.path.insert(0, str(ROOT))
 import omniglot  # noqa: E402
 from common import data_dir, learning_curve, run_time  # noqa: E402
 from common import train as start_training  # noqa: E402
+
+if TYPE_CHECKING:
+    from relgraph.engine.config import TrainConfig
 
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "maml"]
 #: Models of the table that no paper reports on Omniglot: trained only when --models names them.
@@ -195,6 +199,11 @@ def source_path() -> str:
                                           .split(os.pathsep) if p])
 
 
+def process_env(args: argparse.Namespace) -> dict[str, str]:
+    """What every training and evaluation process gets in its environment."""
+    return {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+
+
 def reserve(job: Job, args: argparse.Namespace) -> float:
     """Seconds before the deadline at which ``job``'s training is stopped: the evaluation
     reserve, twice over for maml (its evaluation adapts to every episode: 10 inner steps)."""
@@ -236,13 +245,10 @@ def gate_note(job: Job) -> str | None:
             f"row's {job.committed_val:.2f} (--gate)")
 
 
-def scaled_sets(config: Path, factor: float) -> list[str]:
-    """Training settings that stretch ``config``'s schedule by ``factor``: steps, the step
-    schedule's ``step_size`` and ``val_every`` (as many validations; a cosine schedule follows
-    ``steps`` by itself)."""
-    from relgraph.engine import load_config
-
-    t = load_config(config).train
+def scaled_sets(t: TrainConfig, factor: float) -> list[str]:
+    """Training settings that stretch the schedule of ``t`` (a config's ``train`` section) by
+    ``factor``: steps, the step schedule's ``step_size`` and ``val_every`` (as many
+    validations; a cosine schedule follows ``steps`` by itself)."""
     steps = max(1, round(t.steps * factor))
     sets = [f"train.steps={steps}", f"train.val_every={max(1, round(t.val_every * factor))}"]
     if t.scheduler == "step":
@@ -263,7 +269,7 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
     half = max(1, n // 2)
     sets = training_sets(args) + [f"train.steps={n}", f"train.val_every={half}",
                                   f"train.val_episodes={CALIBRATION_VAL_EPISODES}"]
-    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    env = process_env(args)
     procs = {}
     t0 = time.monotonic()
     for job in jobs:
@@ -271,7 +277,7 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
         shutil.rmtree(run, ignore_errors=True)
         run.parent.mkdir(parents=True, exist_ok=True)
         procs[job.name] = (run, start_training(
-            job.config, run, data, "--no-resume", *[a for s in sets for a in ("--set", s)],
+            job.config, run, data, "--no-resume", *omniglot.sets(tuple(sets)),
             log=logs / f"calibrate_{job.name.replace(':', '_')}.log", env=env, wait=False))
     limit = t0 + args.calibrate_limit
     ended = {}
@@ -288,7 +294,8 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
     for job in jobs:
         run, _ = procs[job.name]
         curve = learning_curve(run)
-        config_steps = load_config(job.config).train.steps
+        t = load_config(job.config).train
+        config_steps = t.steps
         if job.name not in ended or len(curve) < 2 or curve[-1][1] <= curve[-2][1]:
             job.notes.append(f"calibration did not finish: trained at the config's budget "
                              f"({config_steps} steps)")
@@ -298,7 +305,7 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
         budget = started + args.deadline - reserve(job, args) - time.monotonic() - startup
         fits = 0.95 * budget / per_step
         factor = min(args.scale, fits / config_steps)
-        job.sets = scaled_sets(job.config, factor)
+        job.sets = scaled_sets(t, factor)
         job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step (with "
                          f"{CALIBRATION_VAL_EPISODES} validation episodes every {half} steps), "
                          f"start-up {startup:.0f} s; budget "
@@ -311,9 +318,9 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
             evals: Path, started: float) -> None:
     """Train all jobs at once; evaluate each as its training ends; stop training at the
     deadline less the evaluation reserve."""
-    env = {"OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    env = process_env(args)
     for job in jobs:
-        sets = [a for s in training_sets(args) + job.sets for a in ("--set", s)]
+        sets = omniglot.sets(tuple(training_sets(args) + job.sets))
         shutil.rmtree(job.run, ignore_errors=True)  # a fresh run (a warm machine keeps files)
         job.run.parent.mkdir(parents=True, exist_ok=True)
         job.started = time.monotonic()
@@ -532,7 +539,7 @@ def main() -> int:
     parser.add_argument("--mps", action=argparse.BooleanOptionalAction, default=None,
                         help="start the CUDA MPS daemon first, so that the processes' kernels "
                              "share the GPU at once (default: on where CUDA is; on an H200 with "
-                             "17 jobs, 4-5x faster steps than time-sharing: see "
+                             "17 jobs, 3.7-8.1x faster steps than time-sharing: see "
                              "experiments/results/gpu/reproduce.md)")
     parser.add_argument("--smoke", action="store_true",
                         help="protonet:1, maml:1 and challenge minimal, 4 steps each on the CPU, "

@@ -13,7 +13,7 @@
 #                (reproduce.md, results.tar.gz, runs-1..5.tar.gz, machine.txt): at most 8 files,
 #                each under 16 MB, as the tool returns them. Write nothing else into $OUT.
 #                --models picks fewer jobs (e.g. the maml ones alone: their steps are slow).
-# The CUDA MPS daemon is started where CUDA is (4-5x faster steps than time-sharing with 17
+# The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
 # Without --data the script looks at $RELGRAPH_DATA, shared/data, then ../shared/data, and stops
 # with one line naming the missing files.
