@@ -196,6 +196,18 @@ def test_reproduce_gate_and_scaled_budgets(tmp_path, monkeypatch):
     assert reproduce.source_path().split(os.pathsep)[0] == str(ROOT)
 
 
+def test_reproduce_times_calibration_from_validated_rows(tmp_path, monkeypatch):
+    """The calibration's rate comes from the seconds (not rounded minutes) of the validated
+    rows of metrics.csv; a row without validation is skipped."""
+    reproduce = reproduce_module(monkeypatch)
+    (tmp_path / "metrics.csv").write_text("step,train_loss,val_acc,time_s\n"
+                                          "50,1.0,80.0,2.5\n60,0.9,,2.71\n"
+                                          "100,0.8,85.0,3.125\n150,0.7,86.0,3.7\n")
+    times = reproduce.step_times(tmp_path)
+    assert times == [(50, 2.5), (100, 3.125), (150, 3.7)]
+    assert reproduce.step_times(tmp_path / "none") == []
+
+
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):
     """Data elsewhere (a device machine's copy): training runs in a folder beside a
     shared/data link, so a run's saved config keeps the usual ../shared/data roots."""

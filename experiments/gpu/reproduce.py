@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import csv
 import json
 import os
 import platform
@@ -210,6 +211,17 @@ def reserve(job: Job, args: argparse.Namespace) -> float:
     return args.eval_reserve * (2 if job.name.startswith("maml") else 1)
 
 
+def step_times(run: Path) -> list[tuple[int, float]]:
+    """``[(step, seconds), ...]`` at each validation of the run's ``metrics.csv``: the
+    training loop's time when that step ended (its validation comes after)."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [(int(r["step"]), float(r["time_s"])) for r in csv.DictReader(f)
+                if r.get("val_acc") not in (None, "")]
+
+
 def best_validation(run: Path) -> float | None:
     """The run's best validation accuracy (its ``metrics.csv``), ``None`` before any."""
     curve = learning_curve(run)
@@ -261,13 +273,13 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
     """``--scale``: time ``args.calibrate`` steps of every job at once (all processes sharing
     the GPU as they will), then set each job's budget to at most ``args.scale`` times its
     config's steps, as many as its measured rate fits before its stop (deadline less its
-    reserve), with the measured start-up time and a safety factor of 0.95 (the timing validates
-    far more often than the runs do, so it errs long)."""
+    reserve), with the measured start-up time and a safety factor of 0.95. The rate is timed
+    over the last third of the steps, after the first validation's one-off costs."""
     from relgraph.engine import load_config
 
     n = args.calibrate
-    half = max(1, n // 2)
-    sets = training_sets(args) + [f"train.steps={n}", f"train.val_every={half}",
+    third = max(1, n // 3)
+    sets = training_sets(args) + [f"train.steps={n}", f"train.val_every={third}",
                                   f"train.val_episodes={CALIBRATION_VAL_EPISODES}"]
     env = process_env(args)
     procs = {}
@@ -293,21 +305,24 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
           f"{time.monotonic() - t0:.0f} s", flush=True)
     for job in jobs:
         run, _ = procs[job.name]
-        curve = learning_curve(run)
+        times = step_times(run)
         t = load_config(job.config).train
         config_steps = t.steps
-        if job.name not in ended or len(curve) < 2 or curve[-1][1] <= curve[-2][1]:
+        if job.name not in ended or len(times) < 3 or times[-1][1] <= times[-2][1]:
             job.notes.append(f"calibration did not finish: trained at the config's budget "
                              f"({config_steps} steps)")
             continue
-        per_step = (curve[-1][1] - curve[-2][1]) * 60 / (curve[-1][0] - curve[-2][0])
-        startup = ended[job.name] - curve[-1][1] * 60
+        # the last interval: its steps and the second validation. The first interval holds
+        # the first validation, whose one-off costs (the validation set, new shapes) made the
+        # rate 2-5x too slow on an H200 (experiments/results/gpu/reproduce.md)
+        per_step = (times[-1][1] - times[-2][1]) / (times[-1][0] - times[-2][0])
+        startup = ended[job.name] - times[-1][1]
         budget = started + args.deadline - reserve(job, args) - time.monotonic() - startup
         fits = 0.95 * budget / per_step
-        factor = min(args.scale, fits / config_steps)
+        factor = max(0.0, min(args.scale, fits / config_steps))
         job.sets = scaled_sets(t, factor)
         job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step (with "
-                         f"{CALIBRATION_VAL_EPISODES} validation episodes every {half} steps), "
+                         f"{CALIBRATION_VAL_EPISODES} validation episodes every {third} steps), "
                          f"start-up {startup:.0f} s; budget "
                          f"x{factor:.2f} of the config's {config_steps} steps "
                          f"({', '.join(job.sets)})")
@@ -527,8 +542,9 @@ def main() -> int:
                              "step schedule and validation interval stretched alike), as many "
                              "as a first timing of every job at once fits before the deadline "
                              "(default 1: the configs' budgets, no timing)")
-    parser.add_argument("--calibrate", type=int, default=40,
-                        help="steps of that timing, with --scale (default 40)")
+    parser.add_argument("--calibrate", type=int, default=150,
+                        help="steps of that timing, with --scale: validated at each third, "
+                             "timed over the last (default 150)")
     parser.add_argument("--calibrate-limit", type=float, default=120.0,
                         help="seconds at most for that timing (default 120)")
     parser.add_argument("--gate", nargs="?", const=str(ROOT / "experiments" / "results"),
