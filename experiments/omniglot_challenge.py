@@ -14,6 +14,12 @@ classified on its own against the 20 training images, as people did it (the meth
 inductive guarantee makes the other queries irrelevant; they only tighten the CI). Error in %
 with 95% CI (1.96 std / sqrt(1000)).
 
+A *variant* of a condition is another recipe for it: ``omniglot_challenge_<condition>_<tag>.yaml``
+(e.g. a larger backbone), named ``<condition>_<tag>``. It trains into its own run folder, and
+its evaluation fills its condition's row (the row records the config it came from). Pick
+between variants on validation (``experiments/gpu/reproduce.py`` evaluates only the best
+validating run of a condition).
+
 Usage (from the project root)::
 
     python experiments/omniglot_challenge.py                  # both conditions
@@ -61,6 +67,18 @@ ANCHORS = [
 ]
 
 
+def config_of(name: str) -> Path:
+    """The config of a condition or variant: ``omniglot_challenge_<name>.yaml``."""
+    return ROOT / "experiments" / "configs" / f"omniglot_challenge_{name}.yaml"
+
+
+def condition_of(name: str) -> str | None:
+    """The condition (``full`` / ``minimal``) of a condition or variant name
+    (``<condition>_<tag>``), ``None`` when ``name`` is neither or its config is missing."""
+    base = name.split("_", 1)[0]
+    return base if base in CONDITIONS and config_of(name).is_file() else None
+
+
 def set_results(folder: Path) -> None:
     """Write the table, JSON and plot into ``folder`` instead of experiments/results."""
     global RESULTS, TABLE, STATE, PLOT
@@ -74,7 +92,7 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_config, load_model
 
-    config = ROOT / "experiments" / "configs" / f"omniglot_challenge_{name}.yaml"
+    config = config_of(name)
     out = out_root / name
     if not skip_training:
         sets = [a for item in overrides for a in ("--set", item)]
@@ -90,7 +108,7 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                    device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
-    return {"condition": name, "config": str(config.relative_to(ROOT)),
+    return {"condition": condition_of(name), "config": str(config.relative_to(ROOT)),
             "method": ckpt["config"]["method"] if "config" in ckpt else None,
             "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
@@ -143,6 +161,12 @@ def tta_label(result: dict) -> str:
     return f", TTA x{views}" if views > 1 else ""
 
 
+def variant_label(name: str, row: dict) -> str:
+    """``", config <file>"`` when a variant's config made the row, else ``""``."""
+    config = Path(row.get("config") or "")
+    return "" if config == config_of(name).relative_to(ROOT) else f", config `{config.name}`"
+
+
 def write_table(rows: dict) -> None:
     from relgraph.utils import atomic_write_text
 
@@ -165,7 +189,8 @@ def write_table(rows: dict) -> None:
         res = r["result"]
         met = "met" if r["error"] <= CONDITIONS[name] else "missed"
         lines.append(
-            f"| {name} | {r['method']}{tta_label(res)} | {r['error']:.2f} +- {res['ci95']:.2f} | "
+            f"| {name} | {r['method']}{tta_label(res)}{variant_label(name, r)} | "
+            f"{r['error']:.2f} +- {res['ci95']:.2f} | "
             f"<= {CONDITIONS[name]:g} ({met}) | {r['best_val']:.2f} (step {r['best_step']}) | "
             f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {r['device']} |")
     lines += ["", "Targets: half the first runs' errors on this protocol (issue 19); on Lake et "
@@ -174,7 +199,10 @@ def write_table(rows: dict) -> None:
               "", "Anchors (error %, Lake et al. 2015 / 2019, original 20 runs): "
               + "; ".join(f"{n} {e}" for n, e in ANCHORS) + ".",
               "", "Configs: `experiments/configs/omniglot_challenge_<condition>.yaml` "
-              f"(each trains with `relgraph train --config ...`). Machine: torch "
+              "(each trains with `relgraph train --config ...`); variants, other recipes for a "
+              "condition chosen against it on the validation alphabets, are "
+              "`omniglot_challenge_<condition>_<tag>.yaml`, and a row made by one names it. "
+              f"Machine: torch "
               f"{torch.__version__}, {platform.machine()}. Plot: `omniglot_challenge.png`.",
               "", "Reproduce: `python experiments/omniglot_challenge.py [full|minimal]`.", "",
               "## Learning curves", "",
@@ -216,7 +244,9 @@ def plot(rows: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("conditions", nargs="*", help="full and/or minimal (default: both)")
+    parser.add_argument("conditions", nargs="*",
+                        help="full and/or minimal (default: both), or a variant "
+                             "<condition>_<tag> with a config omniglot_challenge_<name>.yaml")
     parser.add_argument("--out", default=str(ROOT / "runs" / "omniglot_challenge"))
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--episodes", type=int, default=1000)
@@ -255,17 +285,20 @@ def main() -> int:
     if not EVAL_SET.is_file():
         sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs the "
                  "shared data (--data DIR or RELGRAPH_DATA=DIR)")
-    unknown = [c for c in args.conditions if c not in CONDITIONS]
+    unknown = [c for c in args.conditions if condition_of(c) is None]
     if unknown:
-        sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
+        sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)} or a "
+                 "variant <condition>_<tag> whose config experiments/configs/"
+                 "omniglot_challenge_<condition>_<tag>.yaml exists")
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
     for name in args.conditions or list(CONDITIONS):
-        rows[name] = carry_history(rows.get(name), run_condition(
+        cond = condition_of(name)
+        rows[cond] = carry_history(rows.get(cond), run_condition(
             name, Path(args.out), args.skip_training, args.episodes, tuple(args.set),
             args.device_label), args.why)
         write_table(rows)
         plot(rows)
-        r = rows[name]
+        r = rows[cond]
         print(f"{name}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %")
     return 0
 

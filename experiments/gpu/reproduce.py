@@ -27,6 +27,12 @@ bf16}`` (the configs' ``train.amp: true`` means fp16 autocast on CUDA), ``--comp
 (``train.compile``), ``--set KEY=VALUE`` (any training setting, e.g.
 ``train.episodes_per_batch``, which changes the recipe and is recorded in the run's config).
 
+Challenge variants (``--challenge full,full_<tag>``, configs
+``omniglot_challenge_full_<tag>.yaml``: another recipe for a condition, e.g. a larger backbone)
+train beside their condition; once every run for a condition has ended, only the best
+validating one is evaluated (and with ``--gate`` only if it beats the committed row), so one
+test evaluation per condition and call.
+
 ``--smoke``: two models and the minimal challenge config, 4 steps each, on the CPU, 10
 evaluation episodes: checks the whole script (launch, deadline, evaluation, packing) anywhere.
 
@@ -60,6 +66,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 
 import omniglot  # noqa: E402
+import omniglot_challenge  # noqa: E402
 from common import data_dir, learning_curve, run_time  # noqa: E402
 from common import train as start_training  # noqa: E402
 
@@ -103,6 +110,14 @@ class Job:
     def is_challenge(self) -> bool:
         return self.name.startswith("challenge:")
 
+    @property
+    def row(self) -> str:
+        """The table row this job's evaluation fills: the model key, or the challenge
+        condition (``full`` for the variant ``challenge:full_<tag>``)."""
+        if self.is_challenge:
+            return omniglot_challenge.condition_of(self.name.split(":")[1]) or self.name
+        return self.name
+
 
 def jobs_for(models: list[str], challenge: list[str], runs: Path) -> list[Job]:
     jobs = []
@@ -111,8 +126,8 @@ def jobs_for(models: list[str], challenge: list[str], runs: Path) -> list[Job]:
         jobs.append(Job(model, omniglot.config_path(method, shots, ways),
                         runs / omniglot.run_name(method, shots, ways)))
     for cond in challenge:
-        jobs.append(Job(f"challenge:{cond}", ROOT / "experiments" / "configs" /
-                        f"omniglot_challenge_{cond}.yaml", runs / "challenge" / cond))
+        jobs.append(Job(f"challenge:{cond}", omniglot_challenge.config_of(cond),
+                        runs / "challenge" / cond))
     return jobs
 
 
@@ -131,7 +146,7 @@ def check_data(data: Path, jobs: list[Job]) -> str | None:
     """What is missing under ``data`` for these jobs, in one line, or ``None``."""
     need = [data / "omniglot" / "full" / "images_background.npz",
             data / "omniglot" / "full" / "images_evaluation.npz"]
-    if any(j.name == "challenge:minimal" for j in jobs):
+    if any(j.row == "minimal" for j in jobs):
         need.append(data / "omniglot" / "images_background_small1.zip")
     missing = [str(p) for p in need if not p.is_file()]
     if missing:
@@ -238,7 +253,7 @@ def committed_validation(jobs: list[Job], folder: Path) -> None:
         tables[name] = json.loads(path.read_text()) if path.is_file() else {}
     for job in jobs:
         if job.is_challenge:
-            row = tables["omniglot_challenge.json"].get(job.name.split(":")[1])
+            row = tables["omniglot_challenge.json"].get(job.row)
         else:
             row = tables["omniglot.json"].get(job.name)
         job.committed_val = row.get("best_val") if row else None
@@ -255,6 +270,23 @@ def gate_note(job: Job) -> str | None:
     shown = "none" if new is None else f"{new:.2f}"
     return (f"not evaluated on the test classes: best validation {shown} <= the committed "
             f"row's {job.committed_val:.2f} (--gate)")
+
+
+def rival_note(job: Job, jobs: list[Job]) -> str | None:
+    """Why ``job`` is not evaluated on the test classes because another run for its row (a
+    variant of its challenge condition) validated higher, or ``None``: a row's test classes
+    are touched by its best validating run alone (ties: the first listed)."""
+    own = best_validation(job.run)
+    for rival in jobs:
+        if rival is job or rival.row != job.row:
+            continue
+        theirs = best_validation(rival.run)
+        if theirs is not None and (own is None or theirs > own or (
+                theirs == own and jobs.index(rival) < jobs.index(job))):
+            shown = "none" if own is None else f"{own:.2f}"
+            return (f"not evaluated on the test classes: {rival.name} validated higher for "
+                    f"the same row ({theirs:.2f} against {shown})")
+    return None
 
 
 def scaled_sets(t: TrainConfig, factor: float) -> list[str]:
@@ -343,6 +375,7 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
                                    log=logs / f"train_{job.name.replace(':', '_')}.log",
                                    env=env, wait=False)
     evaluating: list[Job] = []
+    undecided: list[Job] = []  # trained, not yet gated
     while True:
         now = time.monotonic()
         for job in jobs:
@@ -359,19 +392,24 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
                 job.train_rc, job.trained_s = rc, time.monotonic() - job.started
                 print(f"{job.name}: training ended (rc {rc}) after {job.trained_s:.0f} s",
                       flush=True)
-                gate = gate_note(job)
-                if gate:
-                    job.notes.append(gate)
-                    print(f"{job.name}: {gate}", flush=True)
-                elif (job.run / "checkpoint.pt").is_file():
-                    cmd = evaluation_command(job, runs, data, evals, args.episodes)
-                    with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
-                        job.evaluate = subprocess.Popen(
-                            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **env, "PYTHONPATH": source_path()})
-                    evaluating.append(job)
-                else:
-                    job.notes.append("no checkpoint.pt: nothing to evaluate")
+                undecided.append(job)
+        for job in list(undecided):
+            if any(j.train_rc is None for j in jobs if j.row == job.row):
+                continue  # a run for the same row is still training: decide with it
+            undecided.remove(job)
+            gate = gate_note(job) or rival_note(job, jobs)
+            if gate:
+                job.notes.append(gate)
+                print(f"{job.name}: {gate}", flush=True)
+            elif (job.run / "checkpoint.pt").is_file():
+                cmd = evaluation_command(job, runs, data, evals, args.episodes)
+                with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
+                    job.evaluate = subprocess.Popen(
+                        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                        env={**os.environ, **env, "PYTHONPATH": source_path()})
+                evaluating.append(job)
+            else:
+                job.notes.append("no checkpoint.pt: nothing to evaluate")
         for job in evaluating:
             if job.eval_rc is None and job.evaluate.poll() is not None:
                 job.eval_rc = job.evaluate.returncode
@@ -399,8 +437,6 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
                   concurrent: int) -> tuple[dict, dict]:
     """One ``omniglot.json`` and one ``omniglot_challenge.json`` (and their tables and plots)
     from the per-job evaluations, each row's training recorded as one GPU segment."""
-    import omniglot_challenge
-
     rows, challenge = {}, {}
     for job in jobs:
         folder = evals / job.name.replace(":", "_")
@@ -474,8 +510,9 @@ def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
 def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespace,
             elapsed: float, machine: str, notes: list[str]) -> str:
     scaled = f"; per job with --scale {args.scale:g}: see its notes" if args.scale != 1 else ""
-    tested = ("only the runs whose best validation beats their committed row's (--gate)"
-              if args.gate else "every run evaluated")
+    tested = ("each row's best validating run (variants of a challenge condition share its "
+              "row), " + ("only when it beats the committed row's best validation (--gate)"
+                          if args.gate else "whatever the committed row's"))
     lines = ["# Omniglot on one GPU: every Vinyals model and both challenge configs at once", "",
              f"Machine: {machine.strip().splitlines()[0]}; "
              f"{'; '.join(machine.strip().splitlines()[1:]) or 'no GPU'}.",
@@ -525,7 +562,9 @@ def main() -> int:
                              f"{', '.join(EXTRA)} also accepted)")
     parser.add_argument("--challenge", default=",".join(CHALLENGE),
                         help="comma-separated challenge conditions (default: full,minimal; "
-                             "'' for none)")
+                             "'' for none), or variants <condition>_<tag> (config "
+                             "omniglot_challenge_<condition>_<tag>.yaml); of the runs for one "
+                             "condition only the best validating is evaluated")
     parser.add_argument("--deadline", type=float, default=570.0,
                         help="seconds from the start by which everything ends (default 570)")
     parser.add_argument("--eval-reserve", type=float, default=150.0,
@@ -571,7 +610,7 @@ def main() -> int:
     models = [m for m in args.models.split(",") if m]
     bad = [m for m in models if not known_model(m)]
     conds = [c for c in args.challenge.split(",") if c]
-    if bad or any(c not in CHALLENGE for c in conds):
+    if bad or any(omniglot_challenge.condition_of(c) is None for c in conds):
         sys.exit(f"reproduce: unknown models {bad} or challenge conditions {conds}")
     out = Path(args.out or os.environ.get("OUT") or ROOT / "runs" / "reproduce" / "out")
     runs = Path(args.runs) if args.runs else (
