@@ -216,7 +216,7 @@ def test_reproduce_evaluates_one_run_per_challenge_condition(tmp_path, monkeypat
     challenge = reproduce.omniglot_challenge
     assert challenge.condition_of("full") == "full"
     assert challenge.condition_of("full_r12") == "full"  # committed variant configs
-    assert challenge.condition_of("minimal_c56") == "minimal"
+    assert challenge.condition_of("minimal_w128") == "minimal"
     assert challenge.condition_of("full_nosuch") is None
     assert challenge.condition_of("half") is None
 
@@ -227,19 +227,19 @@ def test_reproduce_evaluates_one_run_per_challenge_condition(tmp_path, monkeypat
         (run / "metrics.csv").write_text("step,train_loss,val_acc,time_s\n" + rows)
         return reproduce.Job(name, challenge.config_of(name.split(":")[1]), run)
 
-    base, c56, r12 = (job("challenge:full", [80.0, 85.0]), job("challenge:full_c56", [88.0]),
+    base, w128, r12 = (job("challenge:full", [80.0, 85.0]), job("challenge:full_w128", [88.0]),
                       job("challenge:full_r12", [87.0, 88.0]))
     other = job("protonet:1", [99.0])
-    jobs = [base, c56, r12, other]
+    jobs = [base, w128, r12, other]
     assert [j.row for j in jobs] == ["full", "full", "full", "protonet:1"]
-    assert reproduce.rival_note(c56, jobs) is None  # 88.0, listed before r12's 88.0
-    assert "challenge:full_c56 validated higher" in reproduce.rival_note(r12, jobs)
+    assert reproduce.rival_note(w128, jobs) is None  # 88.0, listed before r12's 88.0
+    assert "challenge:full_w128 validated higher" in reproduce.rival_note(r12, jobs)
     assert "(88.00 against 85.00)" in reproduce.rival_note(base, jobs)
     assert reproduce.rival_note(other, jobs) is None
-    command = reproduce.evaluation_command(c56, tmp_path, tmp_path, tmp_path, 10)
-    assert command[-1] == "full_c56" and command[1].endswith("omniglot_challenge.py")
-    row = {"config": "experiments/configs/omniglot_challenge_full_c56.yaml"}
-    assert challenge.variant_label("full", row) == ", config `omniglot_challenge_full_c56.yaml`"
+    command = reproduce.evaluation_command(w128, tmp_path, tmp_path, tmp_path, 10)
+    assert command[-1] == "full_w128" and command[1].endswith("omniglot_challenge.py")
+    row = {"config": "experiments/configs/omniglot_challenge_full_w128.yaml"}
+    assert challenge.variant_label("full", row) == ", config `omniglot_challenge_full_w128.yaml`"
     row = {"config": "experiments/configs/omniglot_challenge_full.yaml"}
     assert challenge.variant_label("full", row) == ""
 

@@ -13,6 +13,11 @@
 #                (reproduce.md, results.tar.gz, runs-1..5.tar.gz, machine.txt): at most 8 files,
 #                each under 16 MB, as the tool returns them. Write nothing else into $OUT.
 #                --models picks fewer jobs (e.g. the maml ones alone: their steps are slow).
+#   next call, as planned on 2026-12-04 (after calls 4 and 5, experiments/results/gpu/reproduce.md):
+#                the challenge variants beside the models furthest from their rows, e.g.
+#                "bash experiments/gpu/reproduce.sh --data .gpudata --scale 3 --gate --deadline 555
+#                --challenge full,full_w128,full_r12,minimal,minimal_w128,minimal_r12
+#                --models relation:5,gnn:1,gnn:5,matching:5", carry [".gpudata"], timeout_s 600.
 # The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
 # Without --data the script looks at $RELGRAPH_DATA, shared/data, then ../shared/data, and stops
