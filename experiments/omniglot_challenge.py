@@ -282,16 +282,25 @@ def main() -> int:
     EVAL_SET = data_dir(args.data) / "omniglot" / "full" / "images_evaluation.npz"
     if args.results:
         set_results(Path(args.results))
-    if not EVAL_SET.is_file():
-        sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs the "
-                 "shared data (--data DIR or RELGRAPH_DATA=DIR)")
     unknown = [c for c in args.conditions if condition_of(c) is None]
     if unknown:
         sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)} or a "
                  "variant <condition>_<tag> whose config experiments/configs/"
                  "omniglot_challenge_<condition>_<tag>.yaml exists")
+    names = args.conditions or list(CONDITIONS)
+    conds = [condition_of(n) for n in names]
+    twice = sorted({c for c in conds if conds.count(c) > 1})
+    if twice:
+        sys.exit(f"{', '.join(twice)}: one run per condition, please: each is evaluated on the "
+                 "evaluation alphabets as soon as it is trained, and a condition has one row. "
+                 "Choose between its variants on the validation alphabets first (e.g. "
+                 "experiments/gpu/reproduce.py --challenge full,full_w128 evaluates only the "
+                 "best validating run)")
+    if not EVAL_SET.is_file():
+        sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs the "
+                 "shared data (--data DIR or RELGRAPH_DATA=DIR)")
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
-    for name in args.conditions or list(CONDITIONS):
+    for name in names:
         cond = condition_of(name)
         rows[cond] = carry_history(rows.get(cond), run_condition(
             name, Path(args.out), args.skip_training, args.episodes, tuple(args.set),

@@ -242,6 +242,10 @@ def test_reproduce_evaluates_one_run_per_challenge_condition(tmp_path, monkeypat
     assert challenge.variant_label("full", row) == ", config `omniglot_challenge_full_w128.yaml`"
     row = {"config": "experiments/configs/omniglot_challenge_full.yaml"}
     assert challenge.variant_label("full", row) == ""
+    # the script itself refuses two runs for one condition (each would touch the test set)
+    done = script("experiments/omniglot_challenge.py", "full", "full_w128", "--data",
+                  str(tmp_path), "--out", str(tmp_path / "runs"))
+    assert done.returncode != 0 and "one run per condition" in done.stderr, done.stderr
 
 
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):

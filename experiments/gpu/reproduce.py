@@ -346,7 +346,7 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
             continue
         # the last interval: its steps and the second validation. The first interval holds
         # the first validation, whose one-off costs (the validation set, new shapes) made the
-        # rate 2-5x too slow on an H200 (experiments/results/gpu/reproduce.md)
+        # rate 2-6x too slow on an H200 (experiments/results/gpu/reproduce.md)
         per_step = (times[-1][1] - times[-2][1]) / (times[-1][0] - times[-2][0])
         startup = ended[job.name] - times[-1][1]
         budget = started + args.deadline - reserve(job, args) - time.monotonic() - startup
