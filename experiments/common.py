@@ -38,6 +38,17 @@ def learning_curve(out: Path) -> list[list[float]]:
                 for r in csv.DictReader(f) if r.get("val_acc") not in (None, "")]
 
 
+def step_times(out: Path) -> list[tuple[int, float]]:
+    """``[(step, seconds), ...]`` at each validation of the run's metrics.csv: the training
+    loop's exact ``time_s`` when that step ended (its validation comes after it)."""
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [(int(r["step"]), float(r["time_s"])) for r in csv.DictReader(f)
+                if r.get("val_acc") not in (None, "")]
+
+
 def data_dir(given: str | None = None) -> Path:
     """The shared data folder (holding ``omniglot/...``): ``given``, else ``$RELGRAPH_DATA``,
     else ``shared/data`` inside the checkout, else ``../shared/data`` beside it."""

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import csv
 import json
 import os
 import platform
@@ -67,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 import omniglot  # noqa: E402
 import omniglot_challenge  # noqa: E402
-from common import data_dir, learning_curve, run_time  # noqa: E402
+from common import data_dir, learning_curve, run_time, step_times  # noqa: E402
 from common import train as start_training  # noqa: E402
 
 if TYPE_CHECKING:
@@ -224,17 +223,6 @@ def reserve(job: Job, args: argparse.Namespace) -> float:
     """Seconds before the deadline at which ``job``'s training is stopped: the evaluation
     reserve, twice over for maml (its evaluation adapts to every episode: 10 inner steps)."""
     return args.eval_reserve * (2 if job.name.startswith("maml") else 1)
-
-
-def step_times(run: Path) -> list[tuple[int, float]]:
-    """``[(step, seconds), ...]`` at each validation of the run's ``metrics.csv``: the
-    training loop's time when that step ended (its validation comes after)."""
-    path = run / "metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [(int(r["step"]), float(r["time_s"])) for r in csv.DictReader(f)
-                if r.get("val_acc") not in (None, "")]
 
 
 def best_validation(run: Path) -> float | None:

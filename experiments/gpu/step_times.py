@@ -13,19 +13,21 @@ Usage (``runs-N.tar.gz`` of each call unpacked into its own folder)::
 from __future__ import annotations
 
 import argparse
-import csv
+import sys
 from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import step_times  # noqa: E402
+
 
 def interval_ms(run: Path) -> tuple[float, float]:
     """(ms per step over the second validation interval, validation episodes per step)."""
-    with open(run / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val_acc")]
-    if len(rows) < 2:
+    times = step_times(run)
+    if len(times) < 2:
         raise SystemExit(f"{run}: fewer than two validations in metrics.csv")
-    (s1, t1), (s2, t2) = [(int(r["step"]), float(r["time_s"])) for r in rows[:2]]
+    (s1, t1), (s2, t2) = times[:2]
     train = yaml.safe_load((run / "config.yaml").read_text())["train"]
     return 1000 * (t2 - t1) / (s2 - s1), train["val_episodes"] / train["val_every"]
 

@@ -484,7 +484,7 @@ class _PairMLP(torch.autograd.Function):
             new_gps: list[Tensor] = []
             if norm is not None:
                 sums = x.new_empty(2, nk, w.shape[1])  # per span: d gamma, d beta (float32)
-                none = norm.mean.new_empty(0)
+                unsaved = norm.mean.new_empty(0)  # no saved statistics (below)
             for k, (s, e, _) in enumerate(spans):
                 g = dz(k)
                 if db is not None:
@@ -506,7 +506,7 @@ class _PairMLP(torch.autograd.Function):
                     # eval-mode backward on the batch's statistics; CUDA asserts that the
                     # saved statistics are given: empty ones make it use the running ones
                     gp, sums[0, k], sums[1, k] = torch.ops.aten.native_batch_norm_backward(
-                        gp, z, norm.weight, norm.mean, norm.var, none, none, False, norm.eps,
+                        gp, z, norm.weight, norm.mean, norm.var, unsaved, unsaved, False, norm.eps,
                         [True, True, True])
                 new_gps.append(gp)
             lin_grads[li] = [dw] + ([] if db is None else [db])
