@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
                  "--challenge", "minimal")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["machine.txt", "reproduce.md",
-                                                      "results.tar.gz", "runs-1.tar.gz"]
+                                                      "results.tar.gz", "runs.tar.gz.1"]
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
         assert {"results/omniglot.md", "results/omniglot_curves.png",
@@ -54,7 +55,7 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
     assert row["segments"][0]["steps"] == [0, 4] and "CPU" in row["segments"][0]["device"]
     assert [c[0] for c in row["curve"]] == [2, 4]
     assert set(row["results"]) == {"5w1s", "20w1s"}
-    with tarfile.open(out / "runs-1.tar.gz") as tar:
+    with tarfile.open(out / "runs.tar.gz.1") as tar:  # one part: a whole archive
         names = set(tar.getnames())
     assert {"protonet_1shot/checkpoint.pt", "protonet_1shot/last.pt",
             "challenge/minimal/metrics.csv", "logs/train_protonet_1.log"} <= names
@@ -141,12 +142,24 @@ def reproduce_module(monkeypatch):
     return reproduce
 
 
+def unpack_parts(out: Path, into: Path) -> list[str]:
+    """``cat runs.tar.gz.* | tar xz`` into ``into``; returns the archive's names in order."""
+    parts = sorted(out.glob("runs.tar.gz.*"))
+    whole = into.with_suffix(".tar.gz")
+    whole.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(whole) as tar:
+        tar.extractall(into, filter="data")
+        return tar.getnames()
+
+
 def test_reproduce_packs_every_checkpoint_before_any_last_pt(tmp_path, monkeypatch):
-    """At most MAX_ARCHIVES archives come back (the device tool returns 8 files): every run's
-    checkpoint, metrics and config first, then last.pt files while room is left."""
+    """The device tool returns 8 files of at most 16 MB: the runs come back as one archive split
+    into at most MAX_ARCHIVES parts (so a checkpoint larger than a part still comes back),
+    every run's checkpoint, metrics and config first (the evaluated runs' first), then last.pt
+    files while room is left."""
     reproduce = reproduce_module(monkeypatch)
     monkeypatch.setattr(reproduce, "ARCHIVE_LIMIT", 3000)
-    monkeypatch.setattr(reproduce, "MAX_ARCHIVES", 2)
+    monkeypatch.setattr(reproduce, "MAX_ARCHIVES", 5)
     logs, out = tmp_path / "logs", tmp_path / "out"
     logs.mkdir()
     out.mkdir()
@@ -154,21 +167,45 @@ def test_reproduce_packs_every_checkpoint_before_any_last_pt(tmp_path, monkeypat
     for i in range(4):
         run = tmp_path / "runs" / f"protonet_{i}shot"
         run.mkdir(parents=True)
-        (run / "checkpoint.pt").write_bytes(b"c" * 1000)
-        (run / "last.pt").write_bytes(b"l" * 1000)
+        (run / "checkpoint.pt").write_bytes(os.urandom(1000))
+        (run / "last.pt").write_bytes(os.urandom(1000))
         (run / "metrics.csv").write_text("step,val_acc,time_s\n")
-        jobs.append(reproduce.Job(f"protonet:{i}", run / "config.yaml", run))
+        jobs.append(reproduce.Job(f"protonet:{i}", run / "config.yaml", run,
+                                  eval_rc=i % 2 or None))
     notes = reproduce.pack_runs(jobs, logs, out)
-    archives = sorted(out.glob("runs-*.tar.gz"))
-    assert len(archives) == 2
-    names = set()
-    for a in archives:
-        with tarfile.open(a) as tar:
-            names |= set(tar.getnames())
-    assert {f"protonet_{i}shot/checkpoint.pt" for i in range(4)} <= names
-    # 4,080 bytes of essentials in 2 x 3,000 bytes: room for one 1,000-byte last.pt
-    assert sum(n.endswith("last.pt") for n in names) == 1
-    assert len(notes) == 3 and all("last.pt left out" in n for n in notes)
+    parts = sorted(out.glob("runs.tar.gz.*"))
+    assert 1 < len(parts) <= 5 and all(p.stat().st_size <= 3000 for p in parts)
+    names = unpack_parts(out, tmp_path / "back")
+    checkpoints = [n for n in names if n.endswith("checkpoint.pt")]
+    assert checkpoints == [f"protonet_{i}shot/checkpoint.pt" for i in (1, 3, 0, 2)]
+    kept = [n for n in names if n.endswith("last.pt")]
+    assert len(kept) == 1  # 4 x 2,563 bytes of essentials in 12,952: room for one last.pt
+    assert all(names.index(k) > names.index(checkpoints[-1]) for k in kept)
+    assert sum("last.pt left out" in n for n in notes) == 4 - len(kept)
+    assert (tmp_path / "back" / checkpoints[0]).read_bytes() == (
+        tmp_path / "runs" / checkpoints[0]).read_bytes()
+
+
+def test_reproduce_returns_a_checkpoint_too_large_in_float16(tmp_path, monkeypatch):
+    """A checkpoint with no room left in float32 (two ResNet-12 ones: 2 x 47.5 MB, over the
+    files' 56 MB) comes back in float16, marked, when that fits; it loads as usual."""
+    reproduce = reproduce_module(monkeypatch)
+    run = tmp_path / "runs" / "protonet_1shot"
+    run.mkdir(parents=True)
+    torch.save({"model": {"w": torch.randn(6000), "n": torch.tensor(3)}, "step": 7},
+               run / "checkpoint.pt")
+    fp32 = reproduce.packed_size(run / "checkpoint.pt")
+    monkeypatch.setattr(reproduce, "ARCHIVE_LIMIT", 4000)
+    monkeypatch.setattr(reproduce, "RUNS_LIMIT", fp32 - 4000)
+    out = tmp_path / "out"
+    out.mkdir()
+    notes = reproduce.pack_runs([reproduce.Job("protonet:1", run / "config.yaml", run,
+                                               eval_rc=0)], tmp_path, out)
+    assert unpack_parts(out, tmp_path / "back") == ["protonet_1shot/checkpoint.pt"]
+    half = torch.load(tmp_path / "back/protonet_1shot/checkpoint.pt", weights_only=False)
+    assert half["stored_as"] == "float16" and half["model"]["w"].dtype == torch.float16
+    assert half["model"]["n"].dtype == torch.int64 and half["step"] == 7
+    assert notes and "came back in float16" in notes[0]
 
 
 def test_reproduce_gate_and_scaled_budgets(tmp_path, monkeypatch):
@@ -206,6 +243,61 @@ def test_reproduce_times_calibration_from_validated_rows(tmp_path, monkeypatch):
     times = reproduce.step_times(tmp_path)
     assert times == [(50, 2.5), (100, 3.125), (150, 3.7)]
     assert reproduce.step_times(tmp_path / "none") == []
+
+
+FAKE_TRAINING = """
+import sys, time
+from pathlib import Path
+out, flag = Path(sys.argv[1]), Path(sys.argv[5])
+delay, fast_ms, loaded_ms = map(float, sys.argv[2:5])
+out.mkdir(parents=True, exist_ok=True)
+time.sleep(delay)  # start-up
+rows, step, loop = ["step,train_loss,val_acc,time_s"], 0, 0.0
+while True:
+    ms = loaded_ms if flag.exists() else fast_ms  # slower once the slow job is in its loop
+    step += 10
+    loop += 10 * ms / 1000
+    rows.append(f"{step},1.0,50.0,{loop:.4f}")
+    (out / "metrics.tmp").write_text("\\n".join(rows) + "\\n")
+    (out / "metrics.tmp").replace(out / "metrics.csv")
+    if delay > 0:
+        flag.touch()
+    time.sleep(0.05)
+"""
+
+
+def test_reproduce_calibration_times_each_job_while_all_run(tmp_path, monkeypatch):
+    """--scale's timing: a fast job is timed only over intervals after every job reached its
+    training loop (here it runs 1 ms a step until the slow job starts, 4 ms after), and all
+    jobs are stopped at once when each has been timed."""
+    import argparse
+
+    reproduce = reproduce_module(monkeypatch)
+    script_path = tmp_path / "fake_train.py"
+    script_path.write_text(FAKE_TRAINING)
+    flag = tmp_path / "slow_started"
+    speeds = {"protonet:1": (0.0, 1.0, 4.0), "protonet:5": (1.5, 4.0, 4.0)}
+
+    def fake_start(config, run, data, *extra, log=None, env=None, wait=True):
+        name = "protonet:1" if "1shot" in str(config) else "protonet:5"
+        return subprocess.Popen([sys.executable, str(script_path), str(run),
+                                 *map(str, speeds[name]), str(flag)])
+
+    monkeypatch.setattr(reproduce, "start_training", fake_start)
+    jobs = reproduce.jobs_for(["protonet:1", "protonet:5"], [], tmp_path / "runs")
+    args = argparse.Namespace(calibrate=30, calibrate_limit=60.0, scale=100.0, deadline=1000.0,
+                              eval_reserve=0.0, threads=1, smoke=False, amp="config",
+                              compile=False, set=[])
+    began = time.monotonic()
+    reproduce.calibrate(jobs, args, tmp_path, tmp_path / "runs", tmp_path, began)
+    assert time.monotonic() - began < 30
+    for job in jobs:
+        assert "4.0 ms per step" in job.notes[-1], job.notes
+        assert "start-up" in job.notes[-1]
+    rows = reproduce.step_times(tmp_path / "runs" / "_calibrate" / "protonet_1")
+    assert rows[0][1] == pytest.approx(0.01)  # its first rows ran at 1 ms a step, untimed
+    assert reproduce.loaded_rate([(10, 0.01), (20, 0.02), (30, 0.06), (40, 0.10)], 2) == (
+        pytest.approx(0.004))
 
 
 def test_reproduce_evaluates_one_run_per_challenge_condition(tmp_path, monkeypatch):

@@ -13,13 +13,14 @@ start) stops the trainings still running early enough to evaluate them (SIGTERM:
 Outputs (in ``--out``, else ``$OUT``, else ``runs/reproduce/out``), few files so that they
 come back from a device machine: ``reproduce.md`` (status of every job and both tables),
 ``results.tar.gz`` (``omniglot.md/.json/.png``, ``omniglot_curves.png``,
-``omniglot_challenge.md/.json/.png``, the evaluation logs), ``runs-N.tar.gz`` (each run's
-``checkpoint.pt``, ``last.pt``, ``metrics.csv``, ``config.yaml`` and training log; split to
-stay under 15 MB a file) and ``machine.txt``. Merge into the committed tables with
+``omniglot_challenge.md/.json/.png``, the evaluation logs), ``runs.tar.gz.1``, ``.2``, ...
+(each run's ``checkpoint.pt``, ``last.pt``, ``metrics.csv``, ``config.yaml`` and training log
+while room is left, as one archive split into parts under 15 MB: ``cat runs.tar.gz.* | tar
+xz``) and ``machine.txt``. Merge into the committed tables with
 ``tar xzf results.tar.gz && python experiments/omniglot.py --merge results/omniglot.json``
 (and ``omniglot_challenge.py --merge results/omniglot_challenge.json``); each row's training
 segment names the GPU and how many runs shared it. A run stopped by the deadline continues
-from its returned folder (``runs-N.tar.gz`` unpacked into ``runs/omniglot``) with
+from its returned folder (``runs.tar.gz.*`` unpacked into ``runs/omniglot``) with
 ``experiments/omniglot.py --continue-to STEPS``.
 
 Speed settings, all off unless asked (the configs are the recipe): ``--amp {config,off,fp16,
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import platform
 import shutil
@@ -81,9 +83,13 @@ ARCHIVE_LIMIT = 15 * 2**20
 RUNS_LIMIT = 56 * 2**20
 #: ... and at most 8 files come back: machine.txt, reproduce.md, results.tar.gz and these.
 MAX_ARCHIVES = 5
-#: Validation episodes every half of the timing's steps: about the validation load per step of
-#: the configs (e.g. 200 episodes every 1,000 steps), slightly more.
+#: Validation episodes at each of the timing's validations (every --calibrate/3 steps): about
+#: the configs' validation load per step (e.g. 200 episodes every 1,000 steps).
 CALIBRATION_VAL_EPISODES = 5
+#: The timing's training steps: more than any job reaches before it is stopped.
+CALIBRATION_STEPS = 1_000_000
+#: Validation intervals timed per job once all jobs are in their loops.
+TIMED_INTERVALS = 2
 SMOKE_SETS = ["train.steps=4", "train.val_every=2", "train.val_episodes=4", "train.device=cpu"]
 
 
@@ -290,16 +296,21 @@ def scaled_sets(t: TrainConfig, factor: float) -> list[str]:
 
 def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, logs: Path,
               started: float) -> None:
-    """``--scale``: time ``args.calibrate`` steps of every job at once (all processes sharing
-    the GPU as they will), then set each job's budget to at most ``args.scale`` times its
-    config's steps, as many as its measured rate fits before its stop (deadline less its
-    reserve), with the measured start-up time and a safety factor of 0.95. The rate is timed
-    over the last third of the steps, after the first validation's one-off costs."""
+    """``--scale``: time every job at once (all processes sharing the GPU as they will), then
+    set each job's budget to at most ``args.scale`` times its config's steps, as many as its
+    measured rate fits before its stop (deadline less its reserve), with the measured start-up
+    time and a safety factor of 0.95.
+
+    Every job validates each ``args.calibrate // 3`` steps and runs until all jobs are in
+    their training loops (each has validated once: the first validation's one-off costs are
+    behind it) and each has then validated :data:`TIMED_INTERVALS` more times; then all are
+    stopped at once. A job's rate is timed over those later intervals alone, during which
+    every other job ran too: a fast job timed while slower ones were still starting ran
+    1.5-2x faster than it then kept up (experiments/results/gpu/reproduce.md, call 6)."""
     from relgraph.engine import load_config
 
-    n = args.calibrate
-    third = max(1, n // 3)
-    sets = training_sets(args) + [f"train.steps={n}", f"train.val_every={third}",
+    every = max(1, args.calibrate // 3)
+    sets = training_sets(args) + [f"train.steps={CALIBRATION_STEPS}", f"train.val_every={every}",
                                   f"train.val_episodes={CALIBRATION_VAL_EPISODES}"]
     env = process_env(args)
     procs = {}
@@ -311,42 +322,61 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
         procs[job.name] = (run, start_training(
             job.config, run, data, "--no-resume", *omniglot.sets(tuple(sets)),
             log=logs / f"calibrate_{job.name.replace(':', '_')}.log", env=env, wait=False))
+    in_loop: dict[str, float] = {}  # job -> start-up seconds (launch to its training loop)
+    loaded: dict[str, int] = {}  # job -> its rows logged before all jobs were in their loops
+    times: dict[str, list[tuple[int, float]]] = {}
     limit = t0 + args.calibrate_limit
-    ended = {}
-    while len(ended) < len(procs) and time.monotonic() < limit:
-        for name, (_, proc) in procs.items():
-            if name not in ended and proc.poll() is not None:
-                ended[name] = time.monotonic() - t0
-        time.sleep(0.5)
-    for name, (_, proc) in procs.items():
-        if name not in ended:
+    while time.monotonic() < limit:
+        now = time.monotonic()
+        for name, (run, _) in procs.items():
+            times[name] = step_times(run)
+            if times[name] and name not in in_loop:
+                in_loop[name] = now - t0 - times[name][0][1]
+        if len(in_loop) == len(procs) and not loaded:
+            loaded = {name: len(rows) for name, rows in times.items()}
+        if loaded and all(len(times[n]) >= loaded[n] + TIMED_INTERVALS + 1 for n in procs):
+            break
+        if all(proc.poll() is not None for _, proc in procs.values()):
+            break
+        time.sleep(0.25)
+    for _, proc in procs.values():
+        if proc.poll() is None:
             proc.kill()
-    print(f"calibration: {len(ended)}/{len(procs)} jobs ran {n} steps in "
-          f"{time.monotonic() - t0:.0f} s", flush=True)
+            proc.wait()
+    for name, (run, _) in procs.items():
+        times[name] = step_times(run)
+    timed = [n for n in procs if loaded and len(times[n]) >= loaded[n] + 2]
+    print(f"calibration: {len(timed)}/{len(procs)} jobs timed with all {len(procs)} running, "
+          f"in {time.monotonic() - t0:.0f} s", flush=True)
     for job in jobs:
-        run, _ = procs[job.name]
-        times = step_times(run)
         t = load_config(job.config).train
         config_steps = t.steps
-        if job.name not in ended or len(times) < 3 or times[-1][1] <= times[-2][1]:
+        if job.name not in timed:
             job.notes.append(f"calibration did not finish: trained at the config's budget "
                              f"({config_steps} steps)")
             continue
-        # the last interval: its steps and the second validation. The first interval holds
-        # the first validation, whose one-off costs (the validation set, new shapes) made the
-        # rate 2-6x too slow on an H200 (experiments/results/gpu/reproduce.md)
-        per_step = (times[-1][1] - times[-2][1]) / (times[-1][0] - times[-2][0])
-        startup = ended[job.name] - times[-1][1]
+        first, rows = loaded[job.name], times[job.name]
+        per_step = loaded_rate(rows, first)
+        startup = in_loop[job.name]
         budget = started + args.deadline - reserve(job, args) - time.monotonic() - startup
         fits = 0.95 * budget / per_step
         factor = max(0.0, min(args.scale, fits / config_steps))
         job.sets = scaled_sets(t, factor)
-        job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step (with "
-                         f"{CALIBRATION_VAL_EPISODES} validation episodes every {third} steps), "
+        job.notes.append(f"calibration: {per_step * 1000:.1f} ms per step over steps "
+                         f"{rows[first][0]}-{rows[-1][0]} with all jobs running (with "
+                         f"{CALIBRATION_VAL_EPISODES} validation episodes every {every} steps), "
                          f"start-up {startup:.0f} s; budget "
                          f"x{factor:.2f} of the config's {config_steps} steps "
                          f"({', '.join(job.sets)})")
         print(f"{job.name}: {job.notes[-1]}", flush=True)
+
+
+def loaded_rate(rows: list[tuple[int, float]], first: int) -> float:
+    """Seconds per step from a run's validated ``rows`` (``[(step, loop seconds), ...]``, as
+    :func:`step_times`) over the intervals that began at or after row ``first``: those that
+    ran while every job was in its loop."""
+    (s0, t0), (s1, t1) = rows[first], rows[-1]
+    return (t1 - t0) / (s1 - s0)
 
 
 def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, logs: Path,
@@ -454,13 +484,18 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
 
 
 def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
-    """The runs' files into at most :data:`MAX_ARCHIVES` ``runs-N.tar.gz`` of at most
-    :data:`ARCHIVE_LIMIT` each (:data:`RUNS_LIMIT` in all): first every run's
-    ``checkpoint.pt``, ``metrics.csv``, ``config.yaml`` and training log, then the
-    ``last.pt`` files (needed only to continue a run) while room is left. Returns notes on
-    what was left out."""
+    """The runs' files as one ``runs.tar.gz`` split into at most :data:`MAX_ARCHIVES` parts
+    ``runs.tar.gz.1``, ``.2``, ... of at most :data:`ARCHIVE_LIMIT` each (:data:`RUNS_LIMIT`
+    in all; unpack with ``cat runs.tar.gz.* | tar xz``), so that a file larger than one part
+    (a ResNet-12 checkpoint: 47.5 MB) still comes back. First every run's ``checkpoint.pt``,
+    ``metrics.csv``, ``config.yaml`` and training log (the evaluated runs' first), then the
+    ``last.pt`` files (needed only to continue a run) while room is left. A checkpoint that
+    does not fit comes back in float16 if that fits (``stored_as: float16`` in it; it loads
+    as usual). Returns notes on what was left out or halved."""
+    import torch
+
     essential, extra = [], []
-    for job in jobs:
+    for job in sorted(jobs, key=lambda j: j.eval_rc is None):  # evaluated runs first
         base = job.run.relative_to(job.run.parents[1 if job.is_challenge else 0])
         for name in ("checkpoint.pt", "metrics.csv", "config.yaml"):
             if (job.run / name).is_file():
@@ -470,29 +505,51 @@ def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
             essential.append((log, f"logs/{log.name}", job.name))
         if (job.run / "last.pt").is_file():
             extra.append((job.run / "last.pt", f"{base}/last.pt", job.name))
-    bins: list[list[tuple[Path, str]]] = []
-    sizes: list[int] = []
+    room = min(RUNS_LIMIT, MAX_ARCHIVES * ARCHIVE_LIMIT) - 2048  # tar's end, gzip's header
+    chosen: list[tuple[Path, str]] = []
     notes = []
     for path, arc, name in essential + extra:
-        size = path.stat().st_size
-        fit = next((i for i, used in enumerate(sizes) if used + size <= ARCHIVE_LIMIT), None)
-        if fit is None and len(bins) < MAX_ARCHIVES and size <= ARCHIVE_LIMIT:
-            bins.append([])
-            sizes.append(0)
-            fit = len(bins) - 1
-        if fit is None or sum(sizes) + size > RUNS_LIMIT:
-            notes.append(f"{name}: {path.name} left out ({size / 2**20:.1f} MB; no room in "
-                         f"{MAX_ARCHIVES} archives of {ARCHIVE_LIMIT / 2**20:.0f} MB)"
+        size = packed_size(path)
+        if size > room and path.name == "checkpoint.pt":
+            half = path.with_name("checkpoint.float16.pt")
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                ckpt["model"] = {k: v.half() if v.is_floating_point() else v
+                                 for k, v in ckpt["model"].items()}
+                ckpt["stored_as"] = "float16"
+                torch.save(ckpt, half)
+            except Exception as e:  # noqa: BLE001 (a note, not a failed call)
+                notes.append(f"{name}: no float16 copy of checkpoint.pt ({e})")
+            if half.is_file() and packed_size(half) <= room:
+                notes.append(f"{name}: checkpoint.pt came back in float16 "
+                             f"({size / 2**20:.1f} MB in float32; evaluated in float32 here)")
+                path, size = half, packed_size(half)
+        if size > room:
+            notes.append(f"{name}: {path.name} left out ({size / 2**20:.1f} MB; "
+                         f"{room / 2**20:.1f} MB of room left in the returned files)"
                          + (": its run cannot be continued from what came back"
                             if path.name == "last.pt" else ""))
             continue
-        bins[fit].append((path, arc))
-        sizes[fit] += size
-    for i, files in enumerate(bins, 1):
-        with tarfile.open(out / f"runs-{i}.tar.gz", "w:gz") as tar:
-            for path, arc in files:
-                tar.add(path, arcname=arc)
+        chosen.append((path, arc))
+        room -= size
+    whole = out / "runs.tar.gz"
+    with tarfile.open(whole, "w:gz") as tar:
+        for path, arc in chosen:
+            tar.add(path, arcname=arc)
+    with open(whole, "rb") as f:
+        for i in range(1, MAX_ARCHIVES + 1):
+            part = f.read(ARCHIVE_LIMIT)
+            if not part:
+                break
+            (out / f"runs.tar.gz.{i}").write_bytes(part)
+    whole.unlink()
     return notes
+
+
+def packed_size(path: Path) -> int:
+    """Bytes that ``path`` takes in a gzipped tar at worst: its 512-byte blocks and header,
+    plus gzip's overhead on data that does not compress (under 0.1 %)."""
+    return math.ceil((-(-path.stat().st_size // 512) + 1) * 512 * 1.001)
 
 
 def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespace,
@@ -570,8 +627,9 @@ def main() -> int:
                              "as a first timing of every job at once fits before the deadline "
                              "(default 1: the configs' budgets, no timing)")
     parser.add_argument("--calibrate", type=int, default=150,
-                        help="steps of that timing, with --scale: validated at each third, "
-                             "timed over the last (default 150)")
+                        help="with --scale, three validation intervals of that timing: each "
+                             "job validates every CALIBRATE/3 steps and is timed over two "
+                             "intervals during which all jobs ran (default 150)")
     parser.add_argument("--calibrate-limit", type=float, default=120.0,
                         help="seconds at most for that timing (default 120)")
     parser.add_argument("--gate", nargs="?", const=str(ROOT / "experiments" / "results"),
@@ -644,7 +702,10 @@ def main() -> int:
     text = summary(jobs, rows, challenge, args, time.monotonic() - started, machine, notes)
     (out / "reproduce.md").write_text(text)
     print(text)
-    ok = all(j.eval_rc == 0 for j in jobs)
+    # a run stopped by the deadline, or not evaluated by choice (--gate, a better validating
+    # rival for its row), is no failure
+    ok = all((j.train_rc == 0 or j.stopped is not None) and j.eval_rc in (0, None)
+             for j in jobs)
     return 0 if ok else 1
 
 

@@ -10,14 +10,15 @@
 #                mkdir -p .gpudata/omniglot && cp -r ../shared/data/omniglot/{full,images_background_small1.zip} .gpudata/omniglot/
 #   run:         command "bash experiments/gpu/reproduce.sh --data .gpudata --scale 2 --gate
 #                --deadline 555", carry [".gpudata"], timeout_s 600. Outputs land in $OUT
-#                (reproduce.md, results.tar.gz, runs-1..5.tar.gz, machine.txt): at most 8 files,
+#                (reproduce.md, results.tar.gz, runs.tar.gz.1..5, machine.txt): at most 8 files,
 #                each under 16 MB, as the tool returns them. Write nothing else into $OUT.
 #                --models picks fewer jobs (e.g. the maml ones alone: their steps are slow).
-#   next call, as planned on 2026-12-04 (after calls 4 and 5, experiments/results/gpu/reproduce.md):
-#                the challenge variants beside the models furthest from their rows, e.g.
-#                "bash experiments/gpu/reproduce.sh --data .gpudata --scale 3 --gate --deadline 555
-#                --challenge full,full_w128,full_r12,minimal,minimal_w128,minimal_r12
-#                --models relation:5,gnn:1,gnn:5,matching:5", carry [".gpudata"], timeout_s 600.
+#   next call, as planned on 2026-12-04 (after calls 6 and 7, experiments/results/gpu/reproduce.md):
+#                the challenge's ResNet-12 variants at longer budgets, beside the Vinyals models
+#                furthest from their rows, e.g. "bash experiments/gpu/reproduce.sh --data .gpudata
+#                --scale 4 --gate --deadline 555 --eval-reserve 80 --challenge full_r12,minimal_r12
+#                --models relation:1,relation:5,gnn:1,maml:5", carry [".gpudata"], timeout_s 600;
+#                then the four maml models alone.
 # The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
 # Without --data the script looks at $RELGRAPH_DATA, shared/data, then ../shared/data, and stops

@@ -5,7 +5,8 @@ Each run's time per step is taken over its second validation interval (its first
 the start: CUDA set-up, the first kernels), validation of that interval included; the
 validation episodes per step are shown beside it, so that loads can be compared.
 
-Usage (``runs-N.tar.gz`` of each call unpacked into its own folder)::
+Usage (each call's runs unpacked into its own folder: ``runs-N.tar.gz`` up to call 7,
+``cat runs.tar.gz.* | tar xz`` after)::
 
     python experiments/gpu/step_times.py CALL1_RUNS CALL2_RUNS
 """
