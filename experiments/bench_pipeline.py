@@ -38,6 +38,8 @@ Usage::
 
     python experiments/bench_pipeline.py                 # writes experiments/results/pipeline.md
     python experiments/bench_pipeline.py --configs omniglot_gnn_1shot --steps 10 --device cuda
+    python experiments/bench_pipeline.py --configs omniglot_challenge_full_r12 --device cuda \
+        --data .gpudata --steps 20 --val-episodes 20 --no-startup --out $OUT/pipeline_r12.md
     pip install --no-deps easyfsl==1.5.0   # then --peers adds easyfsl's TaskSampler + DataLoader
 
 Overhead = (trainer step - model step) / model step; the issue's target is <= 10 %.
@@ -71,6 +73,9 @@ from relgraph.engine import trainer  # noqa: E402
 from relgraph.engine.config import load_config  # noqa: E402
 from relgraph.engine.evaluate import autocast_context  # noqa: E402
 from relgraph.utils import atomic_write_text  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "experiments"))
+from common import training_cwd  # noqa: E402
 
 CONFIGS = ["omniglot_protonet_1shot", "omniglot_relation_1shot", "omniglot_gnn_1shot",
            "omniglot_maml_1shot"]
@@ -452,16 +457,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-startup", dest="startup", action="store_false",
                    help="skip timing the dataset build")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "pipeline.md"))
+    p.add_argument("--data", metavar="DIR",
+                   help="the shared data folder holding omniglot/ when it is not ../shared/data "
+                        "beside the project (e.g. a lent GPU's .gpudata)")
     p.add_argument("--report", metavar="JSON",
                    help="only write the report of a saved run (its pipeline.json)")
     args = p.parse_args(argv)
+    args.out = str(Path(args.out).resolve())
     if args.report:
         saved = json.loads(Path(args.report).read_text())
         write(Path(args.out), report(saved["results"], saved["header"],
                                      saved.get("peers", [])), saved)
         return 0
     torch.set_num_threads(args.threads)
-    os.chdir(ROOT)  # the configs' data paths are relative to the project root
+    # the configs' data paths (../shared/data/...) are relative to the project root, or to a
+    # folder beside a link to --data
+    os.chdir(training_cwd(Path(args.data).resolve()) if args.data else ROOT)
     load = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results = []

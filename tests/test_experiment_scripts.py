@@ -656,3 +656,18 @@ def test_omniglot_trainval_trains_on_1200_characters_for_the_best_step(shared_da
     assert "Trained on train + validation as the paper (its section below): 5w1s " in page
     # the train-only table is untouched by it
     assert json.loads((tmp_path / "results" / "omniglot.json").read_text())["protonet:1"] == best
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_bench_pipeline_reads_the_data_from_another_folder(shared_data, tmp_path):
+    """bench_pipeline.py --data: the configs' ../shared/data roots reach a copy of the data
+    elsewhere (as on a lent GPU, .gpudata), and the table names the config's method."""
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "omniglot").symlink_to(shared_data / "omniglot")
+    run = script("experiments/bench_pipeline.py", "--configs", "omniglot_protonet_1shot",
+                 "--steps", "1", "--warmup", "0", "--val-episodes", "2", "--no-startup",
+                 "--data", str(tmp_path / "copy"), "--out", str(tmp_path / "pipeline.md"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = (tmp_path / "pipeline.md").read_text()
+    assert "| protonet |" in table and "--data" in table

@@ -15,9 +15,14 @@
 #                --models picks fewer jobs (e.g. the maml ones alone: their steps are slow).
 #   next call, as planned on 2026-12-04 (after calls 6 and 7, experiments/results/gpu/reproduce.md):
 #                the challenge's ResNet-12 variants at longer budgets, beside the Vinyals models
-#                furthest from their rows, e.g. "bash experiments/gpu/reproduce.sh --data .gpudata
-#                --scale 4 --gate --deadline 555 --eval-reserve 80 --challenge full_r12,minimal_r12
-#                --models relation:1,relation:5,gnn:1,maml:5", carry [".gpudata"], timeout_s 600;
+#                furthest from their rows, then where a ResNet-12 step's time goes (its steps
+#                ran 51-77 ms, several times what the arithmetic needs on an H200), e.g.
+#                "bash experiments/gpu/reproduce.sh --data .gpudata --scale 4 --gate
+#                --deadline 480 --eval-reserve 80 --challenge full_r12,minimal_r12 --models
+#                relation:1,relation:5,gnn:1,maml:5; python3 experiments/bench_pipeline.py
+#                --configs omniglot_challenge_full_r12 --device cuda --data .gpudata --steps 20
+#                --val-episodes 20 --no-startup --out /tmp/pipeline_r12.md" (its table on
+#                stdout, the end of the output), carry [".gpudata"], timeout_s 600;
 #                then the four maml models alone.
 # The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
