@@ -56,6 +56,8 @@ PLOT = RESULTS / "omniglot_challenge.png"
 #: first runs (17.04 / 23.21), as issue 19 asks; on Lake et al.'s official 20 runs (held out
 #: from this repository) the targets are 6 / 10, human level 4.5.
 CONDITIONS = {"full": 8.5, "minimal": 12.0}
+#: Episodes on the validation alphabets per test-time augmentation tried (--choose-tta).
+VAL_EPISODES = 300
 
 #: Published error rates (%) on the original 20 within-alphabet runs (Lake et al. 2015, 2019).
 #: The last two: Lake et al. 2015's convnet trained on each of the two five-alphabet
@@ -87,8 +89,36 @@ def set_results(folder: Path) -> None:
                                    folder / PLOT.name)
 
 
+def choose_tta(model, preprocessing: dict, config: Path, choices: tuple[int, ...],
+               device: str, episodes: int = VAL_EPISODES) -> dict:
+    """The test-time augmentation (views per image) with the best accuracy on the condition's
+    validation alphabets (the config's ``data.val_alphabets`` of its background roots, all
+    their classes, 20-way 1-shot within alphabet, 15 queries, seed 0), the fewest views on
+    a tie. Returns ``{"chosen": N, "accuracy": {N: acc, ...}, "episodes": episodes}``."""
+    from relgraph.engine import evaluate, load_config
+    from relgraph.predict import dataset_for_checkpoint
+
+    data = load_config(config).data
+    roots = [str(data_path(r)) for r in data.roots]
+    val = dataset_for_checkpoint("omniglot", roots, preprocessing, list(data.val_alphabets))
+    accuracy = {n: evaluate(model, val, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
+                            device=device, within_alphabet=True, tta=n)["accuracy"]
+                for n in sorted(set(choices))}
+    chosen = max(accuracy, key=lambda n: (accuracy[n], -n))
+    return {"chosen": chosen, "accuracy": accuracy, "episodes": episodes}
+
+
+def data_path(root: str) -> Path:
+    """A config's data root (``../shared/data/omniglot/...``) in the data folder in use (the
+    folder of :data:`EVAL_SET`, e.g. ``--data``)."""
+    prefix = Path("../shared/data")
+    path = Path(root)
+    return EVAL_SET.parents[2] / path.relative_to(prefix) if path.is_relative_to(prefix) else path
+
+
 def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
-                  overrides: tuple[str, ...] = (), device_label: str | None = None) -> dict:
+                  overrides: tuple[str, ...] = (), device_label: str | None = None,
+                  tta_choices: tuple[int, ...] = ()) -> dict:
     from relgraph.data import build_dataset
     from relgraph.engine import evaluate, load_config, load_model
 
@@ -103,8 +133,14 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     model.to(device)
     started = time.perf_counter()
     # the config file's eval.tta: chosen on the validation alphabets after training, so it is
-    # read from the recipe, not from the checkpoint (whose copy of the config predates it)
+    # read from the recipe, not from the checkpoint (whose copy of the config predates it);
+    # with tta_choices, chosen here on them
     tta = load_config(config).eval.tta
+    choice = None
+    if tta_choices:
+        choice = choose_tta(model, ckpt["preprocessing"], config, tta_choices, device,
+                            min(VAL_EPISODES, episodes))
+        tta = choice["chosen"]
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                    device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
@@ -115,7 +151,7 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
             "device": device_label or (torch.cuda.get_device_name() if device == "cuda" else
                                        f"CPU, {threads_label(torch.get_num_threads())}"),
             "error": 100.0 - res["accuracy"], "result": res, "curve": learning_curve(out),
-            "evaluated": time.strftime("%Y-%m-%d")}
+            "evaluated": time.strftime("%Y-%m-%d"), **({"tta_choice": choice} if choice else {})}
 
 
 def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
@@ -193,6 +229,14 @@ def write_table(rows: dict) -> None:
             f"{r['error']:.2f} +- {res['ci95']:.2f} | "
             f"<= {CONDITIONS[name]:g} ({met}) | {r['best_val']:.2f} (step {r['best_step']}) | "
             f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {r['device']} |")
+    chosen = [f"- {name}: " + ", ".join(f"x{n} {acc:.2f}" for n, acc in
+                                        r["tta_choice"]["accuracy"].items())
+              + f" (x{r['tta_choice']['chosen']} chosen)"
+              for name, r in rows.items() if r.get("tta_choice")]
+    if chosen:
+        lines += ["", "Test-time augmentation chosen on the validation alphabets after training "
+                  "(`--choose-tta`; accuracy % on 300 20-way 1-shot within-alphabet episodes "
+                  "per choice), instead of the config's `eval.tta`:", *chosen]
     lines += ["", "Targets: half the first runs' errors on this protocol (issue 19); on Lake et "
               "al.'s official 20 runs (held out from this repository, checked separately) the "
               "targets are <= 6 (full) and <= 10 (minimal).",
@@ -262,6 +306,10 @@ def main() -> int:
                         help="how the training ran, for the table's device column (e.g. 'CPU, "
                              "2 threads' when --skip-training evaluates a run trained "
                              "elsewhere); default: this process's device and threads")
+    parser.add_argument("--choose-tta", metavar="N,N,...",
+                        help="choose the test-time augmentation (views per image) among these "
+                             "on the condition's validation alphabets after training (300 "
+                             "episodes each), instead of the config's eval.tta; e.g. 1,5,9")
     parser.add_argument("--why", help="why the conditions are trained (or evaluated) again: "
                                       "kept with the replaced rows' test results in the history")
     parser.add_argument("--table-only", action="store_true",
@@ -287,6 +335,13 @@ def main() -> int:
         sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)} or a "
                  "variant <condition>_<tag> whose config experiments/configs/"
                  "omniglot_challenge_<condition>_<tag>.yaml exists")
+    try:
+        tta_choices = tuple(int(n) for n in (args.choose_tta or "").split(",") if n.strip())
+    except ValueError:
+        sys.exit(f"--choose-tta takes view counts separated by commas (e.g. 1,5,9), got "
+                 f"{args.choose_tta!r}")
+    if any(n < 1 for n in tta_choices):
+        sys.exit(f"--choose-tta: view counts are at least 1, got {args.choose_tta!r}")
     names = args.conditions or list(CONDITIONS)
     conds = [condition_of(n) for n in names]
     twice = sorted({c for c in conds if conds.count(c) > 1})
@@ -304,7 +359,7 @@ def main() -> int:
         cond = condition_of(name)
         rows[cond] = carry_history(rows.get(cond), run_condition(
             name, Path(args.out), args.skip_training, args.episodes, tuple(args.set),
-            args.device_label), args.why)
+            args.device_label, tta_choices), args.why)
         write_table(rows)
         plot(rows)
         r = rows[cond]

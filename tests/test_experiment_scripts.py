@@ -42,7 +42,7 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
     out = tmp_path / "out"
     run = script("experiments/gpu/reproduce.py", "--smoke", "--data", str(shared_data),
                  "--out", str(out), "--runs", str(tmp_path / "runs"), "--models", "protonet:1",
-                 "--challenge", "minimal")
+                 "--challenge", "minimal", "--choose-tta", "1,2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["machine.txt", "reproduce.md",
                                                       "results.tar.gz", "runs.tar.gz.1"]
@@ -55,6 +55,14 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
     assert row["segments"][0]["steps"] == [0, 4] and "CPU" in row["segments"][0]["device"]
     assert [c[0] for c in row["curve"]] == [2, 4]
     assert set(row["results"]) == {"5w1s", "20w1s"}
+    with tarfile.open(out / "results.tar.gz") as tar:
+        challenge = json.load(tar.extractfile("results/omniglot_challenge.json"))["minimal"]
+        page = tar.extractfile("results/omniglot_challenge.md").read().decode()
+    # the challenge run's test-time augmentation, chosen on its validation alphabets
+    choice = challenge["tta_choice"]
+    assert set(choice["accuracy"]) == {"1", "2"}  # JSON keys
+    assert int(choice["chosen"]) == challenge["result"]["tta"] and choice["episodes"] == 10
+    assert "chosen on the validation alphabets after training" in page
     with tarfile.open(out / "runs.tar.gz.1") as tar:  # one part: a whole archive
         names = set(tar.getnames())
     assert {"protonet_1shot/checkpoint.pt", "protonet_1shot/last.pt",

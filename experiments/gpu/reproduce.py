@@ -173,7 +173,7 @@ def training_sets(args: argparse.Namespace) -> list[str]:
 
 
 def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
-                       episodes: int) -> list[str]:
+                       episodes: int, choose_tta: str | None = None) -> list[str]:
     if job.is_challenge:
         script, target, out = "omniglot_challenge.py", job.name.split(":")[1], runs / "challenge"
     else:
@@ -181,6 +181,8 @@ def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
     cmd = [sys.executable, str(ROOT / "experiments" / script), "--skip-training", "--out",
            str(out), "--data", str(data), "--results", str(results / job.name.replace(":", "_")),
            "--episodes", str(episodes), target]
+    if job.is_challenge and choose_tta:
+        cmd[-1:-1] = ["--choose-tta", choose_tta]
     return cmd
 
 
@@ -420,7 +422,7 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
                 job.notes.append(gate)
                 print(f"{job.name}: {gate}", flush=True)
             elif (job.run / "checkpoint.pt").is_file():
-                cmd = evaluation_command(job, runs, data, evals, args.episodes)
+                cmd = evaluation_command(job, runs, data, evals, args.episodes, args.choose_tta)
                 with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
                     job.evaluate = subprocess.Popen(
                         cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -642,6 +644,10 @@ def main() -> int:
                              "share the GPU at once (default: on where CUDA is; on an H200 with "
                              "17 jobs, 3.7-8.1x faster steps than time-sharing: see "
                              "experiments/results/gpu/reproduce.md)")
+    parser.add_argument("--choose-tta", metavar="N,N,...",
+                        help="challenge runs: choose the test-time augmentation among these "
+                             "view counts on the condition's validation alphabets before the "
+                             "test evaluation (omniglot_challenge.py --choose-tta), e.g. 1,5,9")
     parser.add_argument("--smoke", action="store_true",
                         help="protonet:1, maml:1 and challenge minimal, 4 steps each on the CPU, "
                              "10 test episodes: a check of the script, not of the models")

@@ -18,7 +18,7 @@
 #                furthest from their rows, then where a ResNet-12 step's time goes (its steps
 #                ran 51-77 ms, several times what the arithmetic needs on an H200), e.g.
 #                "bash experiments/gpu/reproduce.sh --data .gpudata --scale 4 --gate
-#                --deadline 480 --eval-reserve 80 --challenge full_r12,minimal_r12 --models
+#                --deadline 480 --eval-reserve 90 --choose-tta 1,5,9 --challenge full_r12,minimal_r12 --models
 #                relation:1,relation:5,gnn:1,maml:5; python3 experiments/bench_pipeline.py
 #                --configs omniglot_challenge_full_r12 --device cuda --data .gpudata --steps 20
 #                --val-episodes 20 --no-startup --out /tmp/pipeline_r12.md" (its table on
