@@ -191,6 +191,13 @@ def history_section(rows: dict) -> list[str]:
     return out + [""]
 
 
+def device_of(row: dict) -> str:
+    """Where the row's model trained: its segments' devices (a GPU run says how many runs
+    shared the GPU), else the row's device."""
+    devices = list(dict.fromkeys(s["device"] for s in row.get("segments", []) if s.get("device")))
+    return "; ".join(devices) or row["device"]
+
+
 def tta_label(result: dict) -> str:
     """``", TTA x5"`` when the evaluation averaged over fixed warps, else ``""``."""
     views = int(result.get("tta", 1))
@@ -228,7 +235,7 @@ def write_table(rows: dict) -> None:
             f"| {name} | {r['method']}{tta_label(res)}{variant_label(name, r)} | "
             f"{r['error']:.2f} +- {res['ci95']:.2f} | "
             f"<= {CONDITIONS[name]:g} ({met}) | {r['best_val']:.2f} (step {r['best_step']}) | "
-            f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {r['device']} |")
+            f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {device_of(r)} |")
     chosen = [f"- {name}: " + ", ".join(f"x{n} {acc:.2f}" for n, acc in
                                         r["tta_choice"]["accuracy"].items())
               + f" (x{r['tta_choice']['chosen']} chosen)"
