@@ -25,6 +25,8 @@ Usage (from the project root)::
     python experiments/omniglot_challenge.py                  # both conditions
     python experiments/omniglot_challenge.py minimal          # one
     python experiments/omniglot_challenge.py --skip-training full   # re-evaluate a saved run
+    python experiments/omniglot_challenge.py --choose-tta 1,5,9 full_r12
+        # the test-time augmentation chosen on the validation alphabets, not the config's
 
 Runs go to ``runs/omniglot_challenge/<condition>/``; results to
 ``experiments/results/omniglot_challenge.md`` / ``.json`` / ``.png`` (``--results DIR`` for
