@@ -21,8 +21,11 @@
 #                --deadline 480 --eval-reserve 90 --choose-tta 1,5,9 --challenge full_r12,minimal_r12 --models
 #                relation:1,relation:5,gnn:1,maml:5; python3 experiments/bench_pipeline.py
 #                --configs omniglot_challenge_full_r12 --device cuda --data .gpudata --steps 20
-#                --val-episodes 20 --no-startup --out /tmp/pipeline_r12.md" (its table on
-#                stdout, the end of the output), carry [".gpudata"], timeout_s 600;
+#                --val-episodes 20 --no-startup --out /tmp/pipeline_r12.md; python3 -m relgraph.cli
+#                bench --method protonet --backbone resnet12 --ways 56 --shots 1 --queries 3
+#                --image-size 84 --device cuda --amp float16 --steps 20" (the trainer's step
+#                against the model's, then the model's backbone alone; tables on stdout, the end
+#                of the output), carry [".gpudata"], timeout_s 600;
 #                then the four maml models alone.
 # The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
