@@ -133,7 +133,6 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    started = time.perf_counter()
     # the config file's eval.tta: chosen on the validation alphabets after training, so it is
     # read from the recipe, not from the checkpoint (whose copy of the config predates it);
     # with tta_choices, chosen here on them
@@ -143,6 +142,7 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
         choice = choose_tta(model, ckpt["preprocessing"], config, tta_choices, device,
                             min(VAL_EPISODES, episodes))
         tta = choice["chosen"]
+    started = time.perf_counter()
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                    device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
@@ -240,12 +240,12 @@ def write_table(rows: dict) -> None:
             f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {device_of(r)} |")
     chosen = [f"- {name}: " + ", ".join(f"x{n} {acc:.2f}" for n, acc in
                                         r["tta_choice"]["accuracy"].items())
-              + f" (x{r['tta_choice']['chosen']} chosen)"
-              for name, r in rows.items() if r.get("tta_choice")]
+              + f" ({r['tta_choice']['episodes']} episodes each; x{r['tta_choice']['chosen']} "
+              "chosen)" for name, r in rows.items() if r.get("tta_choice")]
     if chosen:
         lines += ["", "Test-time augmentation chosen on the validation alphabets after training "
-                  "(`--choose-tta`; accuracy % on 300 20-way 1-shot within-alphabet episodes "
-                  "per choice), instead of the config's `eval.tta`:", *chosen]
+                  "(`--choose-tta`; accuracy % on 20-way 1-shot within-alphabet episodes), "
+                  "instead of the config's `eval.tta`:", *chosen]
     lines += ["", "Targets: half the first runs' errors on this protocol (issue 19); on Lake et "
               "al.'s official 20 runs (held out from this repository, checked separately) the "
               "targets are <= 6 (full) and <= 10 (minimal).",
@@ -349,8 +349,10 @@ def main() -> int:
     except ValueError:
         sys.exit(f"--choose-tta takes view counts separated by commas (e.g. 1,5,9), got "
                  f"{args.choose_tta!r}")
-    if any(n < 1 for n in tta_choices):
-        sys.exit(f"--choose-tta: view counts are at least 1, got {args.choose_tta!r}")
+    from relgraph.engine.tta import VIEWS
+
+    if any(not 1 <= n <= len(VIEWS) for n in tta_choices):
+        sys.exit(f"--choose-tta: view counts go from 1 to {len(VIEWS)}, got {args.choose_tta!r}")
     names = args.conditions or list(CONDITIONS)
     conds = [condition_of(n) for n in names]
     twice = sorted({c for c in conds if conds.count(c) > 1})
