@@ -101,21 +101,16 @@ def choose_tta(model, preprocessing: dict, config: Path, choices: tuple[int, ...
     from relgraph.predict import dataset_for_checkpoint
 
     data = load_config(config).data
-    roots = [str(data_path(r)) for r in data.roots]
+    # the roots (../shared/data/...) as training reads them: from the folder where they reach
+    # the data in use (the one holding EVAL_SET)
+    cwd = common.training_cwd(EVAL_SET.parents[2])
+    roots = [str(cwd / r) for r in data.roots]
     val = dataset_for_checkpoint("omniglot", roots, preprocessing, list(data.val_alphabets))
     accuracy = {n: evaluate(model, val, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                             device=device, within_alphabet=True, tta=n)["accuracy"]
                 for n in sorted(set(choices))}
     chosen = max(accuracy, key=lambda n: (accuracy[n], -n))
     return {"chosen": chosen, "accuracy": accuracy, "episodes": episodes}
-
-
-def data_path(root: str) -> Path:
-    """A config's data root (``../shared/data/omniglot/...``) in the data folder in use (the
-    folder of :data:`EVAL_SET`, e.g. ``--data``)."""
-    prefix = Path("../shared/data")
-    path = Path(root)
-    return EVAL_SET.parents[2] / path.relative_to(prefix) if path.is_relative_to(prefix) else path
 
 
 def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,

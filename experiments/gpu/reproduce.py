@@ -522,10 +522,11 @@ def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
                 torch.save(ckpt, half)
             except Exception as e:  # noqa: BLE001 (a note, not a failed call)
                 notes.append(f"{name}: no float16 copy of checkpoint.pt ({e})")
-            if half.is_file() and packed_size(half) <= room:
+            half_size = packed_size(half) if half.is_file() else None
+            if half_size is not None and half_size <= room:
                 notes.append(f"{name}: checkpoint.pt came back in float16 "
                              f"({size / 2**20:.1f} MB in float32; evaluated in float32 here)")
-                path, size = half, packed_size(half)
+                path, size = half, half_size
         if size > room:
             notes.append(f"{name}: {path.name} left out ({size / 2**20:.1f} MB; "
                          f"{room / 2**20:.1f} MB of room left in the returned files)"
