@@ -3,9 +3,9 @@
 Protocol: the Vinyals split of the full Omniglot (``splits/vinyals``: 1,028 training characters,
 172 validation characters for model selection, 423 test characters), each character x4
 rotations as new classes, 28x28, Conv4. One model per method and shot count, evaluated 5-way
-and 20-way (Vinyals et al. and Snell et al. did so); every model is evaluated once on the test
-characters: 15 queries per class, 1,000 fixed episodes (seed 0), BatchNorm in eval mode, 95% CI
-= 1.96 std / sqrt(episodes).
+and 20-way (Vinyals et al. and Snell et al. did so); every model is evaluated once per
+test-time augmentation on the test characters: 15 queries per class, 1,000 fixed episodes
+(seed 0), BatchNorm in eval mode, 95% CI = 1.96 std / sqrt(episodes).
 
 Per-way models: Finn et al., Sung et al. and Garcia & Bruna trained a model for each way count.
 A config ``omniglot_<method>_<k>shot_<n>way.yaml`` (model ``method:k:n``, run folder
@@ -26,6 +26,7 @@ Usage (from the project root)::
     python experiments/omniglot.py --table-only   # rewrite the table and plots from the JSON
     python experiments/omniglot.py --merge results/omniglot.json   # rows from a GPU run
     python experiments/omniglot.py --trainval protonet:1   # the papers' protocol (below)
+    python experiments/omniglot.py --skip-training --choose-tta 1,5,9 protonet:1   # TTA (below)
 
 A model's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml`` (a per-way model's
 ``..._<k>shot_<n>way.yaml``); its run goes to ``runs/omniglot/<method>_<k>shot[_<n>way]/``.
@@ -47,6 +48,15 @@ characters, then trains again on both for that many). ``--trainval`` does the sa
 already in the table: its config trained on ``trainval`` for the step count of its train-only
 run's best validation, without validation (the last model is kept), evaluated once on the same
 test episodes; rows in ``omniglot_trainval.json``, a section of the table of their own.
+
+Test-time augmentation: a config's ``eval.tta`` (default 1, off) averages each test image's
+embedding over that many fixed small warps (``relgraph.engine.tta``; per image, so an inductive
+method stays inductive; the papers used none). ``--choose-tta 1,5,9`` chooses it on the model's
+validation characters instead (``TTA_EPISODES`` episodes of its validation shape, seed 0, the
+same episodes for every choice; the fewest views on a tie) and records the choice in the row;
+write the chosen value into the config's ``eval.tta`` to keep it as the recipe. The papers'
+protocol rows (``--trainval``) use the config's ``eval.tta``: they have no validation
+characters left to choose on. Methods that adapt per episode (maml) take no TTA.
 
 Data: ``--data DIR`` or ``$RELGRAPH_DATA`` (the folder holding ``omniglot/full``), default
 ``../shared/data``.
@@ -79,6 +89,8 @@ METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "tpn", "dpgn",
 SHOTS = [1, 5]
 WAYS = (5, 20)
 CELLS = ["5w1s", "5w5s", "20w1s", "20w5s"]
+#: Validation episodes per test-time augmentation tried (``--choose-tta``).
+TTA_EPISODES = 1000
 
 #: Published accuracies (%) on this protocol: 5w1s, 5w5s, 20w1s, 20w5s.
 PAPER = {
@@ -188,7 +200,8 @@ def train_only_snapshot(row: dict) -> dict:
     row's own ``train_steps``), so that the comparison stays with that run after the model is
     trained again."""
     return {"train_seconds": row["train_seconds"], "train_steps": row["train_steps"],
-            "results": {cell: {"accuracy": res["accuracy"], "ci95": res["ci95"]}
+            "results": {cell: {"accuracy": res["accuracy"], "ci95": res["ci95"],
+                               **({"tta": res["tta"]} if res.get("tta", 1) > 1 else {})}
                         for cell, res in row["results"].items()}}
 
 
@@ -269,7 +282,8 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
               episodes: int, ways_list: tuple[int, ...] = WAYS, data: Path | None = None,
               continue_to: str | None = None, old: dict | None = None,
               eval_device: str | None = None, overrides: tuple[str, ...] = (),
-              trainval_steps: int | None = None, model_ways: int | None = None) -> dict:
+              trainval_steps: int | None = None, model_ways: int | None = None,
+              tta_choices: tuple[int, ...] = (), tta_episodes: int = TTA_EPISODES) -> dict:
     """Train (or continue, or reuse) one model and evaluate its cells; returns its table row.
 
     ``old`` is the model's previous row (its training segments are kept when the run is
@@ -277,13 +291,15 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     ``relgraph train --set``; ``trainval_steps``: train as the papers did (see the module's
     notes) for this many steps, in ``<method>_<shots>shot_trainval``; ``model_ways``: the
     per-way model of that way count (``omniglot_<method>_<k>shot_<n>way.yaml``), evaluated on
-    that way count only.
+    that way count only; ``tta_choices``: the test-time augmentations to choose from on the
+    validation characters (:func:`choose_tta`, ``tta_episodes`` episodes each; default the
+    config's ``eval.tta``).
     """
     if model_ways is not None and tuple(ways_list) != (model_ways,):
         sys.exit(f"{model_key(method, shots, model_ways)} is a {model_ways}-way model: it is "
                  f"evaluated on {model_ways}-way episodes only (--ways {model_ways} or no --ways)")
     from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_model
+    from relgraph.engine import evaluate, load_config, load_model
 
     data = data or data_dir()
     full = data / "omniglot" / "full"
@@ -326,13 +342,18 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
                          image_size=ckpt["preprocessing"]["image_size"])
     device = eval_device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    tta, choice = load_config(config).eval.tta, None
+    if tta_choices and trainval_steps is None:
+        choice = choose_tta(model, method, shots, model_ways, data, tta_choices, device,
+                            tta_episodes)
+        tta = choice["chosen"] if choice else 1
     results = {}
     threads = torch.get_num_threads()
     train_seconds, train_steps = run_time(out)
     for ways in ways_list:
         started = time.perf_counter()
         res = evaluate(model, test, ways=ways, shots=shots, queries=15, episodes=episodes,
-                       seed=0, device=device)
+                       seed=0, device=device, tta=tta)
         res["seconds"] = round(time.perf_counter() - started, 1)
         results[f"{ways}w{shots}s"] = res
     chosen = ({"validation": validation_comparison(method, shots, model_ways, out_root, data,
@@ -349,7 +370,47 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "segments": segments, "curve": learning_curve(out),
             "torch": torch.__version__,
             "transductive": next(iter(results.values()))["transductive"], "results": results,
+            **({"tta_choice": choice} if choice else {}),
             "evaluated": time.strftime("%Y-%m-%d")}
+
+
+def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None, data: Path,
+               choices: tuple[int, ...], device: str,
+               episodes: int = TTA_EPISODES) -> dict | None:
+    """The test-time augmentation (views per image) with the best accuracy on the model's
+    validation characters: ``episodes`` episodes of its config's validation shape
+    (``eval.ways``, the model's shots, ``eval.queries``; seed 0, the same for every choice),
+    the fewest views on a tie. ``None`` (with a note) for a method that adapts per episode
+    and takes none.
+
+    Returns:
+        ``{"chosen": N, "accuracy": {N: acc, ...}, "ci95": {N: ci, ...}, "episodes",
+        "ways", "shots", "queries"}`` (accuracies in %).
+    """
+    from relgraph.data import build_dataset
+    from relgraph.engine import evaluate, load_config
+
+    if not getattr(model, "supports_tta", True):
+        print(f"{model_key(method, shots, ways)}: {type(model).__name__} adapts per episode "
+              "and takes no test-time augmentation; evaluated without")
+        return None
+    config = load_config(config_path(method, shots, ways))
+    full = data / "omniglot" / "full"
+    val = build_dataset("omniglot", [full / "images_background.npz",
+                                     full / "images_evaluation.npz"],
+                        split=config.data.val_split or "val", rotations=True,
+                        image_size=config.data.image_size)
+    accuracy, ci95 = {}, {}
+    for n in sorted(set(choices)):
+        res = evaluate(model, val, ways=config.eval.ways, shots=shots,
+                       queries=config.eval.queries, episodes=episodes, seed=0, device=device,
+                       tta=n)
+        accuracy[n], ci95[n] = res["accuracy"], res["ci95"]
+        print(f"{model_key(method, shots, ways)} validation, TTA x{n}: {res['accuracy']:.2f} "
+              f"+- {res['ci95']:.2f}")
+    chosen = max(accuracy, key=lambda n: (accuracy[n], -n))
+    return {"chosen": chosen, "accuracy": accuracy, "ci95": ci95, "episodes": episodes,
+            "ways": config.eval.ways, "shots": shots, "queries": config.eval.queries}
 
 
 def validation_comparison(method: str, shots: int, ways: int, out_root: Path, data: Path,
@@ -408,7 +469,9 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
     """Every recorded evaluation on the test characters of a model no longer in the table
     (``trainval``: the rows of the papers' protocol, listed after the others)."""
     out = ["## Test evaluations (history)", "",
-           "The test characters were evaluated once per trained model. Models trained again "
+           "The test characters were evaluated once per trained model and test-time "
+           "augmentation (a model evaluated again with a TTA chosen on validation keeps its "
+           "earlier evaluation here). Models trained again "
            "(same or changed config) replaced their rows; the replaced models' evaluations "
            "recorded since 2026-12-02 are listed here, per model in the order they were "
            "replaced, each by the next and the last by the table's row (earlier replacements "
@@ -418,7 +481,7 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
     for label, table in (("", rows), (" on train + validation", trainval or {})):
         for key, r in table.items():
             for h in r.get("history", []):
-                cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}"
+                cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}{tta_mark(v)}"
                                   for c, v in h["results"].items())
                 picked = (f"best validation {h['best_val']:.2f} at step {h['best_step']}"
                           if h.get("best_val") is not None else "no validation")
@@ -601,6 +664,35 @@ def gap_text(cell: str, res: dict, paper: float) -> str:
     return text + (" (meets it)" if res["accuracy"] >= paper else " (meets it, within its 95% CI)")
 
 
+def tta_mark(res: dict) -> str:
+    """``" TTA x9"`` for a cell evaluated with test-time augmentation, else ``""``."""
+    views = int(res.get("tta", 1))
+    return f" TTA x{views}" if views > 1 else ""
+
+
+def tta_section(rows: dict) -> list[str]:
+    """The test-time augmentations chosen on validation (``--choose-tta``), one line per row
+    that chose."""
+    lines = []
+    for key, r in rows.items():
+        if not (c := r.get("tta_choice")):
+            continue
+        tried = ", ".join(f"x{n} {acc:.2f} +- {c['ci95'][n]:.2f}"
+                          for n, acc in sorted(c["accuracy"].items(), key=lambda kv: int(kv[0])))
+        lines.append(f"- {model_label(key)}: {tried} on {c['episodes']} {c['ways']}-way "
+                     f"{c['shots']}-shot validation episodes ({c['queries']} queries, seed 0): "
+                     f"x{c['chosen']} chosen.")
+    if not lines:
+        return []
+    return ["## Test-time augmentation, chosen on validation", "",
+            "`python experiments/omniglot.py --skip-training --choose-tta 1,5,9 "
+            "<method>:<shots>`: each image's embedding averaged over N fixed small warps "
+            "(shifts, +-6 degree rotations, scalings; per image, so an inductive method stays "
+            "inductive), N chosen on the validation characters (the same episodes for each N; "
+            "the fewest views on a tie), then the test cells evaluated once with it. Accuracy "
+            "in % with 95% CI:", "", *lines, ""]
+
+
 def trainval_section(trainval: dict, rows: dict) -> list[str]:
     """The rows of the papers' protocol (``--trainval``) beside their train-only rows."""
     if not trainval:
@@ -621,7 +713,10 @@ def trainval_section(trainval: dict, rows: dict) -> list[str]:
     replaced = []
     for key, r in trainval.items():
         method, _, _ = split_key(key)
-        total = sum(seg["minutes"] for seg in prior_segments(r))
+        segments = prior_segments(r)
+        total = sum(seg["minutes"] for seg in segments)
+        # the training device(s) (the row's own "device" is where it was last evaluated)
+        trained_on = "; ".join(dict.fromkeys(seg["device"] for seg in segments))
         source = r.get("train_only") or rows.get(key, {})
         if stale_trainval(r, rows.get(key)):
             now = rows[key]
@@ -632,8 +727,10 @@ def trainval_section(trainval: dict, rows: dict) -> list[str]:
             paper = PAPER[method][1][CELLS.index(cell)]
             base = source.get("results", {}).get(cell)
             out.append(f"| {model_label(key)} | {r['train_steps']} | {total:.1f} min, "
-                       f"{r['device']} | {cell} | {res['accuracy']:.2f} +- {res['ci95']:.2f} | "
-                       + (f"{base['accuracy']:.2f} +- {base['ci95']:.2f}" if base else "-")
+                       f"{trained_on} | {cell} | {res['accuracy']:.2f} +- {res['ci95']:.2f}"
+                       f"{tta_mark(res)} | "
+                       + (f"{base['accuracy']:.2f} +- {base['ci95']:.2f}{tta_mark(base)}"
+                          if base else "-")
                        + f" | {paper if paper is not None else '-'} | "
                        + ("-" if paper is None else "yes" if meets(res, paper) else
                           f"no ({res['accuracy'] - paper:+.2f})") + " |")
@@ -665,19 +762,21 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         "",
         "Protocol: Vinyals split of the full Omniglot (1,028 training characters; the 172 "
         "validation characters select the checkpoint; 423 test characters, each trained model "
-        "evaluated on them once: see the history at the end), "
-        "rotations x4 as new classes, 28x28, Conv4. One model per method and shot count, "
-        "evaluated 5-way and 20-way on 1,000 fixed test episodes (seed 0, 15 queries per "
-        "class), BatchNorm in eval mode; a cell marked * comes from a model trained for its "
-        "way count (a per-way model, as Finn et al., Sung et al. and Garcia & Bruna trained "
-        "one per setting; listed in the budget table). Accuracy in % with 95% CI "
-        "(1.96 std / sqrt(1000)); "
-        "the paper's number in brackets. Training budgets are far below the papers' (which "
-        "trained for hours on a GPU): see the budget table. Transductive rows (tpn, dpgn) "
-        "classify all queries of an episode together, on these balanced query sets (15 per "
-        "class), whose balance is itself information they can use; they are not like for like "
-        "with the inductive rows (on the small1 protocol, `omniglot_small1.md`, TPN's lead "
-        "over ProtoNet disappears with random query counts).",
+        "evaluated on them once per test-time augmentation: every evaluation is listed in the "
+        "history at the end), rotations x4 as new classes, "
+        "28x28, Conv4. One model per method and shot count, evaluated 5-way and 20-way on 1,000"
+        " fixed test episodes (seed 0, 15 queries per class), BatchNorm in eval mode; a cell "
+        "marked * comes from a model trained for its way count (a per-way model, as Finn et "
+        "al., Sung et al. and Garcia & Bruna trained one per setting; listed in the budget "
+        "table). Accuracy in % with 95% CI (1.96 std / sqrt(1000)); the paper's number in "
+        "brackets; TTA xN: each test image's embedding averaged over N fixed small warps, N "
+        "chosen on the validation characters (per image, so still inductive; the papers used "
+        "none; see its section). Training budgets are far below the papers' (which trained for "
+        "hours on a GPU): see the budget table. Transductive rows (tpn, dpgn) classify all "
+        "queries of an episode together, on these balanced query sets (15 per class), whose "
+        "balance is itself information they can use; they are not like for like with the "
+        "inductive rows (on the small1 protocol, `omniglot_small1.md`, TPN's lead over ProtoNet"
+        " disappears with random query counts).",
         "",
         "| method | mode | " + " | ".join(CELLS) + " |",
         "|---|---|" + "---|" * len(CELLS),
@@ -691,7 +790,8 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
         for i, cell in enumerate(CELLS):
             res = _cell(rows, method, cell)
             paper = PAPER[method][1][i]
-            ours = f"{res['accuracy']:.2f} +- {res['ci95']:.2f}" if res else "not run"
+            ours = (f"{res['accuracy']:.2f} +- {res['ci95']:.2f}{tta_mark(res)}" if res else
+                    "not run")
             mark = "*" if res and split_key(source_key(rows, method, cell))[2] else ""
             cells.append(ours + mark + (f" ({paper})" if paper is not None else ""))
         lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
@@ -735,7 +835,7 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
                   f"{'its row was' if one else 'their rows were'} written before the learning "
                   f"curves were kept, and {'its run folder is' if one else 'their run folders are'}"
                   " not here; `--skip-training` on a run folder (or `--continue-to`) records it."]
-    lines += ["", "## Short of the papers", ""] + shortfalls(rows, trainval)
+    lines += ["", *tta_section(rows), "## Short of the papers", ""] + shortfalls(rows, trainval)
     if trainval:
         lines += [""] + trainval_section(trainval, rows)
     lines += [""] + history_section(rows, trainval)
@@ -847,6 +947,13 @@ def main() -> int:
                         help="the papers' protocol: train each model (already in the table) on "
                              "the train + validation characters for its best validation step "
                              "count, no validation; rows in omniglot_trainval.json")
+    parser.add_argument("--choose-tta", metavar="N,N,...",
+                        help="choose the test-time augmentation (views per image, 1-9) among "
+                             f"these on the model's validation characters ({TTA_EPISODES} "
+                             "episodes each) instead of the config's eval.tta, e.g. 1,5,9")
+    parser.add_argument("--tta-episodes", type=int, default=TTA_EPISODES, metavar="E",
+                        help=f"validation episodes per choice of --choose-tta (default "
+                             f"{TTA_EPISODES})")
     parser.add_argument("--why", help="why the models are trained (or merged) again: kept "
                                       "with the replaced rows' test results in the history")
     parser.add_argument("--merge", metavar="JSON",
@@ -879,6 +986,19 @@ def main() -> int:
         sys.exit("--continue-to trains; it cannot go with --skip-training")
     if args.continue_to and not re.fullmatch(r"x\d+(\.\d+)?|\d+", args.continue_to):
         sys.exit(f"--continue-to expects STEPS or xF (e.g. 4000 or x2), got {args.continue_to!r}")
+    try:
+        tta_choices = tuple(int(n) for n in (args.choose_tta or "").split(",") if n.strip())
+    except ValueError:
+        sys.exit(f"--choose-tta takes view counts separated by commas (e.g. 1,5,9), got "
+                 f"{args.choose_tta!r}")
+    if args.tta_episodes < 1:
+        sys.exit(f"--tta-episodes must be at least 1, got {args.tta_episodes}")
+    if any(not 1 <= n <= 9 for n in tta_choices):
+        sys.exit(f"--choose-tta: view counts go from 1 to 9, got {args.choose_tta!r}")
+    if tta_choices and args.trainval:
+        sys.exit("--choose-tta chooses on the validation characters, which --trainval trains "
+                 "on: choose on the train-only model, write the choice into the config's "
+                 "eval.tta, then run --trainval (it evaluates with eval.tta)")
     models = parse_cells(args.models)
     missing = [str(config_path(*m).relative_to(ROOT)) for m in models
                if not config_path(*m).is_file()]
@@ -895,7 +1015,8 @@ def main() -> int:
         key = model_key(method, shots, ways)
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
                         (ways,) if ways else tuple(args.ways or WAYS), data, args.continue_to,
-                        rows.get(key), overrides=tuple(args.set), model_ways=ways)
+                        rows.get(key), overrides=tuple(args.set), model_ways=ways,
+                        tta_choices=tta_choices, tta_episodes=args.tta_episodes)
         # re-read before writing: several invocations may fill the table in parallel
         rows = read_rows(STATE)
         record(rows, key, row, bool(args.ways) and not ways, args.why)

@@ -55,6 +55,9 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
     assert row["segments"][0]["steps"] == [0, 4] and "CPU" in row["segments"][0]["device"]
     assert [c[0] for c in row["curve"]] == [2, 4]
     assert set(row["results"]) == {"5w1s", "20w1s"}
+    # the Vinyals model's test-time augmentation, chosen on its validation characters
+    assert set(row["tta_choice"]["accuracy"]) == {"1", "2"} and row["tta_choice"]["episodes"] == 10
+    assert row["results"]["20w1s"]["tta"] == row["tta_choice"]["chosen"]
     with tarfile.open(out / "results.tar.gz") as tar:
         challenge = json.load(tar.extractfile("results/omniglot_challenge.json"))["minimal"]
         page = tar.extractfile("results/omniglot_challenge.md").read().decode()
@@ -140,6 +143,27 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     assert [s["minutes"] for s in longer["segments"][:2]] == [
         s["minutes"] for s in again["segments"]]
     assert [h["results"] for h in longer["history"]] == [other["results"]]
+    # test-time augmentation chosen on the validation characters, then the test cells
+    # evaluated with it; the evaluation without it stays in the history
+    run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                 str(tmp_path / "cont"), "--results", str(tmp_path / "results_cont"),
+                 "--episodes", "10", "--ways", "5", "--skip-training", "--choose-tta", "1,2",
+                 "--tta-episodes", "6", "protonet:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    tta = json.loads((tmp_path / "results_cont" / "omniglot.json").read_text())["protonet:1"]
+    choice = tta["tta_choice"]
+    assert set(choice["accuracy"]) == {"1", "2"} and choice["episodes"] == 6
+    assert (choice["ways"], choice["shots"], choice["queries"]) == (20, 1, 15)  # its eval shape
+    best = max(choice["accuracy"].values())
+    assert choice["chosen"] == min(int(n) for n, a in choice["accuracy"].items() if a == best)
+    assert tta["results"]["5w1s"]["tta"] == choice["chosen"]
+    assert tta["history"][-1]["results"]["5w1s"]["tta"] == 1
+    page = (tmp_path / "results_cont" / "omniglot.md").read_text()
+    assert "## Test-time augmentation, chosen on validation" in page
+    assert f"x{choice['chosen']} chosen" in page
+    refused = script("experiments/omniglot.py", "--data", str(shared_data), "--trainval",
+                     "--choose-tta", "1,5", "protonet:1")
+    assert refused.returncode != 0 and "--choose-tta chooses on the validation" in refused.stderr
 
 
 def reproduce_module(monkeypatch):

@@ -181,8 +181,10 @@ def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
     cmd = [sys.executable, str(ROOT / "experiments" / script), "--skip-training", "--out",
            str(out), "--data", str(data), "--results", str(results / job.name.replace(":", "_")),
            "--episodes", str(episodes), target]
-    if job.is_challenge and choose_tta:
+    if choose_tta:  # chosen on validation episodes (no more of them than test episodes)
         cmd[-1:-1] = ["--choose-tta", choose_tta]
+        if not job.is_challenge:
+            cmd[-1:-1] = ["--tta-episodes", str(min(1000, episodes))]
     return cmd
 
 
@@ -648,9 +650,11 @@ def main() -> int:
                              "17 jobs, 3.7-8.1x faster steps than time-sharing: see "
                              "experiments/results/gpu/reproduce.md)")
     parser.add_argument("--choose-tta", metavar="N,N,...",
-                        help="challenge runs: choose the test-time augmentation among these "
-                             "view counts on the condition's validation alphabets before the "
-                             "test evaluation (omniglot_challenge.py --choose-tta), e.g. 1,5,9")
+                        help="choose the test-time augmentation among these view counts "
+                             "before the test evaluation: on the condition's validation "
+                             "alphabets for challenge runs, on the validation characters for "
+                             "the Vinyals models (--choose-tta of omniglot_challenge.py and "
+                             "omniglot.py; maml takes none), e.g. 1,5,9")
     parser.add_argument("--smoke", action="store_true",
                         help="protonet:1, maml:1 and challenge minimal, 4 steps each on the CPU, "
                              "10 test episodes: a check of the script, not of the models")
