@@ -26,7 +26,9 @@
 #                --image-size 84 --device cuda --amp float16 --steps 20" (the trainer's step
 #                against the model's, then the model's backbone alone; tables on stdout, the end
 #                of the output), carry [".gpudata"], timeout_s 600;
-#                then the four maml models alone.
+#                then the four maml models alone. Since 2026-12-05 --choose-tta also chooses
+#                each Vinyals model's test-time augmentation on its validation characters
+#                (experiments/omniglot.py --choose-tta; 1,000 episodes per choice, maml none).
 # The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
 # Without --data the script looks at $RELGRAPH_DATA, shared/data, then ../shared/data, and stops
