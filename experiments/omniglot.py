@@ -611,11 +611,16 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
             if ways and r.get("results"):
                 lines.append(f"- {model_label(key)}: not in the table." + chosen_text(key, r))
             continue
+        all_meet = all(meets(r["results"][cell], PAPER[method][1][i])
+                       for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
+                       and source_key(rows, method, cell) == key
+                       and PAPER[method][1][i] is not None)
         why = ("its best validation accuracy came at the last step, so it was still improving "
-               "when its budget ended (likely undertrained)"
+               "when its budget ended" + ("" if all_meet else " (likely undertrained)")
                if r["best_step"] == r["train_steps"] else
-               f"its validation accuracy peaked at step {r['best_step']} of "
-               f"{r['train_steps']}, so more steps of this recipe alone are unlikely to close it")
+               f"its validation accuracy peaked at step {r['best_step']} of {r['train_steps']}"
+               + ("" if all_meet else
+                  ", so more steps of this recipe alone are unlikely to close it"))
         segments = prior_segments(r) if r["train_seconds"] is not None else []
         budget = (" + ".join(f"{seg['minutes']:.0f} min, {seg['device']}" for seg in segments)
                   or r["device"])
