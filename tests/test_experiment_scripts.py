@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from relgraph.engine import load_checkpoint
+from relgraph.engine import load_checkpoint, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "train.steps=4", "--set", "train.val_every=2", "--set", "train.val_episodes=4",
@@ -157,7 +157,9 @@ def test_omniglot_continues_a_run_to_a_larger_budget(shared_data, tmp_path):
     best = max(choice["accuracy"].values())
     assert choice["chosen"] == min(int(n) for n, a in choice["accuracy"].items() if a == best)
     assert tta["results"]["5w1s"]["tta"] == choice["chosen"]
-    assert tta["history"][-1]["results"]["5w1s"]["tta"] == 1
+    # the evaluations before it used the recipe's TTA (the config's eval.tta)
+    recipe = load_config(ROOT / "experiments" / "configs" / "omniglot_protonet_1shot.yaml")
+    assert tta["history"][-1]["results"]["5w1s"]["tta"] == recipe.eval.tta
     page = (tmp_path / "results_cont" / "omniglot.md").read_text()
     assert "## Test-time augmentation, chosen on validation" in page
     assert f"x{choice['chosen']} chosen" in page
