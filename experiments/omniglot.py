@@ -388,7 +388,8 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
         "ways", "shots", "queries"}`` (accuracies in %).
     """
     from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_config
+    from relgraph.engine import choose_tta as choose
+    from relgraph.engine import load_config
 
     if not getattr(model, "supports_tta", True):
         print(f"{model_key(method, shots, ways)}: {type(model).__name__} adapts per episode "
@@ -400,17 +401,13 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
                                      full / "images_evaluation.npz"],
                         split=config.data.val_split or "val", rotations=True,
                         image_size=config.data.image_size)
-    accuracy, ci95 = {}, {}
-    for n in sorted(set(choices)):
-        res = evaluate(model, val, ways=config.eval.ways, shots=shots,
-                       queries=config.eval.queries, episodes=episodes, seed=0, device=device,
-                       tta=n)
-        accuracy[n], ci95[n] = res["accuracy"], res["ci95"]
-        print(f"{model_key(method, shots, ways)} validation, TTA x{n}: {res['accuracy']:.2f} "
-              f"+- {res['ci95']:.2f}")
-    chosen = max(accuracy, key=lambda n: (accuracy[n], -n))
-    return {"chosen": chosen, "accuracy": accuracy, "ci95": ci95, "episodes": episodes,
-            "ways": config.eval.ways, "shots": shots, "queries": config.eval.queries}
+    pick = choose(model, val, choices, ways=config.eval.ways, shots=shots,
+                  queries=config.eval.queries, episodes=episodes, seed=0, device=device)
+    for n, acc in pick["accuracy"].items():
+        print(f"{model_key(method, shots, ways)} validation, TTA x{n}: {acc:.2f} "
+              f"+- {pick['ci95'][n]:.2f}")
+    pick.pop("seed")
+    return pick
 
 
 def validation_comparison(method: str, shots: int, ways: int, out_root: Path, data: Path,

@@ -97,7 +97,8 @@ def choose_tta(model, preprocessing: dict, config: Path, choices: tuple[int, ...
     validation alphabets (the config's ``data.val_alphabets`` of its background roots, all
     their classes, 20-way 1-shot within alphabet, 15 queries, seed 0), the fewest views on
     a tie. Returns ``{"chosen": N, "accuracy": {N: acc, ...}, "episodes": episodes}``."""
-    from relgraph.engine import evaluate, load_config
+    from relgraph.engine import choose_tta as choose
+    from relgraph.engine import load_config
     from relgraph.predict import dataset_for_checkpoint
 
     data = load_config(config).data
@@ -106,11 +107,9 @@ def choose_tta(model, preprocessing: dict, config: Path, choices: tuple[int, ...
     cwd = common.training_cwd(EVAL_SET.parents[2])
     roots = [str(cwd / r) for r in data.roots]
     val = dataset_for_checkpoint("omniglot", roots, preprocessing, list(data.val_alphabets))
-    accuracy = {n: evaluate(model, val, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
-                            device=device, within_alphabet=True, tta=n)["accuracy"]
-                for n in sorted(set(choices))}
-    chosen = max(accuracy, key=lambda n: (accuracy[n], -n))
-    return {"chosen": chosen, "accuracy": accuracy, "episodes": episodes}
+    pick = choose(model, val, choices, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
+                  device=device, within_alphabet=True)
+    return {"chosen": pick["chosen"], "accuracy": pick["accuracy"], "episodes": episodes}
 
 
 def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,

@@ -3,7 +3,7 @@
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig, EvalConfig, TrainConfig, load_config
 from relgraph.engine.distributed import DistInfo, init_distributed, resolve_device
-from relgraph.engine.evaluate import confidence_interval, episode_accuracies, evaluate
+from relgraph.engine.evaluate import choose_tta, confidence_interval, episode_accuracies, evaluate
 from relgraph.engine.trainer import build_datasets, build_model, init_backbone, load_model, train
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "TrainConfig",
     "build_datasets",
     "build_model",
+    "choose_tta",
     "confidence_interval",
     "episode_accuracies",
     "evaluate",

@@ -24,11 +24,11 @@ from relgraph.data.base import FewShotDataset
 from relgraph.data.episode import Episode
 from relgraph.data.resident import resident_images
 from relgraph.data.sampler import EpisodeSampler
-from relgraph.engine.tta import with_tta
+from relgraph.engine.tta import VIEWS, with_tta
 from relgraph.methods.base import FewShotMethod
 
-__all__ = ["evaluate", "confidence_interval", "episode_accuracies", "embed_dataset",
-           "evaluation_mode"]
+__all__ = ["evaluate", "choose_tta", "confidence_interval", "episode_accuracies",
+           "embed_dataset", "evaluation_mode"]
 
 #: Examples per backbone call when embedding the distinct examples of an evaluation.
 EMBED_CHUNK = 512
@@ -269,6 +269,50 @@ def evaluate(
         "query_counts": f"random 1-{queries} per class" if random_queries
         else "balanced",
     }
+
+
+def choose_tta(
+    model: FewShotMethod,
+    dataset: FewShotDataset,
+    choices: tuple[int, ...] | list[int] = (1, 5, 9),
+    **evaluate_kwargs: Any,
+) -> dict[str, Any]:
+    """Choose the test-time augmentation (views per image) on validation episodes.
+
+    Every choice is scored by :func:`evaluate` on the same episodes (``evaluate_kwargs``:
+    ``ways``, ``shots``, ``queries``, ``episodes``, ``seed``, ``device``, ...); the most
+    accurate wins, the fewest views on a tie. Pass a *validation* split: a choice made on the
+    test split makes its test number worthless.
+
+    Example:
+        >>> pick = choose_tta(model, val, (1, 5, 9), ways=20, shots=5)  # doctest: +SKIP
+        >>> evaluate(model, test, ways=20, shots=5, tta=pick["chosen"])  # doctest: +SKIP
+
+    Args:
+        model: a trained method whose ``supports_tta`` is true (not MAML and the other
+            methods that adapt per episode).
+        dataset: the validation split.
+        choices: the view counts to try, each 1 to ``len(VIEWS)`` = 9 (1 = no augmentation).
+
+    Returns:
+        ``{"chosen": N, "accuracy": {N: acc, ...}, "ci95": {N: ci, ...}, "episodes",
+        "ways", "shots", "queries", "seed"}`` with accuracies and CIs in percent.
+    """
+    if "tta" in evaluate_kwargs:
+        raise TypeError("choose_tta tries every view count in `choices`; do not pass tta")
+    views = sorted({int(n) for n in choices})
+    if not views or views[0] < 1 or views[-1] > len(VIEWS):
+        raise ValueError(f"choices must be view counts from 1 to {len(VIEWS)}, "
+                         f"got {list(choices)}")
+    if not getattr(model, "supports_tta", True):
+        raise ValueError(f"{type(model).__name__} adapts to each episode and does not support "
+                         "test-time augmentation; evaluate it with tta=1")
+    results = {n: evaluate(model, dataset, tta=n, **evaluate_kwargs) for n in views}
+    accuracy = {n: r["accuracy"] for n, r in results.items()}
+    first = results[views[0]]
+    return {"chosen": max(views, key=lambda n: (accuracy[n], -n)), "accuracy": accuracy,
+            "ci95": {n: r["ci95"] for n, r in results.items()},
+            **{k: first[k] for k in ("episodes", "ways", "shots", "queries", "seed")}}
 
 
 def evaluation_mode(model: FewShotMethod, unlabelled: int = 0, distractors: int = 0) -> str:

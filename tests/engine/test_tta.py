@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from relgraph.backbones import Conv4
-from relgraph.data import Episode
+from relgraph.data import Episode, TensorDataset
+from relgraph.engine import choose_tta, evaluate
 from relgraph.engine.tta import VIEWS, TTABackbone, warp_views, with_tta
 from relgraph.methods import build_method
 
@@ -82,3 +83,48 @@ def test_methods_that_adapt_the_backbone_refuse_tta(name):
     with pytest.raises(ValueError, match="test-time augmentation"), with_tta(model, 3):
         pass
     assert isinstance(model.backbone, Conv4)
+
+
+def blobs(noise: float) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    centers = F.interpolate(torch.rand(10, 1, 4, 4, generator=g), size=28, mode="bilinear")
+    x = centers.repeat(12, 1, 1, 1) + noise * torch.randn(120, 1, 28, 28, generator=g)
+    return TensorDataset(x, torch.arange(120) % 10)
+
+
+def test_choose_tta_scores_every_choice_on_the_same_episodes():
+    torch.manual_seed(0)
+    model = build_method("protonet", Conv4(hidden=8, out_channels=8)).eval()
+    ds = blobs(noise=0.6)
+    kwargs = dict(ways=5, shots=1, queries=3, episodes=40, seed=3)
+    pick = choose_tta(model, ds, (5, 1, 3, 5), **kwargs)
+    assert sorted(pick["accuracy"]) == [1, 3, 5]
+    for n in (1, 3, 5):
+        res = evaluate(model, ds, tta=n, **kwargs)
+        assert pick["accuracy"][n] == res["accuracy"] and pick["ci95"][n] == res["ci95"]
+    assert pick["chosen"] == max((1, 3, 5), key=lambda n: (pick["accuracy"][n], -n))
+    assert (pick["episodes"], pick["ways"], pick["shots"], pick["queries"]) == (40, 5, 1, 3)
+    assert model.backbone.__class__ is Conv4  # the wrapper is gone afterwards
+
+
+def test_choose_tta_takes_the_fewest_views_on_a_tie():
+    torch.manual_seed(0)
+    model = build_method("protonet", Conv4(hidden=8, out_channels=8)).eval()
+    pick = choose_tta(model, blobs(noise=0.0), (9, 5, 1), ways=5, shots=1, queries=3,
+                      episodes=10)
+    assert set(pick["accuracy"].values()) == {100.0}
+    assert pick["chosen"] == 1
+
+
+def test_choose_tta_rejects_bad_choices_and_adapting_methods():
+    model = build_method("protonet", Conv4(hidden=8, out_channels=8))
+    ds = blobs(noise=0.5)
+    with pytest.raises(ValueError, match="from 1 to 9"):
+        choose_tta(model, ds, (1, 10))
+    with pytest.raises(ValueError, match="from 1 to 9"):
+        choose_tta(model, ds, ())
+    with pytest.raises(TypeError, match="tta"):
+        choose_tta(model, ds, (1, 5), tta=5)
+    maml = build_method("maml", Conv4(hidden=8, out_channels=8), num_classes=5)
+    with pytest.raises(ValueError, match="tta=1"):
+        choose_tta(maml, ds, (1, 5))
