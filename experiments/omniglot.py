@@ -384,8 +384,8 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
     and takes none.
 
     Returns:
-        ``{"chosen": N, "accuracy": {N: acc, ...}, "ci95": {N: ci, ...}, "episodes",
-        "ways", "shots", "queries"}`` (accuracies in %).
+        :func:`relgraph.engine.choose_tta`'s ``{"chosen": N, "accuracy": {N: acc, ...},
+        "ci95": {N: ci, ...}, "episodes", "ways", "shots", "queries", "seed"}`` (in %).
     """
     from relgraph.data import build_dataset
     from relgraph.engine import choose_tta as choose
@@ -406,7 +406,6 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
     for n, acc in pick["accuracy"].items():
         print(f"{model_key(method, shots, ways)} validation, TTA x{n}: {acc:.2f} "
               f"+- {pick['ci95'][n]:.2f}")
-    pick.pop("seed")
     return pick
 
 

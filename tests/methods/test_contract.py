@@ -106,7 +106,8 @@ def test_support_permutation_and_relabelling(name):
         ep = Episode(ep.support.double(), ep.support_labels, ep.query.double(), ep.query_labels,
                      ep.class_ids, N, K)
     base = model(ep)
-    atol = 1e-9 if base.dtype == torch.float64 else 5e-4
+    # float32: up to ~4e-5 (tpn's label propagation solves a linear system)
+    atol = 1e-9 if base.dtype == torch.float64 else 1e-4
     # permute the support examples (labels follow): same logits, except for methods that read
     # the support set as a sequence by design (Matching Networks' FCE bidirectional LSTM)
     if not getattr(model, "support_order_dependent", False):
