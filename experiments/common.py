@@ -7,9 +7,11 @@ import csv
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +98,39 @@ def train(config: Path, out: Path, data: Path, *extra: str, log: Path | None = N
             stream.close()  # the child holds its own copy
     if not wait:
         return proc
-    if proc.wait():
+    if wait_or_stop(proc):
         raise subprocess.CalledProcessError(proc.returncode, cmd)
     return None
+
+
+def wait_or_stop(proc: subprocess.Popen, grace_s: float = 60.0) -> int:
+    """Wait for ``proc`` and return its exit code; if this script is stopped meanwhile (Ctrl-C,
+    or ``kill`` sending SIGTERM to this process alone), stop ``proc`` too before exiting.
+
+    Without this, ``kill <script's pid>`` left its training child running on its own: it
+    kept the run folder's lock, so the script run again could not train there, and it kept
+    the cores busy (seen on 2026-12-05). The child gets SIGTERM, then SIGKILL after
+    ``grace_s`` seconds.
+    """
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main else None
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def threads_label(n: int) -> str:

@@ -705,3 +705,23 @@ def test_bench_pipeline_reads_the_data_from_another_folder(shared_data, tmp_path
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = (tmp_path / "pipeline.md").read_text()
     assert "| protonet |" in table and "--data" in table
+
+
+def test_stopping_a_script_stops_its_training_child(tmp_path):
+    """``kill <script>`` (SIGTERM to the script alone) stops the child it waits on, which
+    would otherwise keep running, holding the run folder's lock and the cores."""
+    ready = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys; sys.path.insert(0, 'experiments'); import common\n"
+         "proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+         f"open({str(ready)!r}, 'w').write(str(proc.pid))\n"
+         "common.wait_or_stop(proc)"], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (ready.is_file() and ready.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(ready.read_text())
+    parent.terminate()
+    assert parent.wait(timeout=60) == 128 + 15
+    with pytest.raises(ProcessLookupError):  # stopped and reaped by the script
+        os.kill(child, 0)
