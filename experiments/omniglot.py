@@ -611,12 +611,6 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                        for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
                        and source_key(rows, method, cell) == key
                        and PAPER[method][1][i] is not None)
-        why = ("its best validation accuracy came at the last step, so it was still improving "
-               "when its budget ended" + ("" if all_meet else " (likely undertrained)")
-               if r["best_step"] == r["train_steps"] else
-               f"its validation accuracy peaked at step {r['best_step']} of {r['train_steps']}"
-               + ("" if all_meet else
-                  ", so more steps of this recipe alone are unlikely to close it"))
         segments = prior_segments(r) if r["train_seconds"] is not None else []
         budget = (" + ".join(f"{seg['minutes']:.0f} min, {seg['device']}" for seg in segments)
                   or r["device"])
@@ -633,6 +627,12 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                     + budget_estimate(r["curve"], paper - res["accuracy"]) + ".")
         else:
             need = ""
+        why = ("its best validation accuracy came at the last step, so it was still improving "
+               "when its budget ended" + ("" if all_meet else " (likely undertrained)")
+               if r["best_step"] == r["train_steps"] else
+               f"its validation accuracy peaked at step {r['best_step']} of {r['train_steps']}"
+               + (" (whether more steps would help: its budget estimate)"
+                  if need.startswith(" Budget: for") else ""))
         if tv := (trainval or {}).get(key):
             tv_gaps = [gap_text(cell, res, paper)
                        for cell, res in tv["results"].items()
