@@ -113,8 +113,10 @@ def wait_or_stop(proc: subprocess.Popen, grace_s: float = 60.0) -> int:
     ``grace_s`` seconds.
     """
     on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main else None
+    previous = signal.getsignal(signal.SIGTERM)
     try:
+        if on_main:  # signal handlers can only be set there
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return proc.wait()
     except BaseException:
         proc.terminate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -710,6 +711,7 @@ def test_bench_pipeline_reads_the_data_from_another_folder(shared_data, tmp_path
     assert "| protonet |" in table and "--data" in table
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux /proc")
 def test_stopping_a_script_stops_its_training_child(tmp_path):
     """``kill <script>`` (SIGTERM to the script alone) stops the child it waits on, which
     would otherwise keep running, holding the run folder's lock and the cores."""
@@ -721,10 +723,17 @@ def test_stopping_a_script_stops_its_training_child(tmp_path):
          f"open({str(ready)!r}, 'w').write(str(proc.pid))\n"
          "common.wait_or_stop(proc)"], cwd=ROOT)
     deadline = time.monotonic() + 60
-    while not (ready.is_file() and ready.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (ready.is_file() and catches_sigterm(parent.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the script waits on its child, SIGTERM handler set
     child = int(ready.read_text())
     parent.terminate()
     assert parent.wait(timeout=60) == 128 + 15
     with pytest.raises(ProcessLookupError):  # stopped and reaped by the script
         os.kill(child, 0)
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (its ``SigCgt`` mask, Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
