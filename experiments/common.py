@@ -127,8 +127,8 @@ def wait_or_stop(proc: subprocess.Popen, grace_s: float = 60.0) -> int:
             proc.wait()
         raise
     finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
+        if on_main:  # None: a handler set outside Python, which Python cannot restore
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
