@@ -79,7 +79,8 @@ config = Config.from_dict({
               "val_every": 30, "val_episodes": 60, "seed": 0, "device": "cpu"},
     "eval": {"ways": 5, "shots": 1, "queries": 15},
 })
-work = Path(tempfile.mkdtemp(prefix="relgraph-t01-"))
+workdir = tempfile.TemporaryDirectory(prefix="relgraph-t01-")  # removed at the end
+work = Path(workdir.name)
 result = train(config, work / "run", progress=False)
 best = result["best"]
 print(f"best validation accuracy {best['val_acc']:.2f} +- {best['val_ci95']:.2f}% "
@@ -153,3 +154,4 @@ plt.show()
 # of the repository: ``experiments/results/omniglot_small1.md`` (all methods trained on the
 # small background set, evaluated on unseen alphabets) and ``experiments/results/omniglot.md``
 # (the standard protocol next to the papers' numbers).
+workdir.cleanup()

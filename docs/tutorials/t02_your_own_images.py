@@ -75,7 +75,8 @@ def folder_name(class_name: str) -> str:
     return class_name.split("/")[-1].lower().replace(" ", "_")
 
 
-work = Path(tempfile.mkdtemp(prefix="relgraph-t02-"))
+workdir = tempfile.TemporaryDirectory(prefix="relgraph-t02-")  # removed at the end
+work = Path(workdir.name)
 root = work / "my_images"
 rng = random.Random(0)
 
@@ -262,3 +263,4 @@ plt.show()
 # the other methods next to it). For photos, train at ``--image-size 84`` with 3 channels
 # (the defaults) and a bigger backbone (``--backbone resnet12``); the natural-image
 # benchmarks are described in the documentation's "Natural images" page.
+workdir.cleanup()

@@ -111,7 +111,8 @@ print("query 0 unchanged:", torch.allclose(before, after, atol=1e-5))
 from relgraph.engine import Config, episode_accuracies, load_config, load_model, train  # noqa: E402
 from relgraph.engine.evaluate import confidence_interval  # noqa: E402
 
-work = Path(tempfile.mkdtemp(prefix="relgraph-t04-"))
+workdir = tempfile.TemporaryDirectory(prefix="relgraph-t04-")  # removed at the end
+work = Path(workdir.name)
 (work / "gat.yaml").write_text("""\
 method: gat_head
 method_args: {hidden: 64, heads: 4}
@@ -204,3 +205,4 @@ plt.show()
 # out +0.07 +- 0.11 and +0.29 +- 0.17 points above ProtoNet at 5-way 1-shot. The library's own
 # PyG head, :class:`~relgraph.methods.PyGConvMethod` (``method: pyg``), runs any
 # :mod:`torch_geometric.nn` convolution by name and is a longer example of the same interface.
+workdir.cleanup()

@@ -37,7 +37,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-work = Path(tempfile.mkdtemp(prefix="relgraph-t09-"))
+workdir = tempfile.TemporaryDirectory(prefix="relgraph-t09-")  # removed at the end
+work = Path(workdir.name)
+cache_before = os.environ.get("RELGRAPH_CACHE")
 os.environ["RELGRAPH_CACHE"] = str(work / "cache")
 
 SUPPORT = {
@@ -217,3 +219,11 @@ for bench, res in text["episodic"].items():
 # ``experiments/results/text_finetune.md``. The practitioner's setting (all 77 Banking77 or
 # 150 CLINC150 intents at once, 5 or 10 examples each, the official test sets) is in
 # ``experiments/results/text.md``.
+
+# %%
+# Clean up: the temporary folder, and ``RELGRAPH_CACHE`` as it was.
+workdir.cleanup()
+if cache_before is None:
+    del os.environ["RELGRAPH_CACHE"]
+else:
+    os.environ["RELGRAPH_CACHE"] = cache_before
