@@ -14,8 +14,8 @@ trap 'rm -f "$tmp"' EXIT
   echo "# Graph methods on large episodes: speed, peak memory, growth with n"
   echo
   echo "Machine: $(nproc) cores, $(python3 -c 'import platform; print(platform.machine())'), run on $(date -u +%Y-%m-%d)."
-  echo "Command: \`bash experiments/bench_relational.sh\` ($(nproc) cores; the thread count is in each block)."
-  if [ -n "$NOTE" ]; then echo; echo "$NOTE"; fi
+  echo "Command: \`bash experiments/bench_relational.sh${1:+ $1}\` (the thread count is in each block)."
+  if [ -n "$NOTE" ]; then echo; echo "Note (the second argument): $NOTE"; fi
   echo
   echo "Conv4 on 28x28 random images, seeded; medians of timed steps; peak memory = peak RSS"
   echo "growth of a fresh process (CPU). The backbone and the relational head are timed apart"
