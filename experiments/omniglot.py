@@ -482,8 +482,9 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
                 picked = (f"best validation {h['best_val']:.2f} at step {h['best_step']}"
                           if h.get("best_val") is not None else "no validation")
                 out.append(f"- {model_label(key)}{label}, `{h['config']}` at "
-                           f"{h['train_steps']} steps ({picked}, {h['device']}, evaluated "
-                           f"{h.get('evaluated') or 'before 2026-12-02'}): {cells}"
+                           f"{h['train_steps']} steps ({picked}; evaluated "
+                           f"{h.get('evaluated') or 'before 2026-12-02'} on {h['device']}): "
+                           f"{cells}"
                            + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
                 listed = True
     for key, r in rows.items():  # current models' cells that another model of theirs fills
