@@ -11,7 +11,8 @@ improvement, and writes into ``out``:
   in the folder) and keep the run's compute as ``"segments"``: one
   ``{"steps": [first, last], "minutes", "device"}`` per call that trained (a run resumed or
   continued on another device or thread count adds a segment; their minutes add up to the
-  last ``time_s``);
+  run's training time: the last ``time_s``, or, for a run stopped between validations, the
+  time up to the stop, which ``last.pt`` keeps and the resumed run's ``time_s`` goes on from);
 - ``metrics.csv`` and ``curves.png``: the learning curves;
 - ``config.yaml``: the resolved configuration.
 
@@ -415,6 +416,9 @@ class TrainState:
         bad: validations since the last improvement (for ``train.patience``).
         loss_sum, acc_sum, count: training loss and accuracy summed over the steps since the
             last validation.
+        time_s: the run's training time in seconds (all calls) when it was last saved: at a
+            validation, that row's ``time_s``; stopped between validations, the time up to the
+            stop (so a resumed run counts the steps done since the last validation too).
         segments: the run's compute, one ``{"steps": [first, last], "minutes", "device"}``
             per call of :func:`train` that trained (see :func:`record_segment`).
     """
@@ -430,11 +434,13 @@ class TrainState:
     loss_sum: float = 0.0
     acc_sum: float = 0.0
     count: int = 0
+    time_s: float = 0.0
     segments: list[dict[str, Any]] = field(default_factory=list)
 
     def running(self) -> dict[str, Any]:
-        """The running sums as saved in ``last.pt``."""
-        return {"loss_sum": self.loss_sum, "acc_sum": self.acc_sum, "count": self.count}
+        """The running sums and the training time as saved in ``last.pt``."""
+        return {"loss_sum": self.loss_sum, "acc_sum": self.acc_sum, "count": self.count,
+                "time_s": self.time_s}
 
 
 def check_init_from(path: str | Path) -> None:
@@ -644,6 +650,9 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
         running = saved["running"]
         state.loss_sum, state.acc_sum, state.count = (
             running["loss_sum"], running["acc_sum"], running["count"])
+        # a last.pt written before the time was kept: its last validation's time_s
+        state.time_s = float(running.get("time_s", state.history[-1]["time_s"]
+                                         if state.history else 0.0))
         state.segments = saved_segments(saved)
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise ValueError(f"{last} is not a resumable training state ({type(exc).__name__}: "
@@ -1063,8 +1072,8 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
     state_start = state.step
     run_until = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     stopped_early = False
-    # time_s goes on from the resumed run's total (the time of its last validation)
-    base_s = state.history[-1]["time_s"] if state.history else 0.0
+    # time_s goes on from the resumed run's total (up to its last save: a validation or a stop)
+    base_s = state.time_s
     started = time.perf_counter() - base_s
     segment = len(state.segments)  # this call's entry in state.segments, once it trains
     bar = tqdm(total=t.steps, initial=state.step, desc=f"train {config.method}", unit="step",
@@ -1078,6 +1087,7 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
         if not is_validation_step(run, state.step):
             continue
         row = end_interval(run, state, started)
+        state.time_s = row["time_s"]
         record_segment(run, state, segment, state_start, base_s, row["time_s"])
         validate(run, state, row)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}",
@@ -1092,9 +1102,9 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
         state.model.train()
     bar.close()
     if state.step < t.steps and not stopped_early and not is_validation_step(run, state.step):
-        if state.step > state_start:  # its minutes end at the last validation, as time_s
-            record_segment(run, state, segment, state_start, base_s,
-                           state.history[-1]["time_s"] if state.history else base_s)
+        if state.step > state_start:  # its minutes end at the stop, kept in last.pt
+            state.time_s = round(time.perf_counter() - started, 3)
+            record_segment(run, state, segment, state_start, base_s, state.time_s)
         save_last(run, state)  # stopped between validations: keep the exact state
     barrier(run.info)
     finished = stopped_early or state.step >= t.steps

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 from helpers import metrics, tiny_config
 
-from relgraph.engine import Config, load_checkpoint, train
+from relgraph.engine import Config, load_checkpoint, train, trainer
 from relgraph.engine.evaluate import autocast_context
 from relgraph.engine.trainer import device_label
 
@@ -56,11 +57,37 @@ def test_each_call_that_trains_adds_a_segment(tiny_data, tmp_path):
     train(tiny_config(tiny_data, steps=6), old, progress=False)
     saved = load_checkpoint(old / "last.pt")
     saved.pop("segments")
+    saved["running"].pop("time_s")  # nor the time: it goes on from the last validation's
     saved["device"] = "CPU, 7 threads"
     torch.save(saved, old / "last.pt")
     cont = train(tiny_config(tiny_data, steps=8), old, progress=False)
     assert [(s["steps"], s["device"]) for s in cont["segments"]] == [
         ([0, 6], "CPU, 7 threads"), ([6, 8], here)]
+
+
+def test_a_stop_between_validations_keeps_its_time(tiny_data, tmp_path, monkeypatch):
+    """The steps done since the last validation count in the run's compute: a run stopped at
+    step 3 (validations at 2 and 4) keeps its time up to the stop in last.pt, its segment
+    ends there, and the resumed run's time_s goes on from it."""
+    step = trainer.train_step
+
+    def slow_third_step(run, state, runner):  # noqa: ANN001, ANN202
+        step(run, state, runner)
+        if state.step == 3:
+            time.sleep(1.5)
+
+    monkeypatch.setattr(trainer, "train_step", slow_third_step)
+    out = tmp_path / "run"
+    train(tiny_config(tiny_data, steps=6), out, progress=False, stop_after=3)
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["step"] == 3 and saved["history"][-1]["step"] == 2
+    assert saved["running"]["time_s"] >= 1.5
+    assert saved["segments"] == [{**saved["segments"][0], "steps": [0, 3]}]
+    assert saved["segments"][0]["minutes"] >= 0.02
+    done = train(tiny_config(tiny_data, steps=6), out, progress=False)
+    after = {r["step"]: r["time_s"] for r in done["history"]}
+    assert after[4] >= saved["running"]["time_s"]  # not restarted from step 2's time
+    assert sum(s["minutes"] for s in done["segments"]) == pytest.approx(after[6] / 60, abs=0.02)
 
 
 def test_continuing_a_cosine_schedule_stretches_it(tiny_data, tmp_path):
