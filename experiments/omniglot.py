@@ -56,7 +56,8 @@ validation characters instead (``TTA_EPISODES`` episodes of its validation shape
 same episodes for every choice; the fewest views on a tie) and records the choice in the row;
 write the chosen value into the config's ``eval.tta`` to keep it as the recipe. The papers'
 protocol rows (``--trainval``) use the config's ``eval.tta``: they have no validation
-characters left to choose on. Methods that adapt per episode (maml) take no TTA.
+characters left to choose on. maml averages the same views over its adapted embeddings (in the
+inner loop and for the queries; ``GradientMetaLearner``).
 
 Data: ``--data DIR`` or ``$RELGRAPH_DATA`` (the folder holding ``omniglot/full``), default
 ``../shared/data``.

@@ -1,7 +1,11 @@
-"""Training-time augmentation of image episodes: seeded random affine warps.
+"""Augmentation of image episodes: seeded random affine warps for training, fixed warps for
+test-time augmentation.
 
-Applied by the engine to training episodes only (never to validation or test data). The
-randomness of step ``t`` is a pure function of ``(seed, t)``, so resumed runs stay exact.
+:class:`AffineAugment` is applied by the engine to training episodes only (never to validation
+or test data); the randomness of step ``t`` is a pure function of ``(seed, t)``, so resumed runs
+stay exact. :func:`warp_views` gives the fixed, deterministic views that test-time augmentation
+averages over (:mod:`relgraph.engine.tta`, and the gradient-based meta-learners' own
+``tta_views``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AffineAugment"]
+__all__ = ["AffineAugment", "VIEWS", "warp_views"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,42 @@ class AffineAugment:
         theta = theta.to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+#: Fixed views as (rotation degrees, scale, shift x, shift y in fractions of the image side).
+#: The first is the identity; ``views=n`` uses the first ``n``.
+VIEWS: list[tuple[float, float, float, float]] = [
+    (0.0, 1.0, 0.0, 0.0),
+    (0.0, 1.0, 0.04, 0.0), (0.0, 1.0, -0.04, 0.0), (0.0, 1.0, 0.0, 0.04), (0.0, 1.0, 0.0, -0.04),
+    (6.0, 1.0, 0.0, 0.0), (-6.0, 1.0, 0.0, 0.0), (0.0, 1.08, 0.0, 0.0), (0.0, 0.93, 0.0, 0.0),
+]
+
+
+def warp_views(x: Tensor, views: int) -> Tensor:
+    """The first ``views`` fixed warps of a batch of images.
+
+    Args:
+        x: ``[N, C, H, W]`` images.
+        views: how many of :data:`VIEWS` to use (1 to ``len(VIEWS)``).
+
+    Returns:
+        ``[views, N, C, H, W]``; ``[0]`` is ``x`` itself.
+    """
+    if not 1 <= views <= len(VIEWS):
+        raise ValueError(f"views must be between 1 and {len(VIEWS)}, got {views}")
+    if x.dim() != 4:
+        raise ValueError(f"test-time augmentation needs images [N, C, H, W], got shape "
+                         f"{tuple(x.shape)}; turn it off for feature inputs")
+    mats = []
+    for deg, scale, tx, ty in VIEWS[:views]:
+        a = math.radians(deg)
+        c, s = math.cos(a) / scale, math.sin(a) / scale
+        mats.append([[c, -s, -2 * tx], [s, c, -2 * ty]])
+    theta = torch.tensor(mats, dtype=x.dtype, device=x.device)  # [V, 2, 3]
+    n = x.shape[0]
+    grid = F.affine_grid(theta.repeat_interleave(n, 0), [views * n, *x.shape[1:]],
+                         align_corners=False)
+    out = F.grid_sample(x.repeat(views, 1, 1, 1), grid, align_corners=False,
+                        padding_mode="zeros")
+    out[:n] = x  # the identity view exactly, without resampling error
+    return out.view(views, *x.shape)

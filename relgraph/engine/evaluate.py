@@ -289,8 +289,9 @@ def choose_tta(
         >>> evaluate(model, test, ways=20, shots=5, tta=pick["chosen"])  # doctest: +SKIP
 
     Args:
-        model: a trained method whose ``supports_tta`` is true (not MAML and the other
-            methods that adapt per episode).
+        model: a trained method whose ``supports_tta`` is true (every method but those that
+            fine-tune per episode without views of their own: ``mtl``, ``finetune``; MAML,
+            first-order MAML and Reptile average their adapted embeddings over the views).
         dataset: the validation split.
         choices: the view counts to try, each 1 to ``len(VIEWS)`` = 9 (1 = no augmentation).
 

@@ -2,58 +2,25 @@
 
 Every image is treated on its own (no statistics are shared between images), so an inductive
 method stays inductive: a query's prediction still depends only on itself and the support set.
-The views are fixed, not random, so evaluation stays deterministic.
+The views are fixed, not random, so evaluation stays deterministic (:func:`warp_views`, from
+:mod:`relgraph.data.augment`).
+
+Methods with a fixed backbone are wrapped in :class:`TTABackbone`. Methods that adapt their
+backbone to each episode by gradient steps (MAML, first-order MAML, Reptile) average over the
+same views themselves: :func:`with_tta` sets their ``tta_views`` (see
+:class:`relgraph.methods.maml.GradientMetaLearner`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from relgraph.data.augment import VIEWS, warp_views
+
 __all__ = ["VIEWS", "TTABackbone", "warp_views", "with_tta"]
-
-#: Fixed views as (rotation degrees, scale, shift x, shift y in fractions of the image side).
-#: The first is the identity; ``views=n`` uses the first ``n``.
-VIEWS: list[tuple[float, float, float, float]] = [
-    (0.0, 1.0, 0.0, 0.0),
-    (0.0, 1.0, 0.04, 0.0), (0.0, 1.0, -0.04, 0.0), (0.0, 1.0, 0.0, 0.04), (0.0, 1.0, 0.0, -0.04),
-    (6.0, 1.0, 0.0, 0.0), (-6.0, 1.0, 0.0, 0.0), (0.0, 1.08, 0.0, 0.0), (0.0, 0.93, 0.0, 0.0),
-]
-
-
-def warp_views(x: Tensor, views: int) -> Tensor:
-    """The first ``views`` fixed warps of a batch of images.
-
-    Args:
-        x: ``[N, C, H, W]`` images.
-        views: how many of :data:`VIEWS` to use (1 to ``len(VIEWS)``).
-
-    Returns:
-        ``[views, N, C, H, W]``; ``[0]`` is ``x`` itself.
-    """
-    if not 1 <= views <= len(VIEWS):
-        raise ValueError(f"views must be between 1 and {len(VIEWS)}, got {views}")
-    if x.dim() != 4:
-        raise ValueError(f"test-time augmentation needs images [N, C, H, W], got shape "
-                         f"{tuple(x.shape)}; turn it off for feature inputs")
-    mats = []
-    for deg, scale, tx, ty in VIEWS[:views]:
-        a = math.radians(deg)
-        c, s = math.cos(a) / scale, math.sin(a) / scale
-        mats.append([[c, -s, -2 * tx], [s, c, -2 * ty]])
-    theta = torch.tensor(mats, dtype=x.dtype, device=x.device)  # [V, 2, 3]
-    n = x.shape[0]
-    grid = F.affine_grid(theta.repeat_interleave(n, 0), [views * n, *x.shape[1:]],
-                         align_corners=False)
-    out = F.grid_sample(x.repeat(views, 1, 1, 1), grid, align_corners=False,
-                        padding_mode="zeros")
-    out[:n] = x  # the identity view exactly, without resampling error
-    return out.view(views, *x.shape)
 
 
 class TTABackbone(nn.Module):
@@ -98,7 +65,13 @@ class TTABackbone(nn.Module):
 
 @contextlib.contextmanager
 def with_tta(model: nn.Module, views: int) -> Iterator[nn.Module]:
-    """Temporarily wrap ``model.backbone`` in :class:`TTABackbone` (no-op for ``views <= 1``).
+    """Temporarily evaluate ``model`` with test-time augmentation over ``views`` fixed warps
+    (no-op for ``views <= 1``).
+
+    A method with a ``tta_views`` attribute (the gradient-based meta-learners, which adapt
+    their backbone to each episode) averages over the views itself: its ``tta_views`` is set
+    for the block. Any other method's ``backbone`` is wrapped in :class:`TTABackbone`. Either
+    way the model is restored afterwards, also when the block raises.
 
     Example:
         >>> with with_tta(model, views=5):  # doctest: +SKIP
@@ -107,11 +80,21 @@ def with_tta(model: nn.Module, views: int) -> Iterator[nn.Module]:
     if views <= 1:
         yield model
         return
+    if not getattr(model, "supports_tta", True):
+        raise ValueError(f"{type(model).__name__} adapts to each episode and does not "
+                         "support test-time augmentation; evaluate it with tta=1 (--tta 1)")
+    if not 1 <= views <= len(VIEWS):
+        raise ValueError(f"views must be between 1 and {len(VIEWS)}, got {views}")
+    if hasattr(model, "tta_views"):
+        previous = model.tta_views
+        model.tta_views = views
+        try:
+            yield model
+        finally:
+            model.tta_views = previous
+        return
     if not hasattr(model, "backbone"):
         raise ValueError("test-time augmentation needs a method with a .backbone")
-    if not getattr(model, "supports_tta", True):
-        raise ValueError(f"{type(model).__name__} adapts its backbone per episode and does not "
-                         "support test-time augmentation; evaluate it with tta=1 (--tta 1)")
     original = model.backbone
     model.backbone = TTABackbone(original, views)
     try:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from relgraph.data.augment import VIEWS, warp_views
 from relgraph.data.episode import Episode
 from relgraph.meta import at_least_float32, functional_forward, inner_loop
 from relgraph.methods.base import FewShotMethod, register_method
@@ -54,6 +55,15 @@ class GradientMetaLearner(FewShotMethod):
       loop, of the query set for the predictions, at test time too: queries influence each
       other. Sets ``transductive = True``, which the evaluation output records.
 
+    **Test-time augmentation** (``tta_views``, set by :func:`relgraph.engine.tta.with_tta`,
+    i.e. ``evaluate(..., tta=N)`` and a config's ``eval.tta``): in eval mode, every image's
+    embedding under the current (adapted) parameters is the mean of its embeddings under the
+    first ``N`` fixed warps (:func:`relgraph.data.augment.warp_views`), in the inner loop and
+    for the queries alike, as the fixed-backbone methods' test-time augmentation. With
+    ``bn="support"`` the BatchNorm statistics come from the ``N`` warped copies of the support
+    set, so a query's prediction still depends on the support set and itself only (inductive).
+    Training mode ignores it. ``1`` (default) is off.
+
     **Episodes.** ``b`` episodes per outer step are adapted one after another: their adapted
     weights differ, so a generic backbone cannot process them in one call. (``torch.func.vmap``
     over episodes does, but measured 2x slower than the loop for Conv4 on CPU.) Within an
@@ -76,8 +86,9 @@ class GradientMetaLearner(FewShotMethod):
 
     float16_autocast = False  # gradient steps inside forward: no float16 autocast
 
-    #: Adapts the backbone per episode by parameter name: no test-time augmentation wrapper.
-    supports_tta = False
+    #: Test-time augmentation by :attr:`tta_views` (the backbone is called by parameter name,
+    #: so it cannot be wrapped in :class:`~relgraph.engine.tta.TTABackbone`).
+    supports_tta = True
 
     first_order: bool = False
 
@@ -107,6 +118,8 @@ class GradientMetaLearner(FewShotMethod):
         self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
         self.bn = bn
         self.transductive = bn == "transductive"
+        #: Fixed warped views averaged over in eval mode (test-time augmentation); ``1`` = off.
+        self.tta_views = 1
 
     def extra_repr(self) -> str:
         return (f"inner_steps={self.inner_steps}, eval_inner_steps={self.eval_inner_steps}, "
@@ -124,9 +137,30 @@ class GradientMetaLearner(FewShotMethod):
         params[_HEAD_B] = like.new_zeros(n_way, requires_grad=True)
         return params
 
+    def functional_embed(self, params: Params, x: Tensor, n_stats: int | None) -> Tensor:
+        """Embeddings of ``x [N, *x]`` under ``params``, BatchNorm statistics from
+        ``x[:n_stats]`` (all rows if ``None``) -> ``[N, d]``.
+
+        In eval mode with ``tta_views`` :math:`V > 1`: each row's embedding averaged over its
+        :math:`V` fixed warps, the statistics from the :math:`V` warps of ``x[:n_stats]``.
+        """
+        views = 1 if self.training else self.tta_views
+        if views == 1:
+            return functional_forward(self.backbone, _backbone_part(params), x, n_stats=n_stats)
+        if not 1 <= views <= len(VIEWS):
+            raise ValueError(f"tta_views must be between 1 and {len(VIEWS)}, got {views}")
+        s = x.shape[0] if n_stats is None else min(n_stats, x.shape[0])
+        warped = warp_views(x, views)  # [V, N, *x]
+        # the statistics rows first: all warps of x[:s], then all warps of the rest
+        rows = torch.cat([warped[:, :s].flatten(0, 1), warped[:, s:].flatten(0, 1)])
+        z = functional_forward(self.backbone, _backbone_part(params), rows,
+                               n_stats=None if n_stats is None else views * s)
+        head = z[:views * s].unflatten(0, (views, s))
+        rest = z[views * s:].unflatten(0, (views, x.shape[0] - s))
+        return torch.cat([head, rest], dim=1).mean(0)
+
     def _logits(self, params: Params, x: Tensor, n_stats: int | None) -> Tensor:
-        z = functional_forward(self.backbone, _backbone_part(params), x, n_stats=n_stats)
-        return F.linear(z, params[_HEAD_W], params[_HEAD_B])
+        return F.linear(self.functional_embed(params, x, n_stats), params[_HEAD_W], params[_HEAD_B])
 
     def adapt(self, support: Tensor, labels: Tensor, n_way: int, steps: int,
               create_graph: bool) -> Params:

@@ -10,7 +10,9 @@ from relgraph.backbones import Conv4
 from relgraph.data import Episode, TensorDataset
 from relgraph.engine import choose_tta, evaluate
 from relgraph.engine.tta import VIEWS, TTABackbone, warp_views, with_tta
+from relgraph.meta import functional_forward
 from relgraph.methods import build_method
+from relgraph.methods.maml import _backbone_part
 
 
 def episode(seed: int = 0, queries: int = 3) -> Episode:
@@ -77,12 +79,115 @@ def test_context_restores_backbone_and_keeps_queries_isolated():
     assert model.backbone is backbone
 
 
-@pytest.mark.parametrize("name", ["maml", "mtl", "finetune"])
+@pytest.mark.parametrize("name", ["mtl", "finetune"])
 def test_methods_that_adapt_the_backbone_refuse_tta(name):
     model = build_method(name, Conv4(hidden=8, out_channels=8), num_classes=5)
     with pytest.raises(ValueError, match="test-time augmentation"), with_tta(model, 3):
         pass
     assert isinstance(model.backbone, Conv4)
+
+
+def small_maml(name: str = "maml", **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_method(name, Conv4(hidden=8, out_channels=8), inner_steps=1,
+                         eval_inner_steps=2, inner_lr=0.3, **kwargs)
+    # a few training steps, so the adapted backbone is not the random one
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for seed in range(3):
+        loss, _ = model.loss(episode(seed=seed))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile"])
+def test_meta_learners_average_their_adapted_embeddings_over_the_views(name):
+    model = small_maml(name)
+    backbone = model.backbone
+    ep = episode()
+    plain = model(ep)
+    with with_tta(model, 5):
+        assert model.tta_views == 5
+        aug = model(ep)
+        # replacing the other queries leaves query 0 unchanged (still inductive)
+        other = episode(seed=1)
+        mixed = Episode(ep.support, ep.support_labels,
+                        torch.cat([ep.query[:, :1], other.query[:, 1:]], 1),
+                        ep.query_labels, ep.class_ids, 3, 1)
+        torch.testing.assert_close(model(mixed)[:, 0], aug[:, 0])
+        # what the views mean: the mean embedding over the warps, statistics from the warped
+        # support set, adapted on the supports' averaged embeddings
+        fast = model.adapt(ep.support[0], ep.support_labels[0], 3, model.eval_inner_steps,
+                           create_graph=False)
+        s, q = ep.support[0], ep.query[0]
+        rows = torch.cat([warp_views(s, 5).flatten(0, 1), warp_views(q, 5).flatten(0, 1)])
+        z = functional_forward(model.backbone, _backbone_part(fast), rows, n_stats=5 * 3)
+        zq = z[5 * 3:].view(5, q.shape[0], -1).mean(0)
+        expected = F.linear(zq, fast["head.weight"], fast["head.bias"])
+        torch.testing.assert_close(aug[0], expected)
+    assert model.tta_views == 1 and model.backbone is backbone
+    assert not torch.allclose(plain, aug)
+    torch.testing.assert_close(model(ep), plain)  # restored: the same logits as before
+    # one view is the plain model; training mode ignores the views
+    with with_tta(model, 1):
+        torch.testing.assert_close(model(ep), plain)
+    model.train()
+    model.tta_views = 5
+    torch.manual_seed(0)
+    trained_with = model(ep)
+    model.tta_views = 1
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(ep), trained_with)
+    with pytest.raises(RuntimeError), with_tta(model, 3):
+        raise RuntimeError("boom")
+    assert model.tta_views == 1
+
+
+def test_meta_learner_views_adapt_on_the_averaged_support_embeddings():
+    model = small_maml()
+    ep = episode()
+    s, y = ep.support[0], ep.support_labels[0]
+    with with_tta(model, 3):
+        fast = model.adapt(s, y, 3, 2, create_graph=False)
+    # by hand: each step's loss on the supports' mean embeddings over their 3 warps,
+    # BatchNorm with the statistics of the 9 warped supports
+    rows = warp_views(s, 3).flatten(0, 1)
+
+    def by_hand(average_embeddings: bool) -> dict:
+        params = {k: v.detach().clone().requires_grad_() for k, v in
+                  model.backbone.named_parameters()}
+        params["head.weight"] = torch.zeros(3, 8, requires_grad=True)
+        params["head.bias"] = torch.zeros(3, requires_grad=True)
+        for _ in range(2):
+            z = functional_forward(model.backbone, _backbone_part(params), rows).view(3, 3, -1)
+            w, b = params["head.weight"], params["head.bias"]
+            if average_embeddings:
+                loss = F.cross_entropy(F.linear(z.mean(0), w, b), y)
+            else:  # the mean of the views' losses
+                loss = torch.stack([F.cross_entropy(F.linear(v, w, b), y) for v in z]).mean()
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            params = {k: v if g is None else v - model.eval_inner_lr * g
+                      for (k, v), g in zip(params.items(), grads, strict=True)}
+        return params
+
+    expected = by_hand(average_embeddings=True)
+    for k in expected:
+        torch.testing.assert_close(fast[k], expected[k])
+    other = by_hand(average_embeddings=False)
+    assert not torch.allclose(fast["head.weight"], other["head.weight"], atol=1e-5)
+
+
+def test_meta_learner_views_in_transductive_batch_norm_and_bad_counts():
+    model = small_maml(bn="transductive")
+    ep = episode()
+    with with_tta(model, 3):
+        assert model(ep).shape == (1, 9, 3)
+    with pytest.raises(ValueError, match="views"), with_tta(model, 10):
+        pass
+    model.tta_views = 10
+    with pytest.raises(ValueError, match="tta_views"):
+        model(ep)
 
 
 def blobs(noise: float) -> TensorDataset:
@@ -125,6 +230,16 @@ def test_choose_tta_rejects_bad_choices_and_adapting_methods():
         choose_tta(model, ds, ())
     with pytest.raises(TypeError, match="tta"):
         choose_tta(model, ds, (1, 5), tta=5)
-    maml = build_method("maml", Conv4(hidden=8, out_channels=8), num_classes=5)
+    mtl = build_method("mtl", Conv4(hidden=8, out_channels=8), num_classes=5)
     with pytest.raises(ValueError, match="tta=1"):
-        choose_tta(maml, ds, (1, 5))
+        choose_tta(mtl, ds, (1, 5))
+
+
+def test_choose_tta_on_a_meta_learner_matches_evaluate():
+    model = small_maml()
+    ds = blobs(noise=0.6)
+    kwargs = dict(ways=5, shots=1, queries=3, episodes=6, seed=3)
+    pick = choose_tta(model, ds, (1, 3), **kwargs)
+    for n in (1, 3):
+        assert pick["accuracy"][n] == evaluate(model, ds, tta=n, **kwargs)["accuracy"]
+    assert model.tta_views == 1

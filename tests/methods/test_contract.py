@@ -98,9 +98,9 @@ def test_support_permutation_and_relabelling(name):
     model = make_method(name)
     train_a_little(model)
     ep = make_episode()
-    if not getattr(model, "supports_tta", True):
-        # methods that adapt their backbone by gradient steps on each episode (supports_tta
-        # false: maml, fomaml, reptile, finetune, mtl) amplify float32 summation-order noise
+    if not model.caches_embeddings:
+        # methods that adapt their backbone by gradient steps on each episode (no embedding
+        # cache: maml, fomaml, reptile, finetune, mtl, ...) amplify float32 summation-order noise
         # (which depends on the thread count) to ~1e-3: in float64 they are exact to ~1e-12,
         # so the check below tests the method, not the rounding
         model.double()
