@@ -737,3 +737,16 @@ def catches_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
     return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_reproduce_chooses_tta_for_every_model_but_maml(monkeypatch, tmp_path):
+    reproduce = reproduce_module(monkeypatch)
+
+    def command(name: str) -> list[str]:
+        job = reproduce.Job(name, tmp_path / "config.yaml", tmp_path / "run")
+        return reproduce.evaluation_command(job, tmp_path, tmp_path, tmp_path, 1000, "1,5,9")
+
+    for name in ("protonet:1", "relation:5", "challenge:full"):
+        assert "--choose-tta" in command(name), name
+    for name in ("maml:1", "maml:5:20"):  # its choice costs about 15x its evaluation
+        assert "--choose-tta" not in command(name), name

@@ -181,6 +181,11 @@ def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
     cmd = [sys.executable, str(ROOT / "experiments" / script), "--skip-training", "--out",
            str(out), "--data", str(data), "--results", str(results / job.name.replace(":", "_")),
            "--episodes", str(episodes), target]
+    if choose_tta and job.name.startswith("maml"):
+        # maml adapts to every validation episode under every view count (about 15x its plain
+        # evaluation for 1,5,9): more than its evaluation reserve; evaluated without, choose
+        # it afterwards with omniglot.py --skip-training --choose-tta on its run folder
+        choose_tta = None
     if choose_tta:  # chosen on validation episodes (no more of them than test episodes)
         cmd[-1:-1] = ["--choose-tta", choose_tta]
         if not job.is_challenge:
@@ -654,7 +659,8 @@ def main() -> int:
                              "before the test evaluation: on the condition's validation "
                              "alphabets for challenge runs, on the validation characters for "
                              "the Vinyals models (--choose-tta of omniglot_challenge.py and "
-                             "omniglot.py; maml takes none), e.g. 1,5,9")
+                             "omniglot.py; not for maml, whose choice costs about 15x its "
+                             "evaluation: it is evaluated without), e.g. 1,5,9")
     parser.add_argument("--smoke", action="store_true",
                         help="protonet:1, maml:1 and challenge minimal, 4 steps each on the CPU, "
                              "10 test episodes: a check of the script, not of the models")
