@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from relgraph.data.augment import VIEWS, warp_views
+from relgraph.data.augment import warp_views
 from relgraph.data.episode import Episode
 from relgraph.meta import at_least_float32, functional_forward, inner_loop
 from relgraph.methods.base import FewShotMethod, register_method
@@ -147,8 +147,6 @@ class GradientMetaLearner(FewShotMethod):
         views = 1 if self.training else self.tta_views
         if views == 1:
             return functional_forward(self.backbone, _backbone_part(params), x, n_stats=n_stats)
-        if not 1 <= views <= len(VIEWS):
-            raise ValueError(f"tta_views must be between 1 and {len(VIEWS)}, got {views}")
         s = x.shape[0] if n_stats is None else min(n_stats, x.shape[0])
         warped = warp_views(x, views)  # [V, N, *x]
         # the statistics rows first: all warps of x[:s], then all warps of the rest

@@ -27,6 +27,14 @@ def episode(seed: int = 0, queries: int = 3) -> Episode:
                    torch.arange(3).unsqueeze(0), n_way=3, k_shot=1)
 
 
+def other_queries(ep: Episode) -> Episode:
+    """``ep`` with every query but the first replaced by another episode's."""
+    other = episode(seed=1, queries=ep.query.shape[1] // ep.n_way)
+    return Episode(ep.support, ep.support_labels,
+                   torch.cat([ep.query[:, :1], other.query[:, 1:]], 1),
+                   ep.query_labels, ep.class_ids, ep.n_way, ep.k_shot)
+
+
 def test_views_shape_identity_first_and_deterministic():
     x = torch.rand(4, 1, 28, 28)
     v = warp_views(x, 5)
@@ -67,11 +75,7 @@ def test_context_restores_backbone_and_keeps_queries_isolated():
         with with_tta(model, 5):
             aug = model(ep)
             # replacing the other queries leaves query 0 unchanged (still inductive)
-            other = episode(seed=1)
-            mixed = Episode(ep.support, ep.support_labels,
-                            torch.cat([ep.query[:, :1], other.query[:, 1:]], 1),
-                            ep.query_labels, ep.class_ids, 3, 1)
-            torch.testing.assert_close(model(mixed)[:, 0], aug[:, 0])
+            torch.testing.assert_close(model(other_queries(ep))[:, 0], aug[:, 0])
     assert model.backbone is backbone
     assert not torch.allclose(plain, aug)
     with pytest.raises(RuntimeError), with_tta(model, 3):
@@ -111,11 +115,7 @@ def test_meta_learners_average_their_adapted_embeddings_over_the_views(name):
         assert model.tta_views == 5
         aug = model(ep)
         # replacing the other queries leaves query 0 unchanged (still inductive)
-        other = episode(seed=1)
-        mixed = Episode(ep.support, ep.support_labels,
-                        torch.cat([ep.query[:, :1], other.query[:, 1:]], 1),
-                        ep.query_labels, ep.class_ids, 3, 1)
-        torch.testing.assert_close(model(mixed)[:, 0], aug[:, 0])
+        torch.testing.assert_close(model(other_queries(ep))[:, 0], aug[:, 0])
         # what the views mean: the mean embedding over the warps, statistics from the warped
         # support set, adapted on the supports' averaged embeddings
         fast = model.adapt(ep.support[0], ep.support_labels[0], 3, model.eval_inner_steps,
@@ -186,7 +186,7 @@ def test_meta_learner_views_in_transductive_batch_norm_and_bad_counts():
     with pytest.raises(ValueError, match="views"), with_tta(model, 10):
         pass
     model.tta_views = 10
-    with pytest.raises(ValueError, match="tta_views"):
+    with pytest.raises(ValueError, match="views must be between 1 and 9"):
         model(ep)
 
 
