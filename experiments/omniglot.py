@@ -12,7 +12,10 @@ A config ``omniglot_<method>_<k>shot_<n>way.yaml`` (model ``method:k:n``, run fo
 ``<method>_<k>shot_<n>way``) is such a model: trained on n-way episodes, its validation
 episodes n-way, evaluated on the n-way cell only. It fills that cell in the table (marked) if
 it beats the general model on its validation episodes (both scored on them when the per-way
-model is evaluated); the general model's evaluation of the cell stays listed either way.
+model is evaluated, and again whenever the general model is evaluated, so the comparison is
+always with the general model in the table); the general model's evaluation of the cell stays
+listed either way. The comparison is on validation only: a general model evaluated with
+``--ways`` leaves the cells it was not evaluated on to the per-way models that lead it.
 
 Usage (from the project root)::
 
@@ -445,6 +448,26 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
                               "train_steps": run_time(path.parent)[1],
                               "best_step": ckpt["best"]["step"]}
     return out
+
+
+def refresh_comparisons(rows: dict, method: str, shots: int, out_root: Path, data: Path,
+                        device: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Compare each per-way model of ``method`` ``shots`` in ``rows`` (whose run folder is under
+    ``out_root``) again with the general model, which was just evaluated: their recorded
+    :func:`validation_comparison` was with the general model of then, which may have been
+    trained again since. Validation only; the per-way models' test cells are untouched.
+    ``skip``: per-way models left out (evaluated next, which compares them anyway). Updates
+    ``rows`` in place and returns the refreshed keys."""
+    done = []
+    for key in list(rows):
+        m, s, ways = split_key(key)
+        if (m, s) != (method, shots) or not ways or key in skip:
+            continue
+        if not (out_root / run_name(m, s, ways) / "config.yaml").is_file():
+            continue
+        rows[key]["validation"] = validation_comparison(m, s, ways, out_root, data, device)
+        done.append(key)
+    return done
 
 
 def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
@@ -1028,6 +1051,20 @@ def main() -> int:
         plot_curves(rows)
         for cell, res in rows[key]["results"].items():
             print(f"{model_label(key)} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
+        if ways is None:  # its per-way models were compared with the general model of then
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            fresh = read_rows(STATE)
+            for other in refresh_comparisons(fresh, method, shots, Path(args.out), data,
+                                              device, frozenset(model_key(*m) for m in models)):
+                cell = f"{split_key(other)[2]}w{shots}s"
+                scores = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in
+                                   fresh[other]["validation"]["models"].items())
+                source = source_key(fresh, method, cell)
+                print(f"{cell} validation ({scores}): " + (
+                    f"{source} fills the cell" if source else
+                    f"the general model leads but has no {cell} test evaluation: run it with "
+                    f"--skip-training --ways {split_key(other)[2]} {model_key(method, shots)}"))
+            write_table(fresh)
     return 0
 
 

@@ -570,6 +570,19 @@ def test_omniglot_trains_a_per_way_model_into_its_own_run(shared_data, tmp_path)
     page = (tmp_path / "results" / "omniglot.md").read_text()
     assert "| maml | inductive | not run (98.7) | not run (99.9) | " in page
     assert "* (95.8) |" in page and "| maml 1-shot 20-way |" in page
+    # the general model evaluated later (here on 5-way only): the per-way model is compared
+    # again, with it, on the same validation episodes; the per-way model's test cell stays
+    run = script(*common_args, "--ways", "5", *TINY, "maml:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "20w1s validation (maml:1:20 " in run.stdout
+    rows = json.loads((tmp_path / "results" / "omniglot.json").read_text())
+    assert set(rows["maml:1"]["results"]) == {"5w1s"}
+    assert rows["maml:1:20"]["results"] == row["results"]
+    models = rows["maml:1:20"]["validation"]["models"]
+    assert list(models) == ["maml:1:20", "maml:1"]
+    assert models["maml:1:20"]["accuracy"] == pytest.approx(
+        row["validation"]["models"]["maml:1:20"]["accuracy"])
+    assert models["maml:1"]["train_steps"] == rows["maml:1"]["train_steps"] == 4
 
 
 def test_challenge_table_keeps_every_replaced_test_evaluation():
