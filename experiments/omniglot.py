@@ -423,7 +423,7 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
 
     Returns:
         ``{"ways", "shots", "queries", "episodes", "seed", "models": {key: {"accuracy",
-        "ci95", "train_steps", "best_step"}}}``.
+        "ci95", "train_seconds", "train_steps", "best_step"}}}``.
     """
     import dataclasses
 
@@ -444,8 +444,9 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
             continue
         model, ckpt = load_model(path)
         res = validation_result(model.to(device), val, config, device)
+        seconds, steps = run_time(path.parent)
         out["models"][key] = {"accuracy": res["accuracy"], "ci95": res["ci95"],
-                              "train_steps": run_time(path.parent)[1],
+                              "train_seconds": seconds, "train_steps": steps,
                               "best_step": ckpt["best"]["step"]}
     return out
 
@@ -455,13 +456,17 @@ def refresh_comparisons(rows: dict, method: str, shots: int, out_root: Path, dat
     """Compare each per-way model of ``method`` ``shots`` in ``rows`` (whose run folder is under
     ``out_root``) again with the general model, which was just evaluated: their recorded
     :func:`validation_comparison` was with the general model of then, which may have been
-    trained again since. Validation only; the per-way models' test cells are untouched.
-    ``skip``: per-way models left out (evaluated next, which compares them anyway). Updates
-    ``rows`` in place and returns the refreshed keys."""
-    done = []
+    trained again since (a comparison with the same run, by its training time and steps, is
+    kept). Validation only; the per-way models' test cells are untouched. ``skip``: per-way
+    models left out (evaluated next, which compares them anyway). Updates ``rows`` in place
+    and returns the refreshed keys."""
+    done, general = [], rows.get(model_key(method, shots), {})
     for key in list(rows):
         m, s, ways = split_key(key)
         if (m, s) != (method, shots) or not ways or key in skip:
+            continue
+        then = (rows[key].get("validation") or {}).get("models", {}).get(model_key(m, s))
+        if then and same_run(general, then.get("train_seconds"), then.get("train_steps")):
             continue
         if not (out_root / run_name(m, s, ways) / "config.yaml").is_file():
             continue

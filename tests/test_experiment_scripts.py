@@ -583,6 +583,13 @@ def test_omniglot_trains_a_per_way_model_into_its_own_run(shared_data, tmp_path)
     assert models["maml:1:20"]["accuracy"] == pytest.approx(
         row["validation"]["models"]["maml:1:20"]["accuracy"])
     assert models["maml:1"]["train_steps"] == rows["maml:1"]["train_steps"] == 4
+    assert models["maml:1"]["train_seconds"] == rows["maml:1"]["train_seconds"]
+    # the same general model evaluated again: the comparison with it is kept, not redone
+    run = script(*common_args, "--ways", "5", "--skip-training", "maml:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "20w1s validation" not in run.stdout
+    again = json.loads((tmp_path / "results" / "omniglot.json").read_text())
+    assert again["maml:1:20"] == rows["maml:1:20"]
 
 
 def test_challenge_table_keeps_every_replaced_test_evaluation():
