@@ -30,6 +30,7 @@ Usage (from the project root)::
     python experiments/omniglot.py --merge results/omniglot.json   # rows from a GPU run
     python experiments/omniglot.py --trainval protonet:1   # the papers' protocol (below)
     python experiments/omniglot.py --skip-training --choose-tta 1,5,9 protonet:1   # TTA (below)
+    python experiments/omniglot.py --compare maml:1:20   # per-way vs general, validation only
 
 A model's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml`` (a per-way model's
 ``..._<k>shot_<n>way.yaml``); its run goes to ``runs/omniglot/<method>_<k>shot[_<n>way]/``.
@@ -414,12 +415,14 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
 
 
 def validation_comparison(method: str, shots: int, ways: int, out_root: Path, data: Path,
-                          device: str) -> dict:
+                          device: str, recorded: dict | None = None) -> dict:
     """A per-way model and its method's general model (when its run folder is under
     ``out_root``) on the same validation episodes: those the per-way model's training validated
     on (its run's ``config.yaml``, scored by the trainer's own
     :func:`~relgraph.engine.trainer.validation_result`), so the per-way model's score equals its
-    best validation accuracy. Decides whether it fills its cell (:func:`source_key`).
+    best validation accuracy. Decides whether it fills its cell (:func:`source_key`). When
+    its run folder is gone, the episodes of its ``recorded`` comparison (their ways, shots,
+    queries and count, on the validation split of its config's data) are scored instead.
 
     Returns:
         ``{"ways", "shots", "queries", "episodes", "seed", "models": {key: {"accuracy",
@@ -431,7 +434,16 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
     from relgraph.engine.config import load_config
     from relgraph.engine.trainer import VAL_SEED, build_datasets, validation_result
 
-    config = load_config(out_root / run_name(method, shots, ways) / "config.yaml")
+    saved = out_root / run_name(method, shots, ways) / "config.yaml"  # as it trained
+    if saved.is_file() or not recorded:
+        config = load_config(saved if saved.is_file() else config_path(method, shots, ways))
+    else:  # the run folder is gone: the episodes its recorded score came from
+        config = load_config(config_path(method, shots, ways))
+        config = dataclasses.replace(
+            config, eval=dataclasses.replace(config.eval, ways=recorded["ways"],
+                                             shots=recorded["shots"],
+                                             queries=recorded["queries"]),
+            train=dataclasses.replace(config.train, val_episodes=recorded["episodes"]))
     cwd = common.training_cwd(data)  # where the saved config's relative roots reach the data
     _, val = build_datasets(dataclasses.replace(
         config.data, roots=[str(cwd / root) for root in config.data.roots]))
@@ -451,28 +463,41 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
     return out
 
 
-def refresh_comparisons(rows: dict, method: str, shots: int, out_root: Path, data: Path,
-                        device: str, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Compare each per-way model of ``method`` ``shots`` in ``rows`` (whose run folder is under
-    ``out_root``) again with the general model, which was just evaluated: their recorded
-    :func:`validation_comparison` was with the general model of then, which may have been
-    trained again since (a comparison with the same run, by its training time and steps, is
-    kept). Validation only; the per-way models' test cells are untouched. ``skip``: per-way
-    models left out (evaluated next, which compares them anyway). Updates ``rows`` in place
-    and returns the refreshed keys."""
-    done, general = [], rows.get(model_key(method, shots), {})
-    for key in list(rows):
-        m, s, ways = split_key(key)
-        if (m, s) != (method, shots) or not ways or key in skip:
-            continue
-        then = (rows[key].get("validation") or {}).get("models", {}).get(model_key(m, s))
-        if then and same_run(general, then.get("train_seconds"), then.get("train_steps")):
-            continue
-        if not (out_root / run_name(m, s, ways) / "config.yaml").is_file():
-            continue
-        rows[key]["validation"] = validation_comparison(m, s, ways, out_root, data, device)
-        done.append(key)
-    return done
+def refresh_comparison(rows: dict, key: str, out_root: Path, data: Path, device: str) -> str:
+    """Compare the per-way model ``key`` again with its method's general model in ``rows`` on
+    the per-way model's validation episodes (:func:`validation_comparison`): its recorded
+    comparison was with the general model of then, which may have been trained again since.
+    A comparison with the same general run (its training time and steps) is kept. When the
+    per-way model's run folder is gone, its recorded score is kept and only the general model
+    is scored, on the same episodes (the recorded ways, shots, queries, count and seed).
+    Validation only; no test cell changes. Updates ``rows[key]`` in place.
+
+    Returns:
+        What happened, in a sentence (printed by the callers).
+    """
+    method, shots, ways = split_key(key)
+    general_key = model_key(method, shots)
+    then = rows[key].get("validation") or {}
+    then_general = then.get("models", {}).get(general_key)
+    if then_general and same_run(rows.get(general_key), then_general.get("train_seconds"),
+                                 then_general.get("train_steps")):
+        return f"{key}: already compared with this {general_key} run; kept"
+    if not (out_root / run_name(method, shots) / "checkpoint.pt").is_file():
+        return f"{key}: no {general_key} run under {out_root} to compare with; kept as it was"
+    new = validation_comparison(method, shots, ways, out_root, data, device, then or None)
+    if key not in new["models"]:  # its run folder is gone: its score recorded on these episodes
+        if key not in then.get("models", {}) or then.get("seed") != new["seed"]:
+            return (f"{key}: its run folder is gone and no score of it on the same validation "
+                    "episodes is recorded; kept as it was (train it again to compare)")
+        new["models"] = {key: then["models"][key], **new["models"]}
+    rows[key]["validation"] = new
+    cell = f"{ways}w{shots}s"
+    scores = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in new["models"].items())
+    source = source_key(rows, method, cell)
+    return (f"{cell} validation ({scores}): " + (
+        f"{source} fills the cell" if source else
+        f"{general_key} leads but has no {cell} test evaluation: run python "
+        f"experiments/omniglot.py --skip-training --ways {ways} {general_key}"))
 
 
 def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
@@ -673,6 +698,14 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                      + ", ".join(tv_gaps) + ".")
         if ways:
             need += chosen_text(key, r)
+        lent = [cell for cell in CELLS if cell.endswith(f"w{shots}s") and not ways
+                and cell not in r["results"]
+                and source_key(rows, method, cell) not in (None, key)]
+        if lent:  # evaluated with --ways: the per-way models that lead it fill these cells
+            many = len(lent) > 1
+            need += (f" Not evaluated on {', '.join(lent)}: the per-way model"
+                     f"{'s' if many else ''} (below) lead{'' if many else 's'} it on validation "
+                     f"and fill{'' if many else 's'} {'those cells' if many else 'that cell'}.")
         if gone := superseded(rows, key):
             need += (f" Its {', '.join(gone)} cell{'s' if len(gone) > 1 else ''} in the table "
                      "come" + ("" if len(gone) > 1 else "s") + " from the per-way model "
@@ -987,6 +1020,10 @@ def main() -> int:
                              f"{TTA_EPISODES})")
     parser.add_argument("--why", help="why the models are trained (or merged) again: kept "
                                       "with the replaced rows' test results in the history")
+    parser.add_argument("--compare", action="store_true",
+                        help="compare the per-way models named (e.g. maml:1:20) again with "
+                             "their general models on validation, as done when either is "
+                             "evaluated; nothing is trained, nothing on the test characters")
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot.json (e.g. from "
                              "experiments/gpu/reproduce.py's results.tar.gz) to the table, "
@@ -1040,6 +1077,13 @@ def main() -> int:
         sys.exit(f"{', '.join(wrong)}: a per-way model is evaluated on its own way count only; "
                  f"--ways {' '.join(map(str, args.ways))} leaves it nothing")
     rows = read_rows(STATE)
+    if args.compare:
+        wrong = [model_key(*m) for m in models if not m[2] or model_key(*m) not in rows]
+        if wrong:
+            sys.exit(f"--compare takes per-way models in the table (e.g. maml:1:20); not: "
+                     f"{', '.join(wrong)}")
+        compare([model_key(*m) for m in models], Path(args.out), data)
+        return 0
     if args.trainval:
         return trainval_main(args, models, rows, data)
     for method, shots, ways in models:
@@ -1057,20 +1101,18 @@ def main() -> int:
         for cell, res in rows[key]["results"].items():
             print(f"{model_label(key)} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
         if ways is None:  # its per-way models were compared with the general model of then
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            fresh = read_rows(STATE)
-            for other in refresh_comparisons(fresh, method, shots, Path(args.out), data,
-                                              device, frozenset(model_key(*m) for m in models)):
-                cell = f"{split_key(other)[2]}w{shots}s"
-                scores = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in
-                                   fresh[other]["validation"]["models"].items())
-                source = source_key(fresh, method, cell)
-                print(f"{cell} validation ({scores}): " + (
-                    f"{source} fills the cell" if source else
-                    f"the general model leads but has no {cell} test evaluation: run it with "
-                    f"--skip-training --ways {split_key(other)[2]} {model_key(method, shots)}"))
-            write_table(fresh)
+            compare([k for k in rows if split_key(k)[:2] == (method, shots) and split_key(k)[2]
+                     and k not in {model_key(*m) for m in models}], Path(args.out), data)
     return 0
+
+
+def compare(keys: list[str], out_root: Path, data: Path) -> None:
+    """:func:`refresh_comparison` for the per-way models ``keys``, the table rewritten."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for key in keys:
+        rows = read_rows(STATE)  # re-read: other invocations may write it
+        print(refresh_comparison(rows, key, out_root, data, device))
+        write_table(rows)
 
 
 def trainval_main(args: argparse.Namespace, models: list[Model], rows: dict,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -532,6 +533,21 @@ def test_omniglot_per_way_model_fills_its_cell_and_keeps_the_general_models(tmp_
     history = page.split("## Test evaluations (history)")[1]
     assert ("20w1s 93.00 +- 0.20; not in the table: the general model keeps the cell (chosen on "
             "validation)") in history
+    # the general model evaluated on 5-way only (--ways 5) while the per-way model leads it on
+    # validation: the cell stays the per-way model's, and the page says why it is missing
+    rows["maml:1:20"]["validation"] = compared(91.0, 90.0)
+    rows["maml:1"]["results"].pop("20w1s")
+    assert omniglot.source_key(rows, "maml", "20w1s") == "maml:1:20"
+    omniglot.write_table(rows, trainval={})
+    page = (tmp_path / "omniglot.md").read_text()
+    assert "| 93.00 +- 0.20* (95.8) |" in page
+    short = page.split("## Short of the papers")[1].split("##")[0]
+    assert ("- maml 1-shot: 5w1s -3.70 points vs the paper; ") in short
+    assert ("Not evaluated on 20w1s: the per-way model (below) leads it on validation and fills "
+            "that cell.") in short
+    # ... and when the general model leads but has no evaluation of the cell, it is empty
+    rows["maml:1:20"]["validation"] = compared(89.0, 90.0)
+    assert omniglot.source_key(rows, "maml", "20w1s") is None
     # command-line names
     assert omniglot.parse_cells(["maml:1:20"]) == [("maml", 1, 20)]
     assert omniglot.split_key("maml:1:20") == ("maml", 1, 20)
@@ -590,6 +606,22 @@ def test_omniglot_trains_a_per_way_model_into_its_own_run(shared_data, tmp_path)
     assert "20w1s validation" not in run.stdout
     again = json.loads((tmp_path / "results" / "omniglot.json").read_text())
     assert again["maml:1:20"] == rows["maml:1:20"]
+    # the general model trained again after the per-way model's run folder is gone: --compare
+    # keeps the per-way model's recorded score on the same episodes and scores the new one
+    shutil.rmtree(tmp_path / "runs" / "maml_1shot_20way")
+    run = script(*common_args, "--ways", "5", *TINY, "--set", "train.seed=1", "maml:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "already compared" not in run.stdout  # a new run: compared (or said why not)
+    run = script(*common_args, "--compare", "maml:1:20")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = json.loads((tmp_path / "results" / "omniglot.json").read_text())
+    models = rows["maml:1:20"]["validation"]["models"]
+    assert models["maml:1:20"] == again["maml:1:20"]["validation"]["models"]["maml:1:20"]
+    assert models["maml:1"]["train_seconds"] == rows["maml:1"]["train_seconds"]
+    assert models["maml:1"]["train_seconds"] != again["maml:1"]["train_seconds"]
+    assert rows["maml:1:20"]["results"] == row["results"]
+    run = script(*common_args, "--compare", "maml:1")
+    assert run.returncode != 0 and "--compare takes per-way models" in run.stderr
 
 
 def test_challenge_table_keeps_every_replaced_test_evaluation():
