@@ -183,8 +183,10 @@ def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
            "--episodes", str(episodes), target]
     if choose_tta and job.name.startswith("maml"):
         # maml adapts to every validation episode under every view count (about 15x its plain
-        # evaluation for 1,5,9): more than its evaluation reserve; evaluated without, choose
-        # it afterwards with omniglot.py --skip-training --choose-tta on its run folder
+        # evaluation for 1,5,9): more than its evaluation reserve, so no choice here. It is
+        # evaluated with its config's eval.tta (maml 1-shot: 5 views, chosen on the CPU,
+        # several times its plain evaluation: give it the reserve, or leave it out); choose
+        # afterwards with omniglot.py --skip-training --choose-tta on its run folder
         choose_tta = None
     if choose_tta:  # chosen on validation episodes (no more of them than test episodes)
         cmd[-1:-1] = ["--choose-tta", choose_tta]
