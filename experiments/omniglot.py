@@ -1086,6 +1086,7 @@ def main() -> int:
         return 0
     if args.trainval:
         return trainval_main(args, models, rows, data)
+    named = {model_key(*m) for m in models}  # per-way models named are compared when evaluated
     for method, shots, ways in models:
         key = model_key(method, shots, ways)
         row = run_model(method, shots, Path(args.out), args.skip_training, args.episodes,
@@ -1102,7 +1103,7 @@ def main() -> int:
             print(f"{model_label(key)} {cell}: {res['accuracy']:.2f} +- {res['ci95']:.2f}")
         if ways is None:  # its per-way models were compared with the general model of then
             compare([k for k in rows if split_key(k)[:2] == (method, shots) and split_key(k)[2]
-                     and k not in {model_key(*m) for m in models}], Path(args.out), data)
+                     and k not in named], Path(args.out), data)
     return 0
 
 

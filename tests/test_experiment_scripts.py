@@ -606,20 +606,34 @@ def test_omniglot_trains_a_per_way_model_into_its_own_run(shared_data, tmp_path)
     assert "20w1s validation" not in run.stdout
     again = json.loads((tmp_path / "results" / "omniglot.json").read_text())
     assert again["maml:1:20"] == rows["maml:1:20"]
-    # the general model trained again after the per-way model's run folder is gone: --compare
-    # keeps the per-way model's recorded score on the same episodes and scores the new one
+    # the general model trained again after the per-way model's run folder is gone: the
+    # per-way model's recorded score is kept and the new general model is scored on the same
+    # recorded episodes
     shutil.rmtree(tmp_path / "runs" / "maml_1shot_20way")
     run = script(*common_args, "--ways", "5", *TINY, "--set", "train.seed=1", "maml:1")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "already compared" not in run.stdout  # a new run: compared (or said why not)
-    run = script(*common_args, "--compare", "maml:1:20")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "20w1s validation (maml:1:20 " in run.stdout
     rows = json.loads((tmp_path / "results" / "omniglot.json").read_text())
     models = rows["maml:1:20"]["validation"]["models"]
     assert models["maml:1:20"] == again["maml:1:20"]["validation"]["models"]["maml:1:20"]
     assert models["maml:1"]["train_seconds"] == rows["maml:1"]["train_seconds"]
     assert models["maml:1"]["train_seconds"] != again["maml:1"]["train_seconds"]
     assert rows["maml:1:20"]["results"] == row["results"]
+    # --compare alone: kept for the same general run; redone for a record without its time
+    # (as written before the time was recorded), to the same scores
+    run = script(*common_args, "--compare", "maml:1:20")
+    assert run.returncode == 0 and "already compared" in run.stdout, run.stdout + run.stderr
+    state = tmp_path / "results" / "omniglot.json"
+    old = json.loads(state.read_text())
+    del old["maml:1:20"]["validation"]["models"]["maml:1"]["train_seconds"]
+    state.write_text(json.dumps(old))
+    run = script(*common_args, "--compare", "maml:1:20")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "20w1s validation (maml:1:20 " in run.stdout
+    redone = json.loads(state.read_text())["maml:1:20"]["validation"]["models"]
+    assert redone["maml:1:20"] == models["maml:1:20"]
+    assert redone["maml:1"]["train_seconds"] == rows["maml:1"]["train_seconds"]
+    assert redone["maml:1"]["accuracy"] == pytest.approx(models["maml:1"]["accuracy"])
     run = script(*common_args, "--compare", "maml:1")
     assert run.returncode != 0 and "--compare takes per-way models" in run.stderr
 
