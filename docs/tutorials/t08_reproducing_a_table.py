@@ -21,7 +21,8 @@ Each step runs the ``relgraph`` command in a subprocess, as you would in a shell
 # (:class:`relgraph.engine.Config`; every value is checked, and a wrong key or type is an error
 # naming it). The small1 Omniglot configs (``experiments/configs/omniglot_small1_*.yaml``) have
 # this shape with ``dataset: omniglot``, the zip of the minimal background set as ``roots``,
-# ``rotations: true``, small affine warps, 40-way training episodes and 3,000 steps. Here: the
+# ``rotations: true`` and small affine warps; each picks its own episodes and steps (the ProtoNet
+# one trains on 40-way episodes for 3,000 steps). Here: the
 # glyphs training alphabets, validated on the glyphs validation alphabets, 60 steps.
 import csv
 import json
