@@ -584,8 +584,11 @@ def beats_general(key: str, row: dict) -> bool | None:
     return own["accuracy"] > general["accuracy"]
 
 
-def chosen_text(key: str, row: dict) -> str:
-    """How a per-way model's row was chosen over the general model (or not), in a sentence."""
+def chosen_text(key: str, row: dict, general_row: dict | None = None) -> str:
+    """How a per-way model's row was chosen over the general model (or not), in a sentence;
+    with ``general_row`` (the table's general model) it also says when the comparison was with
+    an earlier run of the general model than the table's (not compared again: that run's
+    folder was not there when the general model was last evaluated)."""
     v = row.get("validation") or {}
     models = v.get("models", {})
     general = model_key(*split_key(key)[:2])
@@ -599,7 +602,20 @@ def chosen_text(key: str, row: dict) -> str:
             f"(seed {v['seed']}) it scored {own['accuracy']:.2f} +- {own['ci95']:.2f}, the "
             f"general {model_label(general)} model {other['accuracy']:.2f} +- "
             f"{other['ci95']:.2f} (its run at {other['train_steps']} steps, best step "
-            f"{other['best_step']}): {verdict}.")
+            f"{other['best_step']}): {verdict}." + stale_comparison_text(key, other, general_row))
+
+
+def stale_comparison_text(key: str, compared: dict, general_row: dict | None) -> str:
+    """A sentence when the general model a per-way model was compared with (``compared``, its
+    record in the comparison) is not the table's general model (``general_row``): an earlier
+    run, told apart by its steps or best step; empty otherwise."""
+    if not general_row or (compared.get("train_steps"), compared.get("best_step")) == (
+            general_row.get("train_steps"), general_row.get("best_step")):
+        return ""
+    return (f" The table's general model is a later run ({general_row['train_steps']} steps, "
+            f"best step {general_row['best_step']}), not compared with it yet: "
+            f"`python experiments/omniglot.py --compare {key}` does, where that run's folder "
+            "is.")
 
 
 def _cell(rows: dict, method: str, cell: str) -> dict | None:
@@ -660,7 +676,8 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                 and (res := r["results"][cell]) and (paper := PAPER[method][1][i]) is not None]
         if not gaps:
             if ways and r.get("results"):
-                lines.append(f"- {model_label(key)}: not in the table." + chosen_text(key, r))
+                lines.append(f"- {model_label(key)}: not in the table."
+                             + chosen_text(key, r, rows.get(model_key(method, shots))))
             continue
         all_meet = all(meets(r["results"][cell], PAPER[method][1][i])
                        for i, cell in enumerate(CELLS) if cell.endswith(f"w{shots}s")
@@ -697,7 +714,7 @@ def shortfalls(rows: dict, trainval: dict | None = None) -> list[str]:
                         "replaced" if stale_trainval(tv, r) else "") + "): "
                      + ", ".join(tv_gaps) + ".")
         if ways:
-            need += chosen_text(key, r)
+            need += chosen_text(key, r, rows.get(model_key(method, shots)))
         lent = [cell for cell in CELLS if cell.endswith(f"w{shots}s") and not ways
                 and cell not in r["results"]
                 and source_key(rows, method, cell) not in (None, key)]

@@ -146,8 +146,21 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
             "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
             "device": device_label or (torch.cuda.get_device_name() if device == "cuda" else
                                        f"CPU, {threads_label(torch.get_num_threads())}"),
-            "error": 100.0 - res["accuracy"], "result": res, "curve": learning_curve(out),
+            "torch": torch.__version__, "error": 100.0 - res["accuracy"], "result": res,
+            "curve": learning_curve(out),
             "evaluated": time.strftime("%Y-%m-%d"), **({"tta_choice": choice} if choice else {})}
+
+
+def software_text(rows: dict) -> str:
+    """Which torch each row's device ran (rows merged before the version was recorded point to
+    the GPU call's page) and the machine that wrote the page, in a sentence."""
+    known = sorted({f"{r['device'].split(',')[0]}: torch {r['torch']}"
+                    for r in rows.values() if r.get("torch")})
+    unknown = sorted(name for name, r in rows.items() if not r.get("torch"))
+    parts = known + ([f"{', '.join(unknown)}: torch not recorded (a GPU row's software is in "
+                      "experiments/results/gpu/reproduce.md)"] if unknown else [])
+    return (f"Software per row: {'; '.join(parts)}. " if parts else "") + (
+        f"Page written with torch {torch.__version__}, {platform.machine()}.")
 
 
 def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
@@ -249,8 +262,7 @@ def write_table(rows: dict) -> None:
               "(each trains with `relgraph train --config ...`); variants, other recipes for a "
               "condition chosen against it on the validation alphabets, are "
               "`omniglot_challenge_<condition>_<tag>.yaml`, and a row made by one names it. "
-              f"Machine: torch "
-              f"{torch.__version__}, {platform.machine()}. Plot: `omniglot_challenge.png`.",
+              + software_text(rows) + " Plot: `omniglot_challenge.png`.",
               "", "Reproduce: `python experiments/omniglot_challenge.py [full|minimal]`.", "",
               "## Learning curves", "",
               "Validation accuracy (%, the held-out background alphabets) at each validation, "

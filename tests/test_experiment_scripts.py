@@ -519,6 +519,14 @@ def test_omniglot_per_way_model_fills_its_cell_and_keeps_the_general_models(tmp_
     short = (tmp_path / "omniglot.md").read_text().split("## Short of the papers")[1]
     assert ("it scored 91.00 +- 0.50, the general maml 1-shot model 88.00 +- 0.50 (its run at "
             "1000 steps, best step 1000): so it fills its cell.") in short
+    assert "The table's general model is a later run" not in short  # compared with this run
+    # compared with an earlier run of the general model (told apart by its steps): said so
+    rows["maml:1:20"]["validation"]["models"]["maml:1"]["train_steps"] = 500
+    omniglot.write_table(rows, trainval={})
+    short = (tmp_path / "omniglot.md").read_text().split("## Short of the papers")[1]
+    assert ("(its run at 500 steps, best step 1000): so it fills its cell. The table's general "
+            "model is a later run (1000 steps, best step 1000), not compared with it yet: "
+            "`python experiments/omniglot.py --compare maml:1:20` does") in short
     rows["maml:1:20"]["validation"] = compared(87.0, 88.0)
     assert omniglot.source_key(rows, "maml", "20w1s") == "maml:1"
     assert omniglot.superseded(rows, "maml:1") == []
@@ -665,6 +673,11 @@ def test_challenge_table_keeps_every_replaced_test_evaluation():
     assert "- full: protonet, TTA x5, `c.yaml` at 200 steps" in page
     assert "error 20.00 +- 0.50 %; why replaced: longer." in page
     assert challenge.tta_label({"tta": 5}) == ", TTA x5" and challenge.tta_label({}) == ""
+    # the software line names each row's torch, and the rows that did not record it
+    text = challenge.software_text({"full": {**third, "device": "NVIDIA H200",
+                                             "torch": "2.11.0+cu130"}, "minimal": third})
+    assert text.startswith("Software per row: NVIDIA H200: torch 2.11.0+cu130; minimal: torch "
+                           "not recorded")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt only")
