@@ -9,10 +9,9 @@ import torch
 from relgraph.backbones import build_backbone
 from relgraph.data import build_dataset
 from relgraph.engine.evaluate import episode_accuracies, evaluate
-from relgraph.methods import build_method, method_class
+from relgraph.methods import build_method, list_methods, method_class
 
-HEADS = ["protonet", "matching", "matching_fce", "relation", "gnn", "edge_gnn",
-         "edge_gnn_transductive", "pyg"]
+HEADS = [m for m in list_methods() if method_class(m).caches_embeddings]  # every relational head
 
 
 def trained_a_little(name: str, dataset) -> torch.nn.Module:  # noqa: ANN001
@@ -33,7 +32,6 @@ def trained_a_little(name: str, dataset) -> torch.nn.Module:  # noqa: ANN001
 def test_cached_and_uncached_evaluation_agree(name, tiny_data):
     dataset = build_dataset("tensors", [str(tiny_data)])
     model = trained_a_little(name, dataset)
-    assert method_class(name).caches_embeddings
     kwargs = dict(ways=3, shots=2, queries=3, episodes=12, seed=5, episodes_per_batch=5)
     cached = episode_accuracies(model, dataset, cache=True, **kwargs)
     uncached = episode_accuracies(model, dataset, cache=False, **kwargs)
@@ -53,6 +51,13 @@ def test_cache_embeds_each_distinct_example_once(tiny_data):
                         cache=False)
     assert sum(calls) == 200 * 18
     assert result["accuracy"] == uncached["accuracy"]
+
+
+def test_every_relational_head_is_cached():
+    """The heads (whose embedding of an example does not depend on the episode) all take the
+    cached path, so the agreement test above runs for each of them."""
+    assert {"protonet", "matching", "matching_fce", "relation", "gnn", "gnn_transductive",
+            "edge_gnn", "edge_gnn_transductive", "pyg", "tpn", "dpgn"} <= set(HEADS)
 
 
 def test_methods_that_adapt_per_episode_are_not_cached():

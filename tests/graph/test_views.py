@@ -46,9 +46,10 @@ def test_to_pyg_edges_follow_the_mask():
         # no query receives from another query
         qq = data.is_query[source] & data.is_query[target] & (source != target)
         assert not qq.any()
-    # without a similarity there is no edge_attr; the method and the function agree
-    assert to_pyg(graph).edge_attr is None
-    assert torch.equal(to_pyg(graph, sim).edge_index, batch.edge_index)
+    # without a similarity there is no edge_attr, and the same edges (the mask's, not sim's)
+    plain = to_pyg(graph)
+    assert plain.edge_attr is None
+    assert torch.equal(plain.edge_index, batch.edge_index)
 
 
 def test_to_pyg_knn_keeps_the_most_similar_allowed_neighbours():

@@ -144,17 +144,28 @@ def test_one_layer_matches_slow_reference(transductive):
             assert torch.allclose(fast[k], slow[:, :m], atol=1e-6), (fast[k], slow[:, :m])
 
 
-def test_second_layer_node_features_match_slow_reference():
+def test_second_layer_node_and_edge_features_match_slow_reference():
+    """Two layers: the node features each layer computes and the edges after each equal the
+    loops (the second layer starts from the first's output)."""
     model = tiny_model(True, num_layers=2)
     randomise_batch_norm(model)
     model.eval()
     ep = feature_episode([0, 1, 0], n_query=2, n_way=2, b=1)
     graph = EpisodeGraph.from_episode(ep, ep.support, ep.query, True)
     hears = torch.ones(5, 5, dtype=torch.bool)
+    nodes = []  # the node features of each layer, as the batched code computes them
+    hooks = [layer.register_forward_hook(lambda m, args, out: nodes.append(out))
+             for layer in model.node_layers]
     with torch.no_grad():
         v1, e1 = slow_layer(model, 0, graph.x[0], initial_edges(graph)[0], hears)
-        _, e2 = slow_layer(model, 1, v1, e1, hears)
+        v2, e2 = slow_layer(model, 1, v1, e1, hears)
         fast = model.propagate(graph.x, initial_edges(graph))
+    for hook in hooks:
+        hook.remove()
+    assert len(nodes) == 2
+    assert torch.allclose(nodes[0][0], v1, atol=1e-6)
+    assert torch.allclose(nodes[1][0], v2, atol=1e-6)
+    assert torch.allclose(fast[0][0], e1, atol=1e-6)
     assert torch.allclose(fast[1][0], e2, atol=1e-6)
 
 

@@ -198,11 +198,22 @@ def test_reptile_gradient_is_theta_minus_mean_adapted(train_on_queries):
 
 
 def test_evaluation_adapts_without_outer_graph():
+    """In evaluation the inner loop still adapts (the zero-initialised head moves, so the
+    logits are not all zero) on detached tensors, and the model's own parameters stay as
+    they were."""
     model = conv_method("maml").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
-        logits = model(make_episode())
-    assert not logits.requires_grad and logits.shape == (2, 12, 4)
-    assert all(p.grad is None for p in model.parameters())  # nothing accumulated
+        adapted, logits = model._adapt_and_predict(make_episode())
+    assert logits.shape == (2, 12, 4) and logits.abs().amax() > 0  # adapted: a zero head gives 0
+    assert len(adapted) == 2
+    assert not any(v.requires_grad for fast in adapted for v in fast.values())
+    backbone = dict(model.backbone.named_parameters())
+    for fast in adapted:  # the backbone adapted too, not only the head
+        assert fast["head.weight"].abs().amax() > 0
+        assert any(not torch.equal(fast[k], v) for k, v in backbone.items())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # adapting copies; the model is untouched
 
 
 # --- BatchNorm -----------------------------------------------------------------------------
