@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from relgraph.utils import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results" / "threads.md"
 
@@ -234,7 +236,7 @@ def main() -> int:
     text = report(results, args, loads)
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text)
+        atomic_write_text(RESULTS, text)
         print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 

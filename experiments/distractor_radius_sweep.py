@@ -9,9 +9,12 @@ with ``D = 0`` and ``D = 3`` distractor classes, 1 and 5 shots, for each ``log r
 paired against the same episodes without unlabelled examples. The criterion, fixed before
 the sweep: the mean of the 1-shot and 5-shot accuracies at ``U = 5, D = 3``.
 
-Usage (from the project root)::
+Usage (from the project root; it prints its results, and
+``experiments/results/distractor_radius_sweep.txt`` is that output)::
 
-    python experiments/distractor_radius_sweep.py [--runs runs/omniglot_small1]
+    python experiments/distractor_radius_sweep.py > experiments/results/distractor_radius_sweep.txt
+
+(``--runs DIR``: the small1 runs' folder, default ``runs/omniglot_small1``.)
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Both small1 runs (``runs/omniglot_small1/{gnn,gnn_semi}``) on 500 validation episodes, 5-way
 1-shot, 5 queries, with U = 0, 5 unlabelled examples per class and D = 0, 3 distractor classes,
 paired against gnn on the same episodes. This is what decided that gnn_semi was worth one test
-evaluation (``experiments/semi_supervised.py gnn_semi``). Output:
-``experiments/results/semi_validation.txt``. Usage (from the project root)::
+evaluation (``experiments/semi_supervised.py gnn_semi``). It prints its results;
+``experiments/results/semi_validation.txt`` is that output. Usage (from the project root)::
 
-    python experiments/semi_validation.py
+    python experiments/semi_validation.py > experiments/results/semi_validation.txt
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import torch
 
 from relgraph.data import EpisodeSampler, build_dataset
 from relgraph.engine import Config, evaluate, load_model, train
-from relgraph.utils import atomic_write_text
+from relgraph.utils import atomic_path, atomic_write_text
 from relgraph.viz import plot_episode, save_figure
 
 __all__ = ["run_demo", "demo_config"]
@@ -72,7 +72,8 @@ def run_demo(out: str | Path = "relgraph-demo", seed: int = 0, quick: bool = Fal
     save_figure(plot_episode(episode, class_names=test.class_names, predictions=predictions,
                              title="glyphs test alphabets: 5-way 1-shot (green: right, red: "
                                    "wrong)"), out / "episode.png")
-    (out / "curves.png").write_bytes((run / "curves.png").read_bytes())
+    with atomic_path(out / "curves.png") as tmp:
+        tmp.write_bytes((run / "curves.png").read_bytes())
     report = {
         "dataset": "glyphs",
         "method": config.method,

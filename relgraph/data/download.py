@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -99,23 +101,37 @@ def download_file(
 def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
     """Extract the tar archive ``archive`` (``.tar``, ``.tgz``, ``.tar.gz``) into ``dest``.
 
-    Members that would land outside ``dest`` (absolute paths, ``..``, links) are refused.
+    Members that would land outside ``dest`` (absolute paths, ``..``, links) are refused. The
+    archive is unpacked into a temporary folder inside ``dest`` first and its top-level entries
+    are then moved into place (replacing entries of the same name), so an interrupted or failed
+    extraction leaves no half-written dataset folder behind for a later run to take as complete.
 
     Raises:
         ValueError: the archive is damaged or holds an unsafe member; the message names it.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
+    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
+    root = staging.resolve()
     try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for m in members:
-                target = (root / m.name).resolve()
-                if not (m.isfile() or m.isdir()) or not target.is_relative_to(root):
-                    raise ValueError(f"unsafe member {m.name!r}")
-            tar.extractall(dest, members=members)  # noqa: S202  (members checked above)
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise ValueError(f"cannot extract {archive}: {exc}; delete it and download it "
-                         "again") from exc
+        try:
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for m in members:
+                    target = (root / m.name).resolve()
+                    if not (m.isfile() or m.isdir()) or not target.is_relative_to(root):
+                        raise ValueError(f"unsafe member {m.name!r}")
+                tar.extractall(staging, members=members)  # noqa: S202  (members checked above)
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"cannot extract {archive}: {exc}; delete it and download it "
+                             "again") from exc
+        for entry in staging.iterdir():
+            target = dest / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return dest

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from relgraph.data.catalog import register_dataset
-from relgraph.data.io import read_text
+from relgraph.data.io import file_not_found, read_text
 from relgraph.data.tensors import TensorDataset
 
 __all__ = ["FeaturesDataset", "FeatureFile", "read_features", "FEATURE_SUFFIXES"]
@@ -55,7 +55,7 @@ def _missing_extra(what: str, package: str) -> ImportError:
 
 def _read_lines(path: str) -> list[str]:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     if path.endswith(".npy"):
         arr = np.load(path, allow_pickle=False)
         return arr.reshape(-1).tolist()
@@ -79,7 +79,7 @@ def _labels_from_values(values: Sequence[Any]) -> list[Any]:
 
 def _from_npz(path: str, features_key: str, labels_key: str, split_key: str) -> FeatureFile:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises many types for damaged files
@@ -105,7 +105,7 @@ def _from_safetensors(path: str, features_key: str, labels_key: str,
     except ImportError as exc:
         raise _missing_extra(".safetensors", "safetensors") from exc
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     try:
         with safe_open(path, framework="numpy") as f:
             keys = list(f.keys())
@@ -144,7 +144,7 @@ def _from_parquet(path: str, features_key: str, labels_key: str,
     except ImportError as exc:
         raise _missing_extra(".parquet", "pyarrow") from exc
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid and others for damaged files
@@ -199,7 +199,7 @@ def read_features(
     lower = path.lower()
     if lower.endswith(".npy"):
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} not found")
+            raise file_not_found(path)
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:  # numpy raises many types for damaged files

@@ -112,7 +112,9 @@ class ImageFolderDataset(FewShotDataset):
             self.files = [self.files[i] for i in keep]
             targets = [targets[i] for i in keep]
             if not self.files:
-                raise ValueError("no readable images left after skipping bad files")
+                raise ValueError(f"no readable images left after skipping bad files under "
+                                 f"{', '.join(map(str, roots))}: check that the folders hold "
+                                 "images (the warnings name each file skipped)")
             shapes = {tuple(x.shape) for x in images}
             if len(shapes) > 1:
                 raise ValueError(f"images have different sizes {sorted(shapes)[:3]}...; pass "

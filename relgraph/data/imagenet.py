@@ -37,7 +37,7 @@ import torch
 
 from relgraph.data.catalog import register_dataset
 from relgraph.data.imagelist import ImageListDataset, check_split
-from relgraph.data.io import is_image_file, read_npz, read_pickle, read_text
+from relgraph.data.io import file_not_found, is_image_file, read_npz, read_pickle, read_text
 
 __all__ = ["MiniImageNet", "TieredImageNet", "read_miniimagenet_csv", "read_tiered_csv",
            "MINI_IMAGENET_CLASSES", "TIERED_IMAGENET_CLASSES"]
@@ -55,7 +55,7 @@ def read_miniimagenet_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
         ValueError: a missing ``filename,label`` header or a malformed row (file and line named).
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     rows = list(csv.reader(read_text(path).splitlines()))
     if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
         raise ValueError(f"{path}: expected the header 'filename,label', got {rows[:1]}")
@@ -72,7 +72,7 @@ def read_miniimagenet_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 def read_tiered_csv(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """tieredImageNet's split file: ``[(class_wnid, category_wnid), ...]`` in file order."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     out = []
     for line, row in enumerate(csv.reader(read_text(path).splitlines()), start=1):
         if not row:

@@ -28,6 +28,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
                     ".pgm")
 
 
+def file_not_found(path: str | os.PathLike[str]) -> FileNotFoundError:
+    """The error for a missing data file: names it, says where a relative path was looked
+    for, and where the path comes from (a dataset's root)."""
+    where = "" if Path(path).is_absolute() else f" (a relative path is read from {Path.cwd()})"
+    return FileNotFoundError(f"{path} not found{where}; check the dataset root you gave "
+                             "(relgraph --root, or data.roots in a config)")
+
 def is_image_file(name: str | os.PathLike[str]) -> bool:
     """Whether ``name`` has a supported image extension (case-insensitive)."""
     return str(name).lower().endswith(IMAGE_EXTENSIONS)
@@ -111,7 +118,7 @@ def read_npz(path: str | os.PathLike[str], required: Sequence[str],
             names the file.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
@@ -174,7 +181,7 @@ def read_pickle(path: str | os.PathLike[str], encoding: str = "latin1") -> objec
         ValueError: not a readable pickle, or one holding other objects; the message names it.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise file_not_found(path)
     try:
         with open(path, "rb") as f:
             return _ArrayUnpickler(f, encoding=encoding).load()

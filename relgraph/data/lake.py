@@ -282,7 +282,8 @@ def evaluate_lake_runs(
         ValueError: no runs, or ``predict`` returned an unexpected shape or label.
     """
     if not runs:
-        raise ValueError("no runs to evaluate")
+        raise ValueError("no runs to evaluate: pass the runs load_lake_runs returns (is the "
+                         "runs folder or zip the one with run01 ... run20?)")
     per_run: list[float] = []
     wrong_total = items = 0
     with torch.no_grad():

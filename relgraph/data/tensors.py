@@ -11,7 +11,7 @@ from torch import Tensor
 
 from relgraph.data.base import InMemoryDataset
 from relgraph.data.catalog import register_dataset
-from relgraph.data.io import read_npz
+from relgraph.data.io import file_not_found, read_npz
 
 __all__ = ["TensorDataset"]
 
@@ -109,7 +109,7 @@ def _build(roots: list[str], class_alphabets: dict[Any, str] | None = None, **kw
         arrays = read_npz(path, ["inputs", "labels"])
     elif path.endswith((".pt", ".pth")):
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} not found")
+            raise file_not_found(path)
         try:
             arrays = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for damaged or foreign files
@@ -119,7 +119,9 @@ def _build(roots: list[str], class_alphabets: dict[Any, str] | None = None, **kw
     else:
         raise ValueError(f"{path}: unsupported file; the tensors dataset reads .pt or .npz files")
     if not isinstance(arrays, dict) or "inputs" not in arrays or "labels" not in arrays:
-        raise ValueError(f"{path} must hold 'inputs' and 'labels'")
+        have = sorted(arrays) if isinstance(arrays, dict) else type(arrays).__name__
+        raise ValueError(f"{path} must hold 'inputs' and 'labels' (it holds {have}); save "
+                         "them as a dict, e.g. torch.save({'inputs': x, 'labels': y}, path)")
     try:
         labels = arrays["labels"]
         labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)

@@ -245,7 +245,9 @@ class Config:
             parts = key.split(".")
             for part in parts[:-1]:
                 if part not in node or not isinstance(node[part], dict):
-                    raise ValueError(f"unknown config key {key!r}")
+                    sections = sorted(k for k, v in node.items() if isinstance(v, dict))
+                    raise ValueError(f"unknown config key {key!r}: {part!r} is not a section; "
+                                     f"sections here: {', '.join(sections)}")
                 node = node[part]
             free_form = len(parts) >= 2 and parts[-2] in ("method_args", "backbone_args",
                                                           "options", "augment")

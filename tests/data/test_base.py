@@ -108,6 +108,12 @@ def test_tensor_dataset_from_files(tmp_path):
     (tmp_path / "f.csv").write_text("x")
     with pytest.raises(ValueError, match="unsupported file"):
         build_dataset("tensors", tmp_path / "f.csv")
+    torch.save({"x": feats, "y": torch.arange(20)}, tmp_path / "g.pt")
+    with pytest.raises(ValueError, match=r"must hold 'inputs' and 'labels' \(it holds \['x', "
+                                         r"'y'\]\); save them as a dict"):
+        build_dataset("tensors", tmp_path / "g.pt")
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt not found; check the dataset root"):
+        build_dataset("tensors", tmp_path / "nope.pt")
 
 
 def test_registry():

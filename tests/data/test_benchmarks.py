@@ -270,6 +270,31 @@ def test_unsafe_archive_is_refused(tmp_path):
         extract_archive(tmp_path / "bad.tar", tmp_path / "out")
 
 
+def test_extraction_is_all_or_nothing(tmp_path):
+    """A damaged archive leaves nothing in the destination (no half-written dataset folder, no
+    staging folder); a good one replaces what an earlier, interrupted extraction left."""
+    from relgraph.data.download import extract_archive
+
+    data = tmp_path / "src" / "ds"
+    data.mkdir(parents=True)
+    for i in range(3):
+        (data / f"f{i}.bin").write_bytes(bytes(range(256)) * 200)
+    with tarfile.open(tmp_path / "good.tar.gz", "w:gz") as tar:
+        tar.add(data, arcname="ds")
+    whole = (tmp_path / "good.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="cannot extract"):
+        extract_archive(tmp_path / "cut.tar.gz", out)
+    assert list(out.iterdir()) == []
+    (out / "ds").mkdir()
+    (out / "ds" / "f0.bin").write_bytes(b"partial")  # what an interrupted run left
+    extract_archive(tmp_path / "good.tar.gz", out)
+    assert sorted(p.name for p in out.iterdir()) == ["ds"]
+    assert (out / "ds" / "f0.bin").read_bytes() == (data / "f0.bin").read_bytes()
+    assert len(list((out / "ds").iterdir())) == 3
+
+
 def test_read_pickle_reads_python2_style_cifar(tmp_path):
     folder = _cifar(tmp_path)
     d = read_pickle(folder / "test")

@@ -82,6 +82,8 @@ def test_overrides_from_the_command_line_are_checked(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "train.steps: expected an integer, got 'abc' (str)" in err
     assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"'trian' is not a section; sections here: .*train"):
+        Config().override({"trian.steps": 5})
 
 
 def test_config_file_errors_name_the_file(tmp_path):
