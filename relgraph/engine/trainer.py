@@ -386,6 +386,7 @@ class TrainRun:
 
     @property
     def device(self) -> torch.device:
+        """The device this process trains on (``info.device``)."""
         return self.info.device
 
     @property

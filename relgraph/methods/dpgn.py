@@ -150,7 +150,12 @@ class DPGN(RelationalHead):
         return self._log_probs(graph, self.generations_of(graph)[-1][0])
 
     def relate_loss(self, graph: EpisodeGraph, query_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Point and distribution losses of every generation (queries' class scores)."""
+        """Point and distribution losses of every generation, and the last generation's
+        query log-probabilities (its point graph) as the logits.
+
+        Shapes:
+            graph, ``query_labels [b, q]`` -> ``([], [b, q, n_way])``
+        """
         loss: Any = 0.0
         nll = nn.functional.nll_loss
         target = query_labels.reshape(-1)

@@ -313,7 +313,11 @@ class EdgeLabelingGNN(RelationalHead):
 
     def relate_loss(self, graph: EpisodeGraph, query_labels: Tensor) -> tuple[Tensor, Tensor]:
         """Weighted class-balanced edge losses of all layers on the edges with a query end
-        (+ the optional node loss)."""
+        (+ the optional node loss), and the last layer's query logits.
+
+        Shapes:
+            graph, ``query_labels [b, q]`` -> ``([], [b, q, n_way])``
+        """
         layers = self.edge_layers_of(graph)
         n, m = layers[0].shape[1:3]
         target = graph.target_edges(query_labels)[:, :, :m]

@@ -157,7 +157,12 @@ class RelationNet(RelationalHead):
         return self.relation_module(classes, query)
 
     def relate_loss(self, graph: EpisodeGraph, query_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """MSE of the relation scores against one-hot labels (``"mse"``), or cross-entropy."""
+        """MSE of the relation scores against one-hot labels (``"mse"``), or cross-entropy,
+        and the query logits.
+
+        Shapes:
+            graph, ``query_labels [b, q]`` -> ``([], [b, q, n_way])``
+        """
         logits = self.relate(graph)
         if self.criterion == "ce":
             return cross_entropy(logits, query_labels), logits

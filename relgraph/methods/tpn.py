@@ -120,7 +120,12 @@ class TPN(RelationalHead):
         return self.propagate(graph)[:, graph.query_start:]
 
     def relate_loss(self, graph: EpisodeGraph, query_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy of the propagated scores of supports and queries (the paper's)."""
+        """Cross-entropy of the propagated scores of supports and queries (the paper's), and
+        the queries' propagated scores as the logits.
+
+        Shapes:
+            graph, ``query_labels [b, q]`` -> ``([], [b, q, n_way])``
+        """
         scores = self.propagate(graph)
         logits = scores[:, graph.query_start:]
         support = scores[:, :graph.n_support]
