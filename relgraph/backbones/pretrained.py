@@ -52,6 +52,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalised images (grey images repeated to ``c`` channels):
+        ``[m, 1 or c, h, w] -> [m, c, h, w]``."""
         c = self.mean.shape[1]
         if x.shape[1] == 1 and c != 1:
             x = x.expand(-1, c, -1, -1)

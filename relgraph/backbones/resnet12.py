@@ -54,6 +54,7 @@ class ResidualBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[m, in_channels, h, w] -> [m, out_channels, h // 2, w // 2]``."""
         return self.dropout(self.pool(self.act(self.body(x) + self.shortcut(x))))
 
 

@@ -112,6 +112,7 @@ class LearnedKernel(nn.Module):
         return self.mlp((xi.unsqueeze(2) - y.unsqueeze(1)).abs())
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The kernel of every pair: ``x [b, n, d], y [b, m, d] = x -> [b, n, m, out_dim]``."""
         y = x if y is None else y
         _check(x, y)
         n = x.shape[1]

@@ -64,6 +64,8 @@ class PairSimilarity(nn.Module):
                                  nn.Linear(hidden[-1] if hidden else in_dim, 1))
 
     def forward(self, x: Tensor, m: int) -> Tensor:
+        """Point similarities of every node to the first ``m``:
+        ``x [b, n, d], m -> [b, n, m]`` in ``(0, 1)``."""
         diff = (x.unsqueeze(2) - x[:, :m].unsqueeze(1)).pow(2)  # [b, n, m, d]
         return torch.sigmoid(apply_rows(self.mlp, diff).squeeze(-1).float())
 
@@ -91,6 +93,8 @@ class SetPairSimilarity(nn.Module):
         self.mlp = nn.Sequential(*mlp_layers((3, hidden)), nn.Linear(hidden, 1))
 
     def forward(self, v: Tensor, m: int) -> Tensor:
+        """Distribution similarities of every node to the first ``m``:
+        ``v [b, n, s], m -> [b, n, m]`` in ``(0, 1)``."""
         diff = (v.unsqueeze(2) - v[:, :m].unsqueeze(1)).pow(2)  # [b, n, m, s]
         pooled = torch.stack([diff.mean(-1), diff.amax(-1),
                               diff.clamp_min(1e-12).sqrt().mean(-1)], dim=-1)
@@ -115,6 +119,8 @@ class PointToDistribution(nn.Module):
         self.lin = nn.Linear(4, 1)
 
     def forward(self, point_edges: Tensor, v: Tensor) -> Tensor:
+        """New distributions over the supports:
+        ``point_edges [b, n, s], v [b, n, s] -> [b, n, s]``."""
         feats = torch.stack([point_edges, v,
                              point_edges.mean(-1, keepdim=True).expand_as(v),
                              v.mean(-1, keepdim=True).expand_as(v)], dim=-1)
@@ -134,6 +140,7 @@ class DistributionToPoint(nn.Module):
         self.mlp = nn.Sequential(*mlp_layers((2 * in_dim, *dims)))
 
     def forward(self, x: Tensor, edges: Tensor) -> Tensor:
+        """New point features: ``x [b, n, d], edges [b, n, m] -> [b, n, d_out]``."""
         m = edges.shape[2]
         n = x.shape[1]
         off_diag = 1.0 - torch.eye(n, m, device=x.device, dtype=edges.dtype)

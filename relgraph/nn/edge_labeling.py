@@ -85,6 +85,7 @@ class NodeUpdate(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, edges: Tensor) -> Tensor:
+        """New node features: ``x [b, n, d], edges [b, n, m, 2] -> [b, n, d_out]``."""
         m = edges.shape[2]
         weights = edges / edges.sum(dim=2, keepdim=True).clamp_min(_TINY)  # per channel
         agg = einsum(weights.to(x.dtype), x[:, :m], "b i j c, b j d -> b i c d")
@@ -135,6 +136,8 @@ class EdgeUpdate(nn.Module):
 
     def forward(self, x: Tensor, edges: Tensor, off_diag: Tensor, pairs: Tensor,
                 lookup: Tensor) -> Tensor:
+        """New edge features: ``x [b, n, d], edges [b, n, m, 2], off_diag [n, m, 1],
+        pairs [2, P], lookup [n, m] -> [b, n, m, 2]``."""
         sim = self.similarity(x, pairs, lookup).unsqueeze(-1)  # [b, n, m, 1]
         e = edges * off_diag
         upd = torch.cat([sim, 1.0 - sim], dim=-1) * e

@@ -48,6 +48,8 @@ class ClassGraphConv(nn.Module):
             self.norm = nn.BatchNorm1d(out_dim)
 
     def forward(self, f: Tensor, g: Tensor, adj: Tensor, cols: Tensor) -> Tensor:
+        """New per-class features: ``f [b, n, d], g [b, n, K, e], adj [b, n, m], cols [n]``
+        -> ``[b, n, K, out_dim]`` (``[b, n, K]`` for the read-out)."""
         ag = einsum(adj, g[:, cols], "b i j, b j k e -> b i k e")
         out = self.lin_class(torch.cat([g, ag], dim=-1))  # [b, n, k, c]
         if self.last:

@@ -62,6 +62,8 @@ class RelationModule(nn.Module):
         return F.max_pool2d(z, 2) if min(z.shape[-2:]) >= 2 else z
 
     def forward(self, classes: Tensor, query: Tensor) -> Tensor:
+        """Relation logits of every (query, class) pair:
+        ``classes [b, n, C, H, W], query [b, q, C, H, W] -> [b, q, n]``."""
         b, n, c = classes.shape[:3]
         q = query.shape[1]
         w_class, w_query = self.conv1.weight.split(c, dim=1)
