@@ -30,7 +30,9 @@ plot_html_show_formats = False
 plot_html_show_source_link = False
 plot_formats = [("png", 110)]
 autosummary_generate = True
-autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
+# extra_repr is nn.Module printing plumbing, not API: left out of the pages
+autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True,
+                           "exclude-members": "extra_repr"}
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 napoleon_google_docstring = True
