@@ -53,9 +53,10 @@ def _missing_extra(what: str, package: str) -> ImportError:
                        f"'relgraph[features]' (or pip install {package})")
 
 
-def _read_lines(path: str) -> list[str]:
+def _read_lines(path: str, option: str) -> list[str]:
     if not Path(path).is_file():
-        raise file_not_found(path)
+        raise file_not_found(path, f"the {option} option you gave (relgraph --option "
+                                   f"{option}=..., or data.options in a config)")
     if path.endswith(".npy"):
         arr = np.load(path, allow_pickle=False)
         return arr.reshape(-1).tolist()
@@ -216,9 +217,9 @@ def read_features(
         raise ValueError(f"{path}: unsupported features file; expected one of "
                          f"{', '.join(FEATURE_SUFFIXES)}")
     if labels is not None:
-        out["labels"] = _read_lines(os.fspath(labels))
+        out["labels"] = _read_lines(os.fspath(labels), "labels")
     if splits is not None:
-        out["split"] = [str(s) for s in _read_lines(os.fspath(splits))]
+        out["split"] = [str(s) for s in _read_lines(os.fspath(splits), "splits")]
     feats = np.asarray(out["features"])
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
         raise ValueError(f"{path}: features must be a 2-d numeric array [N, d], got "

@@ -28,12 +28,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
                     ".pgm")
 
 
-def file_not_found(path: str | os.PathLike[str]) -> FileNotFoundError:
+ROOT_OPTION = "the dataset root you gave (relgraph --root, or data.roots in a config)"
+
+
+def file_not_found(path: str | os.PathLike[str], given_by: str = ROOT_OPTION
+                   ) -> FileNotFoundError:
     """The error for a missing data file: names it, says where a relative path was looked
-    for, and where the path comes from (a dataset's root)."""
+    for, and which option gave the path (``given_by``; by default a dataset's root)."""
     where = "" if Path(path).is_absolute() else f" (a relative path is read from {Path.cwd()})"
-    return FileNotFoundError(f"{path} not found{where}; check the dataset root you gave "
-                             "(relgraph --root, or data.roots in a config)")
+    return FileNotFoundError(f"{path} not found{where}; check {given_by}")
 
 def is_image_file(name: str | os.PathLike[str]) -> bool:
     """Whether ``name`` has a supported image extension (case-insensitive)."""

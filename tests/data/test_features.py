@@ -61,6 +61,8 @@ def test_npy_with_a_labels_file(tmp_path, labels_file):
     assert ds.class_names == ["0", "10", "20", "30", "40", "50"]  # integers, numeric order
     with pytest.raises(ValueError, match="has no labels"):
         build_dataset("features", tmp_path / "f.npy")
+    with pytest.raises(FileNotFoundError, match=r"nope\.txt not found; check the labels option"):
+        build_dataset("features", tmp_path / "f.npy", labels=tmp_path / "nope.txt")
 
 
 def test_count_mismatch_and_bad_shapes(tmp_path):
