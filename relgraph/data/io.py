@@ -38,6 +38,7 @@ def file_not_found(path: str | os.PathLike[str], given_by: str = ROOT_OPTION
     where = "" if Path(path).is_absolute() else f" (a relative path is read from {Path.cwd()})"
     return FileNotFoundError(f"{path} not found{where}; check {given_by}")
 
+
 def is_image_file(name: str | os.PathLike[str]) -> bool:
     """Whether ``name`` has a supported image extension (case-insensitive)."""
     return str(name).lower().endswith(IMAGE_EXTENSIONS)
