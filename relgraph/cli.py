@@ -261,7 +261,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from relgraph.utils import atomic_write_text
 
     device = resolve_device(args.device)
-    model, ckpt = load_model(_checkpoint_file(args.checkpoint), device=device)
+    if len(args.checkpoint) == 1:
+        model, ckpt = load_model(_checkpoint_file(args.checkpoint[0]), device=device)
+    else:
+        from relgraph.engine.ensemble import load_ensemble
+
+        model, ckpts = load_ensemble([_checkpoint_file(c) for c in args.checkpoint],
+                                     device=device, combine=args.combine)
+        ckpt = ckpts[0]  # the members read the same inputs (checked); eval defaults: the first
+    checkpoint = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
     pre = ckpt["preprocessing"]
     ev = ckpt["config"].get("eval", {})
     if args.omniglot_runs:
@@ -287,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   "tta": args.tta,
                   "protocol": "Lake et al. 2015 one-shot runs, 20-way 1-shot within alphabet, "
                               "one test image at a time (inductive)",
-                  "checkpoint": str(args.checkpoint)}
+                  "checkpoint": checkpoint}
         text = (f"error rate {result['error_rate']:.2f}% over {result['runs']} runs "
                 f"(accuracy {result['accuracy']:.2f}%)")
     else:
@@ -321,7 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        "split": split or ("all classes of the given alphabets" if alphabets
                                           else "all classes"),
                        "classes": ds.num_classes,
-                       "roots": args.root, "checkpoint": str(args.checkpoint)})
+                       "roots": args.root, "checkpoint": checkpoint})
         where = (f"{split} split" if split else
                  f"alphabets {args.alphabets}" if alphabets else "all classes")
         text = (f"{args.dataset} {where} ({ds.num_classes} classes), {ways}-way {shots}-shot, "
@@ -470,8 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate", parents=[common], help="evaluate a checkpoint on fixed, seeded episodes")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint.pt from relgraph train, or its run folder")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="checkpoint.pt from relgraph train, or its run folder; give it again "
+                        "for an ensemble (the models' predictions averaged, see --combine)")
+    p.add_argument("--combine", choices=["prob", "logit"], default="prob",
+                   help="how an ensemble combines its members: the mean of their class "
+                        "probabilities (default) or of their logits")
     _add_data_args(p, required=False, split_help=(
         "split to score (default: test where the dataset has splits, else all classes; "
         "'all' for every class)"))

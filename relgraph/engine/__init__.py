@@ -3,6 +3,7 @@
 from relgraph.engine.checkpoint import load_checkpoint, save_checkpoint
 from relgraph.engine.config import Config, DataConfig, EvalConfig, TrainConfig, load_config
 from relgraph.engine.distributed import DistInfo, init_distributed, resolve_device
+from relgraph.engine.ensemble import Ensemble, load_ensemble
 from relgraph.engine.evaluate import choose_tta, confidence_interval, episode_accuracies, evaluate
 from relgraph.engine.trainer import build_datasets, build_model, init_backbone, load_model, train
 
@@ -10,6 +11,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "DistInfo",
+    "Ensemble",
     "EvalConfig",
     "TrainConfig",
     "build_datasets",
@@ -22,6 +24,7 @@ __all__ = [
     "init_distributed",
     "load_checkpoint",
     "load_config",
+    "load_ensemble",
     "load_model",
     "resolve_device",
     "save_checkpoint",
