@@ -19,6 +19,7 @@ from relgraph.nn.dpgn import (
     SetPairSimilarity,
     normalised_edge_update,
 )
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["DPGN"]
 
@@ -124,8 +125,9 @@ class DPGN(RelationalHead):
         s = graph.n_support
         m = graph.num_nodes if self.transductive else graph.n_context
         x = graph.x
-        edges = graph.edge_labels()[:, :, :m].float()
-        same = (graph.labels.unsqueeze(2) == graph.labels[:, :s].unsqueeze(1)).float()
+        dtype = compute_dtype(x)
+        edges = graph.edge_labels()[:, :, :m].to(dtype)
+        same = (graph.labels.unsqueeze(2) == graph.labels[:, :s].unsqueeze(1)).to(dtype)
         v = torch.where(graph.is_labelled.unsqueeze(-1), same, torch.full_like(same, 1.0 / s))
         out = []
         for g, (point_sim, p2d, dist_sim) in enumerate(zip(self.point_sims, self.p2d,
@@ -140,7 +142,8 @@ class DPGN(RelationalHead):
 
     @staticmethod
     def _log_probs(graph: EpisodeGraph, edges: Tensor) -> Tensor:
-        to_support = edges[:, graph.query_start:, :graph.n_support].float().transpose(1, 2)
+        to_support = edges[:, graph.query_start:, :graph.n_support]
+        to_support = to_support.to(compute_dtype(to_support)).transpose(1, 2)
         scores = class_aggregate(to_support, graph.support_labels, graph.n_way,
                                  graph.support_weights.float()).transpose(1, 2)  # [b, q, n]
         probs = scores / scores.sum(-1, keepdim=True).clamp_min(1e-12)

@@ -19,6 +19,7 @@ from relgraph.methods.base import (
 )
 from relgraph.methods.head import RelationalHead
 from relgraph.nn.edge_labeling import EdgeUpdate, NodeUpdate, apply_rows, pair_index
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["EdgeLabelingGNN", "balanced_edge_loss", "initial_edges", "pair_index"]
 
@@ -42,7 +43,7 @@ def initial_edges(graph: EpisodeGraph, senders: int | None = None) -> Tensor:
         ``graph`` with ``n`` nodes -> ``[b, n, senders, 2]``
     """
     m = graph.num_nodes if senders is None else senders
-    e = graph.edge_labels()[:, :, :m].float()
+    e = graph.edge_labels()[:, :, :m].to(compute_dtype(graph.x))
     return torch.stack([e, 1.0 - e], dim=-1)
 
 
@@ -301,7 +302,8 @@ class EdgeLabelingGNN(RelationalHead):
     def _logits(self, graph: EpisodeGraph, edges: Tensor) -> Tensor:
         s = graph.n_support
         with torch.autocast(edges.device.type, enabled=False):  # float32 under mixed precision
-            to_support = edges[:, graph.query_start:, :s, 0].float().transpose(1, 2)  # [b, s, q]
+            to_support = edges[:, graph.query_start:, :s, 0]
+            to_support = to_support.to(compute_dtype(to_support)).transpose(1, 2)  # [b, s, q]
             scores = class_aggregate(to_support, graph.support_labels, graph.n_way,
                                      graph.support_weights.float(),
                                      mean=self.class_scores == "mean").transpose(1, 2)

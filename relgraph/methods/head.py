@@ -30,6 +30,7 @@ from relgraph.data.episode import Episode
 from relgraph.generative.stage import SupportGenerator, build_support_generator
 from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.methods.base import FewShotMethod, cross_entropy
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["RelationalHead"]
 
@@ -92,8 +93,10 @@ class RelationalHead(FewShotMethod):
 
     def embed_inputs(self, x: Tensor) -> Tensor:
         """Embed ``[b, m, *x]`` inputs as this head reads them (:attr:`embedding`):
-        ``[b, m, d]`` float32."""
-        return embed_examples(self.backbone, x, self.embedding, self.eval_chunk).float()
+        ``[b, m, d]`` in float32 (float64 for a float64 model, see
+        :func:`~relgraph.nn.precision.compute_dtype`)."""
+        z = embed_examples(self.backbone, x, self.embedding, self.eval_chunk)
+        return z.to(compute_dtype(z))
 
     # -- step 2: build the graph --------------------------------------------------------------
     def build_graph(self, support: Tensor, support_labels: Tensor, query: Tensor, n_way: int,

@@ -10,6 +10,7 @@ from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import squared_euclidean
 from relgraph.methods.base import cross_entropy, embedding_size, register_method
 from relgraph.methods.head import RelationalHead
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["TPN", "knn_graph", "label_propagation"]
 
@@ -109,12 +110,12 @@ class TPN(RelationalHead):
 
     def propagate(self, graph: EpisodeGraph) -> Tensor:
         """Propagated label scores :math:`F^*` of every node: ``[b, n, n_way]``."""
-        x = graph.x.float()
+        x = graph.x.to(compute_dtype(graph.x))
         sigma = F.softplus(self.scale(x)) + 1e-3  # [b, n, 1]
         z = x / sigma
         weights = knn_graph(torch.exp(-0.5 * squared_euclidean(z)), self.k)
         seeds = graph.node_labels("zero") * graph.node_weights.unsqueeze(-1)
-        return label_propagation(weights, seeds.float(), self.alpha)
+        return label_propagation(weights, seeds.to(x.dtype), self.alpha)
 
     def relate(self, graph: EpisodeGraph) -> Tensor:
         return self.propagate(graph)[:, graph.query_start:]

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from relgraph.nn.edge_labeling import apply_rows, mlp_layers
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["PairSimilarity", "SetPairSimilarity", "PointToDistribution", "DistributionToPoint",
            "normalised_edge_update"]
@@ -67,7 +68,7 @@ class PairSimilarity(nn.Module):
         """Point similarities of every node to the first ``m``:
         ``x [b, n, d], m -> [b, n, m]`` in ``(0, 1)``."""
         diff = (x.unsqueeze(2) - x[:, :m].unsqueeze(1)).pow(2)  # [b, n, m, d]
-        return torch.sigmoid(apply_rows(self.mlp, diff).squeeze(-1).float())
+        return torch.sigmoid(apply_rows(self.mlp, diff).squeeze(-1).to(compute_dtype(x)))
 
 
 class SetPairSimilarity(nn.Module):
@@ -98,7 +99,7 @@ class SetPairSimilarity(nn.Module):
         diff = (v.unsqueeze(2) - v[:, :m].unsqueeze(1)).pow(2)  # [b, n, m, s]
         pooled = torch.stack([diff.mean(-1), diff.amax(-1),
                               diff.clamp_min(1e-12).sqrt().mean(-1)], dim=-1)
-        return torch.sigmoid(apply_rows(self.mlp, pooled).squeeze(-1).float())
+        return torch.sigmoid(apply_rows(self.mlp, pooled).squeeze(-1).to(compute_dtype(v)))
 
 
 class PointToDistribution(nn.Module):

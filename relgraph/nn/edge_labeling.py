@@ -14,6 +14,7 @@ from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from relgraph.nn.pairwise import pair_mlp
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["NodeUpdate", "EdgeUpdate", "pair_index", "mlp_layers", "apply_rows"]
 
@@ -130,7 +131,7 @@ class EdgeUpdate(nn.Module):
         b, n = x.shape[:2]
         rows = (pairs.unsqueeze(1) + n * torch.arange(b, device=x.device).view(1, b, 1))
         out = pair_mlp(self.mlp, x.reshape(b * n, -1), rows.flatten(1))  # [b * P, 1]
-        sim = torch.sigmoid(out.reshape(b, -1).float())
+        sim = torch.sigmoid(out.reshape(b, -1).to(compute_dtype(x)))
         sim = torch.cat([sim, sim.new_zeros(b, 1)], dim=1)
         return sim.index_select(1, lookup.flatten()).reshape(sim.shape[0], *lookup.shape)
 

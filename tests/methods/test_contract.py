@@ -7,7 +7,7 @@ import torch
 
 from relgraph.backbones import build_backbone
 from relgraph.data import Episode
-from relgraph.methods import METHODS, FewShotMethod, build_method, list_methods
+from relgraph.methods import METHODS, FewShotMethod, build_method, list_methods, method_class
 
 N, K, Q, B = 4, 2, 3, 2
 
@@ -273,6 +273,23 @@ def _headless_args(model: FewShotMethod) -> dict:
     if isinstance(model, RelationNet):
         args["map_shape"] = model.map_shape
     return args
+
+
+@pytest.mark.parametrize("head", [m for m in list_methods() if method_class(m).caches_embeddings])
+def test_a_head_runs_in_float64(head):
+    """``model.double()`` on float64 images: float64 throughout (no float32 cast on the way),
+    the same logits as in float32 up to its rounding."""
+    model = make_method(head)
+    train_a_little(model)
+    episode = make_episode(3)
+    with torch.no_grad():
+        single = model(episode)
+        model.double()
+        double = model(Episode(episode.support.double(), episode.support_labels,
+                               episode.query.double(), episode.query_labels,
+                               episode.class_ids, n_way=N, k_shot=K))
+    assert double.dtype == torch.float64 and torch.isfinite(double).all()
+    torch.testing.assert_close(double.float(), single, atol=1e-4, rtol=1e-4)
 
 
 def test_no_relational_head_calls_the_backbone():
