@@ -27,6 +27,9 @@ Usage (from the project root)::
     python experiments/omniglot_challenge.py --skip-training full   # re-evaluate a saved run
     python experiments/omniglot_challenge.py --choose-tta 1,5,9 full_r12
         # the test-time augmentation chosen on the validation alphabets, not the config's
+    python experiments/omniglot_challenge.py --ensemble full_r12 full_r12@1 full_r12@2
+        # three seeds of a recipe (``@k``: train.seed=k, run folder full_r12_seed<k>), their
+        # ensemble evaluated if it validates above each alone, else the best of them
 
 Runs go to ``runs/omniglot_challenge/<condition>/``; results to
 ``experiments/results/omniglot_challenge.md`` / ``.json`` / ``.png`` (``--results DIR`` for
@@ -71,15 +74,41 @@ ANCHORS = [
 ]
 
 
+def split_name(name: str) -> tuple[str, int | None]:
+    """``"full_r12@2"`` -> ``("full_r12", 2)``: a condition or variant and the training seed
+    after ``@`` (``None``: the config's own ``train.seed``).
+
+    Raises:
+        ValueError: what follows ``@`` is not a whole number.
+    """
+    base, at, seed = name.partition("@")
+    if not at:
+        return name, None
+    if not seed.isdigit():
+        raise ValueError(f"{name!r}: a seed after '@' is a whole number, e.g. full_r12@1")
+    return base, int(seed)
+
+
 def config_of(name: str) -> Path:
-    """The config of a condition or variant: ``omniglot_challenge_<name>.yaml``."""
-    return ROOT / "experiments" / "configs" / f"omniglot_challenge_{name}.yaml"
+    """The config of a condition or variant (a seed ``@k`` aside):
+    ``omniglot_challenge_<name>.yaml``."""
+    return ROOT / "experiments" / "configs" / f"omniglot_challenge_{split_name(name)[0]}.yaml"
+
+
+def run_name(name: str) -> str:
+    """The run folder's name: the condition or variant, ``_seed<k>`` added for ``@k``."""
+    base, seed = split_name(name)
+    return base if seed is None else f"{base}_seed{seed}"
 
 
 def condition_of(name: str) -> str | None:
     """The condition (``full`` / ``minimal``) of a condition or variant name
-    (``<condition>_<tag>``), ``None`` when ``name`` is neither or its config is missing."""
-    base = name.split("_", 1)[0]
+    (``<condition>_<tag>``, with a seed ``@k`` or not), ``None`` when ``name`` is neither or its
+    config is missing."""
+    try:
+        base = split_name(name)[0].split("_", 1)[0]
+    except ValueError:
+        return None
     return base if base in CONDITIONS and config_of(name).is_file() else None
 
 
@@ -112,20 +141,88 @@ def choose_tta(model, preprocessing: dict, config: Path, choices: tuple[int, ...
     return {"chosen": pick["chosen"], "accuracy": pick["accuracy"], "episodes": episodes}
 
 
-def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
-                  overrides: tuple[str, ...] = (), device_label: str | None = None,
-                  tta_choices: tuple[int, ...] = ()) -> dict:
-    from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_config, load_model
+def train_member(name: str, out_root: Path, overrides: tuple[str, ...] = ()) -> None:
+    """Train a condition, variant or seeded run (``<name>@<k>``: ``train.seed=k``) afresh
+    into ``out_root / run_name(name)``."""
+    seed = split_name(name)[1]
+    sets = [a for item in overrides for a in ("--set", item)]
+    if seed is not None:
+        sets += ["--set", f"train.seed={seed}"]
+    train_run(config_of(name), out_root / run_name(name), EVAL_SET.parents[2], "--no-resume",
+              *sets)
 
-    config = config_of(name)
-    out = out_root / name
+
+def ensemble_validation(names: list[str], out_root: Path, device: str) -> dict:
+    """The ensemble of the runs ``names`` (one condition) on the validation episodes their
+    training validated on (the first run's saved config: ``train.val_episodes`` episodes of its
+    ``eval`` shape, seed ``VAL_SEED``; every run's must match), beside each run's recorded best.
+
+    Returns:
+        ``{"members", "member_val", "val", "ci95", "episodes", "chosen"}``; ``chosen`` is true
+        when the ensemble validated above every member alone.
+    """
+    import dataclasses
+
+    from relgraph.engine import load_config, load_ensemble
+    from relgraph.engine.trainer import build_datasets, validation_result
+
+    runs = [out_root / run_name(n) for n in names]
+    configs = [load_config(r / "config.yaml") for r in runs]
+    for name, c in zip(names[1:], configs[1:], strict=True):
+        if (c.data, c.eval, c.train.val_episodes) != (configs[0].data, configs[0].eval,
+                                                       configs[0].train.val_episodes):
+            raise SystemExit(f"{name} validates on other episodes or data than {names[0]} "
+                             "(data, eval or train.val_episodes differ): an ensemble is chosen "
+                             "on its members' validation episodes, so they must be the same")
+    model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
+    cwd = common.training_cwd(EVAL_SET.parents[2])
+    config = configs[0]
+    _, val = build_datasets(dataclasses.replace(
+        config.data, roots=[str(cwd / root) for root in config.data.roots]))
+    res = validation_result(model, val, config, device)
+    member_val = [c["best"]["val_acc"] for c in ckpts]
+    return {"members": list(names), "member_val": member_val, "val": res["accuracy"],
+            "ci95": res["ci95"], "episodes": res["episodes"],
+            "chosen": res["accuracy"] > max(member_val)}
+
+
+def run_condition(names: list[str], out_root: Path, skip_training: bool, episodes: int,
+                  overrides: tuple[str, ...] = (), device_label: str | None = None,
+                  tta_choices: tuple[int, ...] = (), min_val: float | None = None
+                  ) -> dict | None:
+    """Train (unless ``skip_training``) the runs ``names`` of one condition and evaluate its
+    row once on the evaluation alphabets: the run itself, or for several runs (an ensemble
+    candidate, e.g. ``full_r12 full_r12@1 full_r12@2``) the ensemble of all of them when it
+    validates above each alone (:func:`ensemble_validation`), else the best validating run.
+    ``min_val``: touch the evaluation alphabets only if the chosen model validated above it
+    (the committed row's); ``None`` is returned otherwise, with a line on stdout."""
+    from relgraph.data import build_dataset
+    from relgraph.engine import Ensemble, evaluate, load_config, load_model
+
     if not skip_training:
-        sets = [a for item in overrides for a in ("--set", item)]
-        train_run(config, out, EVAL_SET.parents[2], "--no-resume", *sets)
-    model, ckpt = load_model(out / "checkpoint.pt")
-    test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
+        for name in names:
+            train_member(name, out_root, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = {n: load_model(out_root / run_name(n) / "checkpoint.pt") for n in names}
+    ensemble = ensemble_validation(names, out_root, device) if len(names) > 1 else None
+    if ensemble is not None and ensemble["chosen"]:
+        model = Ensemble([m for m, _ in loaded.values()]).eval()
+        lead, val = names[0], ensemble["val"]
+        print(f"ensemble of {len(names)} validated {val:.2f} (members "
+              + ", ".join(f"{v:.2f}" for v in ensemble["member_val"]) + "): chosen")
+    else:
+        lead = max(names, key=lambda n: loaded[n][1]["best"]["val_acc"])
+        model, val = loaded[lead][0], loaded[lead][1]["best"]["val_acc"]
+        if ensemble is not None:
+            print(f"ensemble of {len(names)} validated {ensemble['val']:.2f}, not above its "
+                  f"best member {lead} ({val:.2f}): {lead} chosen alone")
+    if min_val is not None and not val > min_val:
+        print(f"{lead}: not evaluated on the evaluation alphabets: validation {val:.2f} <= "
+              f"the committed row's {min_val:.2f}")
+        return None
+    ckpt = loaded[lead][1]
+    config = config_of(lead)
+    test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
     model.to(device)
     # the config file's eval.tta: chosen on the validation alphabets after training, so it is
     # read from the recipe, not from the checkpoint (whose copy of the config predates it);
@@ -140,15 +237,23 @@ def run_condition(name: str, out_root: Path, skip_training: bool, episodes: int,
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                    device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
-    return {"condition": condition_of(name), "config": str(config.relative_to(ROOT)),
-            "method": ckpt["config"]["method"] if "config" in ckpt else None,
-            "train_seconds": run_time(out)[0], "train_steps": run_time(out)[1],
-            "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
-            "device": device_label or (torch.cuda.get_device_name() if device == "cuda" else
-                                       f"CPU, {threads_label(torch.get_num_threads())}"),
-            "torch": torch.__version__, "error": 100.0 - res["accuracy"], "result": res,
-            "curve": learning_curve(out),
-            "evaluated": time.strftime("%Y-%m-%d"), **({"tta_choice": choice} if choice else {})}
+    used = names if isinstance(model, Ensemble) else [lead]
+    times = [run_time(out_root / run_name(n)) for n in used]
+    row = {"condition": condition_of(lead), "config": str(config.relative_to(ROOT)),
+           "method": ckpt["config"]["method"] if "config" in ckpt else None,
+           "train_seconds": sum(t[0] or 0 for t in times), "train_steps": times[0][1],
+           "best_step": ckpt["best"]["step"], "best_val": val,
+           "device": device_label or (torch.cuda.get_device_name() if device == "cuda" else
+                                      f"CPU, {threads_label(torch.get_num_threads())}"),
+           "torch": torch.__version__, "error": 100.0 - res["accuracy"], "result": res,
+           "curve": learning_curve(out_root / run_name(lead)),
+           "evaluated": time.strftime("%Y-%m-%d"), **({"tta_choice": choice} if choice else {})}
+    if ensemble is not None:
+        row["ensemble"] = ensemble
+        if ensemble["chosen"]:
+            row["best_step"] = None
+            row["member_steps"] = [t[1] for t in times]
+    return row
 
 
 def software_text(rows: dict) -> str:
@@ -173,7 +278,7 @@ def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
     replaced = bool(old.get("result")) and old["result"] != new.get("result")
     return common.carry_history(old, new, why, ("config", "method", "train_steps", "best_step",
                                                 "best_val", "device", "error", "evaluated",
-                                                "result"), replaced)
+                                                "result", "ensemble"), replaced)
 
 
 def history_section(rows: dict) -> list[str]:
@@ -188,9 +293,12 @@ def history_section(rows: dict) -> list[str]:
     listed = False
     for name, r in rows.items():
         for h in r.get("history", []):
-            out.append(f"- {name}: {h['method']}{tta_label(h['result'])}, `{h['config']}` at "
-                       f"{h['train_steps']} steps (best validation {h['best_val']:.2f} at step "
-                       f"{h['best_step']}, {h['device']}, evaluated "
+            out.append(f"- {name}: {h['method']}{ensemble_label(h)}{tta_label(h['result'])}, "
+                       f"`{h['config']}` at {h['train_steps']} steps (best validation "
+                       f"{h['best_val']:.2f} "
+                       + (f"at step {h['best_step']}" if h.get("best_step") is not None
+                          else "of the ensemble")
+                       + f", {h['device']}, evaluated "
                        f"{h.get('evaluated') or 'before 2026-12-02'}): error "
                        f"{h['error']:.2f} +- {h['result']['ci95']:.2f} %"
                        + (f"; why replaced: {h['why']}" if h.get("why") else "") + ".")
@@ -211,6 +319,51 @@ def tta_label(result: dict) -> str:
     """``", TTA x5"`` when the evaluation averaged over fixed warps, else ``""``."""
     views = int(result.get("tta", 1))
     return f", TTA x{views}" if views > 1 else ""
+
+
+def ensemble_label(row: dict) -> str:
+    """``", ensemble of 3 (full_r12, full_r12@1, full_r12@2)"`` for a row an ensemble made."""
+    ens = row.get("ensemble")
+    if not ens or not ens.get("chosen"):
+        return ""
+    return f", ensemble of {len(ens['members'])} ({', '.join(ens['members'])})"
+
+
+def where_best(row: dict) -> str:
+    """Where the row's validation accuracy comes from: its best step, or its ensemble."""
+    if row.get("best_step") is None and row.get("ensemble", {}).get("chosen"):
+        return "the ensemble, each member at its best step"
+    return f"step {row['best_step']}"
+
+
+def training_text(row: dict) -> str:
+    """``"4.1 min, 4581 steps"``; an ensemble's total and each member's steps."""
+    steps = row.get("member_steps")
+    if steps:
+        return (f"{row['train_seconds'] / 60:.1f} min in all, {len(steps)} runs of "
+                f"{', '.join(str(n) for n in steps)} steps")
+    return f"{row['train_seconds'] / 60:.1f} min, {row['train_steps']} steps"
+
+
+def ensemble_section(rows: dict) -> list[str]:
+    """Each ensemble candidate's validation beside its members'."""
+    out = []
+    for name, r in rows.items():
+        ens = r.get("ensemble")
+        if not ens:
+            continue
+        members = ", ".join(f"{m} {v:.2f}" for m, v in
+                            zip(ens["members"], ens["member_val"], strict=True))
+        out.append(f"- {name}: ensemble {ens['val']:.2f} +- {ens['ci95']:.2f} on "
+                   f"{ens['episodes']} validation episodes; members alone (their best "
+                   f"validation on the same episodes): {members}: "
+                   + ("the ensemble was evaluated" if ens["chosen"] else
+                      "the best member was evaluated alone"))
+    if not out:
+        return []
+    return ["", "Ensembles (`--ensemble`: the members' class probabilities averaged, each "
+            "query on its own, so still inductive), chosen against their members on the "
+            "validation alphabets:", *out]
 
 
 def variant_label(name: str, row: dict) -> str:
@@ -241,10 +394,10 @@ def write_table(rows: dict) -> None:
         res = r["result"]
         met = "met" if r["error"] <= CONDITIONS[name] else "missed"
         lines.append(
-            f"| {name} | {r['method']}{tta_label(res)}{variant_label(name, r)} | "
-            f"{r['error']:.2f} +- {res['ci95']:.2f} | "
-            f"<= {CONDITIONS[name]:g} ({met}) | {r['best_val']:.2f} (step {r['best_step']}) | "
-            f"{r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | {device_of(r)} |")
+            f"| {name} | {r['method']}{ensemble_label(r)}{tta_label(res)}"
+            f"{variant_label(name, r)} | {r['error']:.2f} +- {res['ci95']:.2f} | "
+            f"<= {CONDITIONS[name]:g} ({met}) | {r['best_val']:.2f} ({where_best(r)}) | "
+            f"{training_text(r)} | {device_of(r)} |")
     chosen = [f"- {name}: " + ", ".join(f"x{n} {acc:.2f}" for n, acc in
                                         r["tta_choice"]["accuracy"].items())
               + f" ({r['tta_choice']['episodes']} episodes each; x{r['tta_choice']['chosen']} "
@@ -253,6 +406,7 @@ def write_table(rows: dict) -> None:
         lines += ["", "Test-time augmentation chosen on the validation alphabets after training "
                   "(`--choose-tta`; accuracy % on 20-way 1-shot within-alphabet episodes), "
                   "instead of the config's `eval.tta`:", *chosen]
+    lines += ensemble_section(rows)
     lines += ["", "Targets: half the first runs' errors on this protocol (issue 19); on Lake et "
               "al.'s official 20 runs (held out from this repository, checked separately) the "
               "targets are <= 6 (full) and <= 10 (minimal).",
@@ -327,6 +481,13 @@ def main() -> int:
                              "episodes each), instead of the config's eval.tta; e.g. 1,5,9")
     parser.add_argument("--why", help="why the conditions are trained (or evaluated) again: "
                                       "kept with the replaced rows' test results in the history")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="the runs named for one condition (variants, or seeds such as "
+                             "full_r12 full_r12@1 full_r12@2) form an ensemble, evaluated if it "
+                             "validates above each run alone (else the best run is)")
+    parser.add_argument("--min-val", type=float, metavar="ACC",
+                        help="evaluate a condition on the evaluation alphabets only if its "
+                             "chosen model validated above ACC (e.g. the committed row's)")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the table and plot from the JSON; nothing is trained or "
                              "evaluated")
@@ -349,7 +510,8 @@ def main() -> int:
     if unknown:
         sys.exit(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)} or a "
                  "variant <condition>_<tag> whose config experiments/configs/"
-                 "omniglot_challenge_<condition>_<tag>.yaml exists")
+                 "omniglot_challenge_<condition>_<tag>.yaml exists, each with a training seed "
+                 "@<k> or not (e.g. full_r12@1)")
     try:
         tta_choices = tuple(int(n) for n in (args.choose_tta or "").split(",") if n.strip())
     except ValueError:
@@ -362,25 +524,30 @@ def main() -> int:
     names = args.conditions or list(CONDITIONS)
     conds = [condition_of(n) for n in names]
     twice = sorted({c for c in conds if conds.count(c) > 1})
-    if twice:
+    if twice and not args.ensemble:
         sys.exit(f"{', '.join(twice)}: one run per condition, please: each is evaluated on the "
                  "evaluation alphabets as soon as it is trained, and a condition has one row. "
                  "Choose between its variants on the validation alphabets first (e.g. "
                  "experiments/gpu/reproduce.py --challenge full,full_w128 evaluates only the "
-                 "best validating run)")
+                 "best validating run), or pass --ensemble to evaluate a condition's runs as "
+                 "an ensemble (chosen on validation against each alone)")
+    groups: dict[str, list[str]] = {}
+    for name, cond in zip(names, conds, strict=True):
+        groups.setdefault(cond, []).append(name)
     if not EVAL_SET.is_file():
         sys.exit(f"full Omniglot not found at {EVAL_SET.parent}; this experiment needs the "
                  "shared data (--data DIR or RELGRAPH_DATA=DIR)")
     rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
-    for name in names:
-        cond = condition_of(name)
-        rows[cond] = carry_history(rows.get(cond), run_condition(
-            name, Path(args.out), args.skip_training, args.episodes, tuple(args.set),
-            args.device_label, tta_choices), args.why)
+    for cond, group in groups.items():
+        row = run_condition(group, Path(args.out), args.skip_training, args.episodes,
+                            tuple(args.set), args.device_label, tta_choices, args.min_val)
+        if row is None:
+            continue
+        rows[cond] = carry_history(rows.get(cond), row, args.why)
         write_table(rows)
         plot(rows)
         r = rows[cond]
-        print(f"{name}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %")
+        print(f"{' + '.join(group)}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %")
     return 0
 
 

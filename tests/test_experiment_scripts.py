@@ -44,7 +44,7 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
     out = tmp_path / "out"
     run = script("experiments/gpu/reproduce.py", "--smoke", "--data", str(shared_data),
                  "--out", str(out), "--runs", str(tmp_path / "runs"), "--models", "protonet:1",
-                 "--challenge", "minimal", "--choose-tta", "1,2")
+                 "--challenge", "minimal", "--choose-tta", "1,2", "--seeds", "2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["machine.txt", "reproduce.md",
                                                       "results.tar.gz", "runs.tar.gz.1"]
@@ -68,10 +68,18 @@ def test_reproduce_smoke_on_the_cpu(shared_data, tmp_path):
     assert set(choice["accuracy"]) == {"1", "2"}  # JSON keys
     assert int(choice["chosen"]) == challenge["result"]["tta"] and choice["episodes"] == 10
     assert "chosen on the validation alphabets after training" in page
+    # --seeds 2: two runs of the condition, one evaluation: their ensemble or the better run,
+    # chosen on the validation alphabets
+    ensemble = challenge["ensemble"]
+    assert ensemble["members"] == ["minimal", "minimal@1"] and len(ensemble["member_val"]) == 2
+    assert ensemble["chosen"] == (ensemble["val"] > max(ensemble["member_val"]))
+    assert len(challenge["segments"]) == (2 if ensemble["chosen"] else 1)
+    assert "Ensembles (`--ensemble`" in page
     with tarfile.open(out / "runs.tar.gz.1") as tar:  # one part: a whole archive
         names = set(tar.getnames())
     assert {"protonet_1shot/checkpoint.pt", "protonet_1shot/last.pt",
-            "challenge/minimal/metrics.csv", "logs/train_protonet_1.log"} <= names
+            "challenge/minimal/metrics.csv", "challenge/minimal_seed1/checkpoint.pt",
+            "logs/train_protonet_1.log", "logs/train_challenge_minimal_seed1.log"} <= names
     assert "| protonet:1 |" in (out / "reproduce.md").read_text()
 
 
@@ -374,6 +382,40 @@ def test_reproduce_evaluates_one_run_per_challenge_condition(tmp_path, monkeypat
     done = script("experiments/omniglot_challenge.py", "full", "full_w128", "--data",
                   str(tmp_path), "--out", str(tmp_path / "runs"))
     assert done.returncode != 0 and "one run per condition" in done.stderr, done.stderr
+
+
+def test_reproduce_seeds_make_one_ensemble_candidate_per_condition(tmp_path, monkeypatch):
+    """--seeds N: N runs per challenge condition (<name>@k trains with train.seed=k into
+    <name>_seed<k>), evaluated once, by the first, as an ensemble candidate."""
+    reproduce = reproduce_module(monkeypatch)
+    challenge = reproduce.omniglot_challenge
+    assert challenge.split_name("full_r12@2") == ("full_r12", 2)
+    assert challenge.split_name("full_r12") == ("full_r12", None)
+    assert challenge.condition_of("full_r12@2") == "full"
+    assert challenge.config_of("full_r12@2") == challenge.config_of("full_r12")
+    assert challenge.run_name("full_r12@2") == "full_r12_seed2"
+    assert challenge.condition_of("full_r12@x") is None
+    jobs = reproduce.jobs_for(["protonet:1"], ["full_r12"], tmp_path / "runs", seeds=3)
+    assert [j.name for j in jobs] == ["protonet:1", "challenge:full_r12", "challenge:full_r12@1",
+                                      "challenge:full_r12@2"]
+    assert [j.seed for j in jobs] == [None, None, 1, 2]
+    assert [j.run.name for j in jobs[1:]] == ["full_r12", "full_r12_seed1", "full_r12_seed2"]
+    assert jobs[3].slug == "challenge_full_r12_seed2" and {j.row for j in jobs[1:]} == {"full"}
+    for job in jobs:
+        job.run.mkdir(parents=True)
+        (job.run / "checkpoint.pt").touch()
+    members = reproduce.ensemble_members(jobs[2], jobs)
+    assert members == jobs[1:] and reproduce.ensemble_members(jobs[0], jobs) is None
+    command = reproduce.evaluation_command(jobs[1], tmp_path, tmp_path, tmp_path, 10, "1,5",
+                                           members, 91.5)
+    at = command.index("--ensemble")
+    assert command[at + 1:] == ["--min-val", "91.5", "--choose-tta", "1,5", "full_r12",
+                                "full_r12@1", "full_r12@2"]
+    # one recipe per condition: two variants' inputs may differ
+    done = script("experiments/gpu/reproduce.py", "--seeds", "2", "--challenge", "full,full_r12",
+                  "--models", "", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+                  timeout=120)
+    assert done.returncode != 0 and "one recipe per condition" in done.stderr, done.stderr
 
 
 def test_training_cwd_makes_the_configs_relative_roots_reach_the_data(tmp_path, monkeypatch):

@@ -32,7 +32,10 @@ Challenge variants (``--challenge full,full_<tag>``, configs
 ``omniglot_challenge_full_<tag>.yaml``: another recipe for a condition, e.g. a larger backbone)
 train beside their condition; once every run for a condition has ended, only the best
 validating one is evaluated (and with ``--gate`` only if it beats the committed row), so one
-test evaluation per condition and call.
+test evaluation per condition and call. ``--seeds N`` trains each listed condition or variant
+N times (``<name>``, ``<name>@1``, ...: ``train.seed=k``) and evaluates them once, by the first
+run's evaluation process (``omniglot_challenge.py --ensemble``): their ensemble if it validates
+above each run alone, else the best run, and with ``--gate`` only above the committed row.
 
 ``--smoke``: two models and the minimal challenge config, 4 steps each, on the CPU, 10
 evaluation episodes: checks the whole script (launch, deadline, evaluation, packing) anywhere.
@@ -111,9 +114,16 @@ class Job:
     committed_val: float | None = None  # the committed row's best validation (--gate)
     notes: list[str] = field(default_factory=list)
 
+    seed: int | None = None  # a challenge run's training seed (``<variant>@<seed>``)
+
     @property
     def is_challenge(self) -> bool:
         return self.name.startswith("challenge:")
+
+    @property
+    def slug(self) -> str:
+        """The name as a file name: ``challenge_full_r12_seed1`` for ``challenge:full_r12@1``."""
+        return self.name.replace(":", "_").replace("@", "_seed")
 
     @property
     def row(self) -> str:
@@ -124,15 +134,21 @@ class Job:
         return self.name
 
 
-def jobs_for(models: list[str], challenge: list[str], runs: Path) -> list[Job]:
+def jobs_for(models: list[str], challenge: list[str], runs: Path, seeds: int = 1) -> list[Job]:
+    """A job per model, and ``seeds`` per challenge condition or variant: ``<name>`` with its
+    config's seed, then ``<name>@1`` ... ``<name>@<seeds - 1>`` (``train.seed=k``), the runs
+    of an ensemble candidate."""
     jobs = []
     for model in models:
         method, shots, ways = omniglot.split_key(model)
         jobs.append(Job(model, omniglot.config_path(method, shots, ways),
                         runs / omniglot.run_name(method, shots, ways)))
     for cond in challenge:
-        jobs.append(Job(f"challenge:{cond}", omniglot_challenge.config_of(cond),
-                        runs / "challenge" / cond))
+        for k in range(seeds):
+            name = cond if k == 0 else f"{cond}@{k}"
+            jobs.append(Job(f"challenge:{name}", omniglot_challenge.config_of(name),
+                            runs / "challenge" / omniglot_challenge.run_name(name),
+                            seed=k if k else None))
     return jobs
 
 
@@ -173,14 +189,26 @@ def training_sets(args: argparse.Namespace) -> list[str]:
 
 
 def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
-                       episodes: int, choose_tta: str | None = None) -> list[str]:
+                       episodes: int, choose_tta: str | None = None,
+                       members: list[Job] | None = None, min_val: float | None = None
+                       ) -> list[str]:
+    """The evaluation of ``job``'s row (``omniglot.py`` / ``omniglot_challenge.py
+    --skip-training``); ``members``: the challenge runs of an ensemble candidate
+    (``--ensemble``; ``job`` is the first), ``min_val``: the validation the chosen model must
+    beat to touch the test classes (``--min-val``, the committed row's)."""
     if job.is_challenge:
         script, target, out = "omniglot_challenge.py", job.name.split(":")[1], runs / "challenge"
     else:
         script, target, out = "omniglot.py", job.name, runs
     cmd = [sys.executable, str(ROOT / "experiments" / script), "--skip-training", "--out",
-           str(out), "--data", str(data), "--results", str(results / job.name.replace(":", "_")),
-           "--episodes", str(episodes), target]
+           str(out), "--data", str(data), "--results", str(results / job.slug),
+           "--episodes", str(episodes)]
+    names = [target]
+    if members:
+        cmd.append("--ensemble")
+        names = [m.name.split(":")[1] for m in members]
+    if min_val is not None:
+        cmd += ["--min-val", str(min_val)]
     if choose_tta and job.name.startswith("maml"):
         # maml adapts to every validation episode under every view count (about 15x its plain
         # evaluation for 1,5,9): more than its evaluation reserve, so no choice here. It is
@@ -189,10 +217,10 @@ def evaluation_command(job: Job, runs: Path, data: Path, results: Path,
         # afterwards with omniglot.py --skip-training --choose-tta on its run folder
         choose_tta = None
     if choose_tta:  # chosen on validation episodes (no more of them than test episodes)
-        cmd[-1:-1] = ["--choose-tta", choose_tta]
+        cmd += ["--choose-tta", choose_tta]
         if not job.is_challenge:
-            cmd[-1:-1] = ["--tta-episodes", str(min(1000, episodes))]
-    return cmd
+            cmd += ["--tta-episodes", str(min(1000, episodes))]
+    return cmd + names
 
 
 def machine_text() -> str:
@@ -294,6 +322,14 @@ def rival_note(job: Job, jobs: list[Job]) -> str | None:
     return None
 
 
+def ensemble_members(job: Job, jobs: list[Job]) -> list[Job] | None:
+    """With ``--seeds``: the runs of ``job``'s challenge row that have a checkpoint (the first
+    of them evaluates them as one ensemble candidate), ``None`` for a Vinyals model."""
+    if not job.is_challenge:
+        return None
+    return [j for j in jobs if j.row == job.row and (j.run / "checkpoint.pt").is_file()]
+
+
 def scaled_sets(t: TrainConfig, factor: float) -> list[str]:
     """Training settings that stretch the schedule of ``t`` (a config's ``train`` section) by
     ``factor``: steps, the step schedule's ``step_size`` and ``val_every`` (as many
@@ -327,12 +363,12 @@ def calibrate(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path,
     procs = {}
     t0 = time.monotonic()
     for job in jobs:
-        run = runs / "_calibrate" / job.name.replace(":", "_")
+        run = runs / "_calibrate" / job.slug
         shutil.rmtree(run, ignore_errors=True)
         run.parent.mkdir(parents=True, exist_ok=True)
         procs[job.name] = (run, start_training(
             job.config, run, data, "--no-resume", *omniglot.sets(tuple(sets)),
-            log=logs / f"calibrate_{job.name.replace(':', '_')}.log", env=env, wait=False))
+            log=logs / f"calibrate_{job.slug}.log", env=env, wait=False))
     in_loop: dict[str, float] = {}  # job -> start-up seconds (launch to its training loop)
     loaded: dict[str, int] = {}  # job -> its rows logged before all jobs were in their loops
     times: dict[str, list[tuple[int, float]]] = {}
@@ -396,12 +432,13 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
     deadline less the evaluation reserve."""
     env = process_env(args)
     for job in jobs:
-        sets = omniglot.sets(tuple(training_sets(args) + job.sets))
+        seed = [f"train.seed={job.seed}"] if job.seed is not None else []
+        sets = omniglot.sets(tuple(training_sets(args) + seed + job.sets))
         shutil.rmtree(job.run, ignore_errors=True)  # a fresh run (a warm machine keeps files)
         job.run.parent.mkdir(parents=True, exist_ok=True)
         job.started = time.monotonic()
         job.train = start_training(job.config, job.run, data, "--no-resume", *sets,
-                                   log=logs / f"train_{job.name.replace(':', '_')}.log",
+                                   log=logs / f"train_{job.slug}.log",
                                    env=env, wait=False)
     evaluating: list[Job] = []
     undecided: list[Job] = []  # trained, not yet gated
@@ -426,13 +463,20 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
             if any(j.train_rc is None for j in jobs if j.row == job.row):
                 continue  # a run for the same row is still training: decide with it
             undecided.remove(job)
-            gate = gate_note(job) or rival_note(job, jobs)
+            members = ensemble_members(job, jobs) if args.seeds > 1 else None
+            if members is not None and job is not members[0]:
+                gate = f"a member of the ensemble candidate evaluated by {members[0].name}"
+            elif members:
+                gate = None  # the candidate's script chooses it or its best run on validation
+            else:
+                gate = gate_note(job) or rival_note(job, jobs)
             if gate:
                 job.notes.append(gate)
                 print(f"{job.name}: {gate}", flush=True)
             elif (job.run / "checkpoint.pt").is_file():
-                cmd = evaluation_command(job, runs, data, evals, args.episodes, args.choose_tta)
-                with open(logs / f"eval_{job.name.replace(':', '_')}.log", "w") as log:
+                cmd = evaluation_command(job, runs, data, evals, args.episodes, args.choose_tta,
+                                         members, job.committed_val if members else None)
+                with open(logs / f"eval_{job.slug}.log", "w") as log:
                     job.evaluate = subprocess.Popen(
                         cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                         env={**os.environ, **env, "PYTHONPATH": source_path()})
@@ -468,7 +512,7 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
     from the per-job evaluations, each row's training recorded as one GPU segment."""
     rows, challenge = {}, {}
     for job in jobs:
-        folder = evals / job.name.replace(":", "_")
+        folder = evals / job.slug
         name = "omniglot_challenge.json" if job.is_challenge else "omniglot.json"
         if job.eval_rc != 0 or not (folder / name).is_file():
             continue
@@ -476,6 +520,15 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
             seconds, steps = run_time(job.run)
             row["segments"] = [{"steps": [0, steps], "minutes": round((seconds or 0) / 60, 2),
                                 "device": f"{device_name}, {concurrent} runs at once"}]
+            if row.get("ensemble", {}).get("chosen"):  # one segment per member run
+                row["segments"] = []
+                for member in row["ensemble"]["members"]:
+                    run = job.run.parent / omniglot_challenge.run_name(member)
+                    seconds, steps = run_time(run)
+                    row["segments"].append({
+                        "run": member, "steps": [0, steps],
+                        "minutes": round((seconds or 0) / 60, 2),
+                        "device": f"{device_name}, {concurrent} runs at once"})
             if job.stopped:
                 row["stopped"] = f"{job.stopped}, at step {steps}"
             if job.sets:
@@ -511,7 +564,7 @@ def pack_runs(jobs: list[Job], logs: Path, out: Path) -> list[str]:
         for name in ("checkpoint.pt", "metrics.csv", "config.yaml"):
             if (job.run / name).is_file():
                 essential.append((job.run / name, f"{base}/{name}", job.name))
-        log = logs / f"train_{job.name.replace(':', '_')}.log"
+        log = logs / f"train_{job.slug}.log"
         if log.is_file():
             essential.append((log, f"logs/{log.name}", job.name))
         if (job.run / "last.pt").is_file():
@@ -622,6 +675,12 @@ def main() -> int:
                              "'' for none), or variants <condition>_<tag> (config "
                              "omniglot_challenge_<condition>_<tag>.yaml); of the runs for one "
                              "condition only the best validating is evaluated")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train each challenge condition or variant this many times "
+                             "(<name>, <name>@1, ...: train.seed=k) and evaluate them as an "
+                             "ensemble when it validates above each run alone, else the best "
+                             "run (omniglot_challenge.py --ensemble); one variant per "
+                             "condition (default 1: no ensemble)")
     parser.add_argument("--deadline", type=float, default=570.0,
                         help="seconds from the start by which everything ends (default 570)")
     parser.add_argument("--eval-reserve", type=float, default=80.0,
@@ -679,12 +738,19 @@ def main() -> int:
     conds = [c for c in args.challenge.split(",") if c]
     if bad or any(omniglot_challenge.condition_of(c) is None for c in conds):
         sys.exit(f"reproduce: unknown models {bad} or challenge conditions {conds}")
+    if args.seeds < 1:
+        sys.exit(f"reproduce: --seeds is a count of runs per challenge condition, >= 1, got "
+                 f"{args.seeds}")
+    rows_of = [omniglot_challenge.condition_of(c) for c in conds]
+    if args.seeds > 1 and len(set(rows_of)) < len(rows_of):
+        sys.exit(f"reproduce: --seeds {args.seeds} makes an ensemble of one recipe per "
+                 f"condition; {conds} names several for one condition (their inputs may differ)")
     out = Path(args.out or os.environ.get("OUT") or ROOT / "runs" / "reproduce" / "out")
     runs = Path(args.runs) if args.runs else (
         Path(os.environ.get("TMPDIR", "/tmp")) / "relgraph-reproduce" if os.environ.get("OUT")
         and not args.out else out.parent / "runs")
     data = data_dir(args.data)
-    jobs = jobs_for(models, conds, runs)
+    jobs = jobs_for(models, conds, runs, args.seeds)
     problem = check_data(data, jobs)
     if problem:
         print(problem, file=sys.stderr)

@@ -13,21 +13,27 @@
 #                (reproduce.md, results.tar.gz, runs.tar.gz.1..5, machine.txt): at most 8 files,
 #                each under 16 MB, as the tool returns them. Write nothing else into $OUT.
 #                --models picks fewer jobs (e.g. the maml ones alone: their steps are slow).
-#   next call, as planned on 2026-12-04 (after calls 6 and 7, experiments/results/gpu/reproduce.md):
-#                the challenge's ResNet-12 variants at longer budgets, beside the Vinyals models
-#                furthest from their rows, then where a ResNet-12 step's time goes (its steps
-#                ran 51-77 ms, several times what the arithmetic needs on an H200), e.g.
-#                "bash experiments/gpu/reproduce.sh --data .gpudata --scale 4 --gate
-#                --deadline 480 --eval-reserve 90 --choose-tta 1,5,9 --challenge full_r12,minimal_r12 --models
-#                relation:1,relation:5,gnn:1,maml:5; python3 experiments/bench_pipeline.py
-#                --configs omniglot_challenge_full_r12 --device cuda --data .gpudata --steps 20
-#                --val-episodes 20 --no-startup --out /tmp/pipeline_r12.md; python3 -m relgraph.cli
-#                bench --method protonet --backbone resnet12 --ways 56 --shots 1 --queries 3
-#                --image-size 84 --device cuda --amp float16 --steps 20" (the trainer's step
-#                against the model's, then the model's backbone alone; tables on stdout, the end
-#                of the output), carry [".gpudata"], timeout_s 600;
-#                then the four maml models alone. Since 2026-12-05 --choose-tta also chooses
-#                each Vinyals model's test-time augmentation on its validation characters
+#   next call, as planned on 2026-12-06: the challenge alone, the one part of issue 19 that
+#                a budget statement cannot close (its Vinyals cells each meet their paper or
+#                state their budget): three seeds of each ResNet-12 variant at up to 3x their
+#                budgets, then per condition one evaluation of the ensemble of its three runs if
+#                it validates above each run alone (else of the best run), and only if it
+#                validates above the committed row (--gate):
+#                "bash experiments/gpu/reproduce.sh --data .gpudata --scale 3 --gate
+#                --deadline 540 --eval-reserve 120 --choose-tta 1,5,9 --challenge
+#                full_r12,minimal_r12 --seeds 3 --models ''", carry [".gpudata"], timeout_s 600.
+#                Merge: tar xzf results.tar.gz; python experiments/omniglot_challenge.py --merge
+#                results/omniglot_challenge.json --why "...".
+#                Then, with device time left, where a ResNet-12 step's time goes (its steps ran
+#                51-77 ms, several times what the arithmetic needs on an H200): "python3
+#                experiments/bench_pipeline.py --configs omniglot_challenge_full_r12 --device
+#                cuda --data .gpudata --steps 20 --val-episodes 20 --no-startup --out
+#                /tmp/pipeline_r12.md; python3 -m relgraph.cli bench --method protonet --backbone
+#                resnet12 --ways 56 --shots 1 --queries 3 --image-size 84 --device cuda --amp
+#                float16 --steps 20"; and the Vinyals models furthest from their rows
+#                ("--models relation:1,relation:5,gnn:1 --challenge '' --scale 4 --gate
+#                --choose-tta 1,5,9"), then the maml models alone. --choose-tta also chooses each
+#                Vinyals model's test-time augmentation on its validation characters
 #                (experiments/omniglot.py --choose-tta; 1,000 episodes per choice, maml none).
 # The CUDA MPS daemon is started where CUDA is (3.7-8.1x faster steps than time-sharing with 17
 # jobs, experiments/results/gpu/reproduce.md); --no-mps turns it off.
