@@ -31,6 +31,7 @@ Usage (from the project root)::
     python experiments/omniglot.py --trainval protonet:1   # the papers' protocol (below)
     python experiments/omniglot.py --skip-training --choose-tta 1,5,9 protonet:1   # TTA (below)
     python experiments/omniglot.py --compare maml:1:20   # per-way vs general, validation only
+    python experiments/omniglot.py --ensemble RUN_A,RUN_B relation:1   # an ensemble (below)
 
 A model's config is ``experiments/configs/omniglot_<method>_<k>shot.yaml`` (a per-way model's
 ``..._<k>shot_<n>way.yaml``); its run goes to ``runs/omniglot/<method>_<k>shot[_<n>way]/``.
@@ -63,6 +64,14 @@ protocol rows (``--trainval``) use the config's ``eval.tta``: they have no valid
 characters left to choose on. maml averages the same views over its adapted embeddings (in the
 inner loop and for the queries; ``GradientMetaLearner``).
 
+Ensembles (``--ensemble RUN,RUN,... method:shots``): trained runs of the model's config (run
+folders under ``--out``, e.g. a longer run and one with another recipe) averaged
+(``relgraph.engine.Ensemble``), scored on the validation episodes the runs validated on. The
+test cells are evaluated once, only if the ensemble validates above each member alone and above
+the table's model; the table keeps one model per method and shot count, and ensembles get a
+section of their own (rows in ``omniglot_ensembles.json``), their training the sum of their
+members'.
+
 Data: ``--data DIR`` or ``$RELGRAPH_DATA`` (the folder holding ``omniglot/full``), default
 ``../shared/data``.
 """
@@ -88,6 +97,7 @@ RESULTS = ROOT / "experiments" / "results"
 TABLE = RESULTS / "omniglot.md"
 STATE = RESULTS / "omniglot.json"
 TRAINVAL_STATE = RESULTS / "omniglot_trainval.json"
+ENSEMBLE_STATE = RESULTS / "omniglot_ensembles.json"
 PLOT = RESULTS / "omniglot.png"
 CURVES = RESULTS / "omniglot_curves.png"
 METHODS = ["protonet", "matching", "relation", "gnn", "edge_gnn", "tpn", "dpgn", "maml"]
@@ -167,10 +177,11 @@ def run_name(method: str, shots: int, ways: int | None = None) -> str:
 
 def set_results(folder: Path) -> None:
     """Write the table, JSON and plots into ``folder`` instead of experiments/results."""
-    global RESULTS, TABLE, STATE, TRAINVAL_STATE, PLOT, CURVES
+    global RESULTS, TABLE, STATE, TRAINVAL_STATE, ENSEMBLE_STATE, PLOT, CURVES
     folder.mkdir(parents=True, exist_ok=True)
     RESULTS, TABLE, STATE = folder, folder / TABLE.name, folder / STATE.name
     TRAINVAL_STATE = folder / TRAINVAL_STATE.name
+    ENSEMBLE_STATE = folder / ENSEMBLE_STATE.name
     PLOT, CURVES = folder / PLOT.name, folder / CURVES.name
 
 
@@ -515,9 +526,11 @@ def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
                                 replaced)
 
 
-def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
+def history_section(rows: dict, trainval: dict | None = None,
+                    ensembles: dict | None = None) -> list[str]:
     """Every recorded evaluation on the test characters of a model no longer in the table
-    (``trainval``: the rows of the papers' protocol, listed after the others)."""
+    (``trainval``: the rows of the papers' protocol, listed after the others; ``ensembles``:
+    the ensembles' replaced evaluations, last)."""
     out = ["## Test evaluations (history)", "",
            "The test characters were evaluated once per trained model and test-time "
            "augmentation (a model evaluated again with a TTA chosen on validation keeps its "
@@ -528,13 +541,17 @@ def history_section(rows: dict, trainval: dict | None = None) -> list[str]:
            "were not recorded). None of them chose anything: configs change on validation "
            "only.", ""]
     listed = False
-    for label, table in (("", rows), (" on train + validation", trainval or {})):
+    for label, table in (("", rows), (" on train + validation", trainval or {}),
+                         (" ensemble", ensembles or {})):
         for key, r in table.items():
             for h in r.get("history", []):
+                if not h.get("results"):
+                    continue  # an ensemble scored on validation only
                 cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}{tta_mark(v)}"
                                   for c, v in h["results"].items())
-                picked = (f"best validation {h['best_val']:.2f} at step {h['best_step']}"
-                          if h.get("best_val") is not None else "no validation")
+                picked = ("no validation" if h.get("best_val") is None else
+                          f"ensemble validation {h['best_val']:.2f}" if h.get("best_step") is None
+                          else f"best validation {h['best_val']:.2f} at step {h['best_step']}")
                 out.append(f"- {model_label(key)}{label}, `{h['config']}` at "
                            f"{h['train_steps']} steps ({picked}; evaluated "
                            f"{h.get('evaluated') or 'before 2026-12-02'} on {h['device']}): "
@@ -919,7 +936,10 @@ def write_table(rows: dict, trainval: dict | None = None) -> None:
     lines += ["", *tta_section(rows), "## Short of the papers", ""] + shortfalls(rows, trainval)
     if trainval:
         lines += [""] + trainval_section(trainval, rows)
-    lines += [""] + history_section(rows, trainval)
+    ensembles = read_rows(ENSEMBLE_STATE)
+    if ensembles:
+        lines += [""] + ensemble_section(ensembles, rows)
+    lines += [""] + history_section(rows, trainval, ensembles)
     devices = sorted({f"{r['device'].split(',')[0]}: torch {r.get('torch', '?')}"
                       for r in rows.values()})
     lines += ["", f"Software per device: {'; '.join(devices)} ({platform.machine()}). CPU rows "
@@ -1041,6 +1061,11 @@ def main() -> int:
                         help="compare the per-way models named (e.g. maml:1:20) again with "
                              "their general models on validation, as done when either is "
                              "evaluated; nothing is trained, nothing on the test characters")
+    parser.add_argument("--ensemble", metavar="RUN,RUN,...",
+                        help="evaluate these run folders (under --out) of one model's config "
+                             "as an ensemble: scored on validation, the test cells only if it "
+                             "validates above each run and the table's model; rows in "
+                             "omniglot_ensembles.json")
     parser.add_argument("--merge", metavar="JSON",
                         help="add the rows of another omniglot.json (e.g. from "
                              "experiments/gpu/reproduce.py's results.tar.gz) to the table, "
@@ -1103,6 +1128,8 @@ def main() -> int:
         return 0
     if args.trainval:
         return trainval_main(args, models, rows, data)
+    if args.ensemble:
+        return ensemble_main(args, models, rows, data, tta_choices)
     named = {model_key(*m) for m in models}  # per-way models named are compared when evaluated
     for method, shots, ways in models:
         key = model_key(method, shots, ways)
@@ -1155,6 +1182,149 @@ def trainval_main(args: argparse.Namespace, models: list[Model], rows: dict,
             print(f"{model_label(key)} {cell} (train + validation): {res['accuracy']:.2f} +- "
                   f"{res['ci95']:.2f}")
     return 0
+
+
+def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, data: Path,
+                  tta_choices: tuple[int, ...]) -> int:
+    """``--ensemble``: the named runs of one model's config as an ensemble (module notes)."""
+    import dataclasses
+
+    from relgraph.data import build_dataset
+    from relgraph.engine import evaluate, load_config, load_ensemble
+    from relgraph.engine.trainer import build_datasets, validation_result
+
+    if len(models) != 1 or models[0][2] is not None or args.trainval or args.continue_to:
+        sys.exit("--ensemble takes one general model (method:shots) and its runs; no "
+                 "--trainval or --continue-to")
+    method, shots, _ = models[0]
+    key = model_key(method, shots)
+    out_root = Path(args.out)
+    names = [n for n in args.ensemble.split(",") if n]
+    runs = [out_root / n for n in names]
+    gone = [str(r) for r in runs if not (r / "checkpoint.pt").is_file()]
+    if len(names) < 2 or gone:
+        sys.exit("--ensemble needs two or more run folders with a checkpoint.pt"
+                 + (f"; missing: {', '.join(gone)}" if gone else ""))
+    configs = [load_config(r / "config.yaml") for r in runs]
+    for name, c in zip(names, configs, strict=True):
+        if c.method != method or c.eval.shots != shots:
+            sys.exit(f"{name} is a {c.method} {c.eval.shots}-shot run, not {model_label(key)}")
+        if (c.data, c.eval, c.train.val_episodes) != (configs[0].data, configs[0].eval,
+                                                       configs[0].train.val_episodes):
+            sys.exit(f"{name} validated on other episodes than {names[0]} (data, eval or "
+                     "train.val_episodes differ): the ensemble is chosen on its members' "
+                     "validation episodes")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
+    config = configs[0]
+    cwd = common.training_cwd(data)  # where the saved configs' relative roots reach the data
+    _, val = build_datasets(dataclasses.replace(
+        config.data, roots=[str(cwd / root) for root in config.data.roots]))
+    ens = validation_result(model, val, config, device)
+    members = []
+    for name, run, ckpt in zip(names, runs, ckpts, strict=True):
+        seconds, steps = run_time(run)
+        members.append({"run": name, "train_seconds": seconds, "train_steps": steps,
+                        "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
+                        "segments": run_segments(run, ckpt, seconds, steps)})
+    table_val = rows.get(key, {}).get("best_val")
+    best_member = max(m["best_val"] for m in members)
+    chosen = ens["accuracy"] > best_member and (table_val is None or
+                                                 ens["accuracy"] > table_val)
+    row = {"method": method, "shots": shots, "config": str(config_path(method, shots)
+                                                          .relative_to(ROOT)),
+           "members": members,
+           "train_seconds": sum(m["train_seconds"] or 0 for m in members),
+           "train_steps": sum(m["train_steps"] or 0 for m in members), "best_step": None,
+           "best_val": ens["accuracy"],
+           "validation": {k: ens[k] for k in ("accuracy", "ci95", "episodes", "ways", "shots",
+                                              "queries", "seed")},
+           "table_val": table_val, "chosen": chosen, "results": {},
+           "device": torch.cuda.get_device_name() if device == "cuda" else
+           f"CPU, {threads_label(torch.get_num_threads())}",
+           "torch": torch.__version__, "evaluated": time.strftime("%Y-%m-%d")}
+    print(f"{model_label(key)} ensemble of {len(names)}: validation {ens['accuracy']:.2f} +- "
+          f"{ens['ci95']:.2f}; members " + ", ".join(f"{m['run']} {m['best_val']:.2f}"
+                                                   for m in members)
+          + (f"; the table's model {table_val:.2f}" if table_val is not None else ""))
+    if chosen:
+        full = data / "omniglot" / "full"
+        test = build_dataset("omniglot", [full / "images_background.npz",
+                                          full / "images_evaluation.npz"],
+                             split="test", rotations=True, image_size=config.data.image_size)
+        tta = load_config(config_path(method, shots)).eval.tta
+        if tta_choices:
+            row["tta_choice"] = choose_tta(model, method, shots, None, data, tta_choices,
+                                           device, args.tta_episodes)
+            tta = row["tta_choice"]["chosen"] if row["tta_choice"] else 1
+        for ways in args.ways or WAYS:
+            started = time.perf_counter()
+            res = evaluate(model, test, ways=ways, shots=shots, queries=15,
+                           episodes=args.episodes, seed=0, device=device, tta=tta)
+            res["seconds"] = round(time.perf_counter() - started, 1)
+            row["results"][f"{ways}w{shots}s"] = res
+            print(f"{model_label(key)} ensemble {ways}w{shots}s: {res['accuracy']:.2f} +- "
+                  f"{res['ci95']:.2f}")
+    else:
+        print("not evaluated on the test characters: the ensemble does not validate above "
+              "each member and the table's model")
+    ensembles = read_rows(ENSEMBLE_STATE)
+    ensembles[key] = carry_history(ensembles.get(key), row, args.why)
+    from relgraph.utils import atomic_write_text
+
+    atomic_write_text(ENSEMBLE_STATE, json.dumps(ensembles, indent=2) + "\n")
+    write_table(read_rows(STATE) or rows)
+    return 0
+
+
+def ensemble_section(ensembles: dict, rows: dict) -> list[str]:
+    """The ensembles tried (``--ensemble``): validation against their members and the table's
+    model, and the test cells of those chosen."""
+    if not ensembles:
+        return []
+    out = ["## Ensembles, chosen on validation", "",
+           "`python experiments/omniglot.py --ensemble RUN,RUN <method>:<shots>`: trained runs "
+           "of the model's config averaged (their class probabilities; each query on its own, "
+           "so still inductive), scored on the validation episodes the runs validated on "
+           "(the config's, seed 12345). The test cells are evaluated once, only if the "
+           "ensemble validates above each member alone and above the table's model. The "
+           "table above keeps one model per method and shot count; an ensemble costs the sum "
+           "of its members' training and their test-time compute.", ""]
+    for key, r in ensembles.items():
+        method, shots, _ = split_key(key)
+        v = r["validation"]
+        parts = "; ".join(
+            f"`{m['run']}`: {m['train_steps']} steps, best validation {m['best_val']:.2f} at "
+            f"step {m['best_step']}, "
+            + ", ".join(f"{seg['minutes']:.1f} min, {seg['device']}" for seg in m["segments"])
+            for m in r["members"])
+        line = (f"- {model_label(key)}, ensemble of {len(r['members'])} ({parts}): validation "
+                f"{v['accuracy']:.2f} +- {v['ci95']:.2f} on {v['episodes']} {v['ways']}-way "
+                f"{v['shots']}-shot episodes"
+                + (f"; the table's model {r['table_val']:.2f}" if r.get("table_val") is not None
+                   else ""))
+        if not r["results"]:
+            out.append(line + ": not above " + ("its best member" if r["table_val"] is None
+                                                 else "each member and the table's model")
+                       + ", so not evaluated on the test characters.")
+            continue
+        if c := r.get("tta_choice"):
+            line += ("; TTA " + ", ".join(f"x{n} {a:.2f}" for n, a in sorted(
+                c["accuracy"].items(), key=lambda kv: int(kv[0])))
+                     + f" on {c['episodes']} validation episodes, x{c['chosen']} chosen")
+        cells = []
+        for cell, res in r["results"].items():
+            paper = PAPER[method][1][CELLS.index(cell)]
+            table = rows.get(key, {}).get("results", {}).get(cell)
+            notes = ([f"table's model {table['accuracy']:.2f}{tta_mark(table)}"] if table
+                     else [])
+            if paper is not None:
+                notes.append(f"paper {paper}: " + ("meets it" if meets(res, paper) else
+                                                   f"{res['accuracy'] - paper:+.2f}"))
+            cells.append(f"{cell} {res['accuracy']:.2f} +- {res['ci95']:.2f}{tta_mark(res)}"
+                         + (f" ({'; '.join(notes)})" if notes else ""))
+        out.append(line + ". Test: " + "; ".join(cells) + ".")
+    return out + [""]
 
 
 if __name__ == "__main__":

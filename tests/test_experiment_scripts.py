@@ -384,6 +384,43 @@ def test_reproduce_evaluates_one_run_per_challenge_condition(tmp_path, monkeypat
     assert done.returncode != 0 and "one run per condition" in done.stderr, done.stderr
 
 
+@pytest.mark.data
+@pytest.mark.slow
+def test_omniglot_ensemble_is_chosen_on_validation(shared_data, tmp_path):
+    """--ensemble RUN,RUN: two runs of a model's config scored together on their validation
+    episodes; the test cells only if the ensemble validates above each and the table's model;
+    a row in omniglot_ensembles.json and a section of the page."""
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        run = script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                     str(tmp_path / f"out{seed}"), "--results", str(results), "--episodes", "10",
+                     "--ways", "5", *TINY, "--set", f"train.seed={seed}", "protonet:1")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        (tmp_path / f"out{seed}" / "protonet_1shot").rename(tmp_path / f"m{seed}")
+    table_val = json.loads((results / "omniglot.json").read_text())["protonet:1"]["best_val"]
+
+    def ensemble(*extra: str) -> subprocess.CompletedProcess:
+        return script("experiments/omniglot.py", "--data", str(shared_data), "--out",
+                      str(tmp_path), "--results", str(results), "--episodes", "10", "--ways",
+                      "5", "--tta-episodes", "10", *extra)
+
+    run = ensemble("--ensemble", "m0,m1", "protonet:1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    row = json.loads((results / "omniglot_ensembles.json").read_text())["protonet:1"]
+    assert [m["run"] for m in row["members"]] == ["m0", "m1"]
+    assert row["validation"]["episodes"] == 4 and row["table_val"] == table_val
+    best = max(m["best_val"] for m in row["members"])
+    assert row["chosen"] == (row["validation"]["accuracy"] > max(best, table_val))
+    assert set(row["results"]) == ({"5w1s"} if row["chosen"] else set())
+    page = (results / "omniglot.md").read_text()
+    assert "## Ensembles, chosen on validation" in page and "ensemble of 2 (`m0`" in page
+    run = ensemble("--ensemble", "m0,m1", "matching:1")
+    assert run.returncode != 0 and "m0 is a protonet 1-shot run, not matching 1-shot" in (
+        run.stderr), run.stderr
+    run = ensemble("--ensemble", "m0", "protonet:1")
+    assert run.returncode != 0 and "two or more run folders" in run.stderr, run.stderr
+
+
 def test_reproduce_seeds_make_one_ensemble_candidate_per_condition(tmp_path, monkeypatch):
     """--seeds N: N runs per challenge condition (<name>@k trains with train.seed=k into
     <name>_seed<k>), evaluated once, by the first, as an ensemble candidate."""
