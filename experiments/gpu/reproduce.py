@@ -621,8 +621,10 @@ def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespa
             elapsed: float, machine: str, notes: list[str]) -> str:
     scaled = f"; per job with --scale {args.scale:g}: see its notes" if args.scale != 1 else ""
     tested = ("each row's best validating run (variants of a challenge condition share its "
-              "row), " + ("only when it beats the committed row's best validation (--gate)"
-                          if args.gate else "whatever the committed row's"))
+              "row)" + (f"; for a challenge condition, the ensemble of its {args.seeds} runs "
+                        "when it validates above each alone" if args.seeds > 1 else "")
+              + ", " + ("only when it beats the committed row's best validation (--gate)"
+                        if args.gate else "whatever the committed row's"))
     lines = ["# Omniglot on one GPU: every Vinyals model and both challenge configs at once", "",
              f"Machine: {machine.strip().splitlines()[0]}; "
              f"{'; '.join(machine.strip().splitlines()[1:]) or 'no GPU'}.",
@@ -653,7 +655,11 @@ def summary(jobs: list[Job], rows: dict, challenge: dict, args: argparse.Namespa
                           for c, v in r["results"].items())
         lines.append(f"- {key}: {cells} (best val step {r['best_step']})")
     for key, r in challenge.items():
-        lines.append(f"- challenge {key}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %")
+        ens = r.get("ensemble") or {}
+        lines.append(f"- challenge {key}: error {r['error']:.2f} +- {r['result']['ci95']:.2f} %"
+                     + (f" (ensemble of {len(ens['members'])}: validation {ens['val']:.2f}, "
+                        f"members {', '.join(f'{v:.2f}' for v in ens['member_val'])})"
+                        if ens.get("chosen") else ""))
     lines += [""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
 
