@@ -29,6 +29,7 @@ from relgraph.data.episode import Episode
 from relgraph.engine.trainer import load_model
 from relgraph.engine.tta import with_tta
 from relgraph.methods.base import FewShotMethod
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["Ensemble", "load_ensemble", "COMBINE"]
 
@@ -78,8 +79,9 @@ class Ensemble(FewShotMethod):
         self.feature_dims: list[int] | None = None
 
     def combined(self, logits: Sequence[Tensor]) -> Tensor:
-        """Combine the members' logits ``M x [b, q, n]`` into ``[b, q, n]`` (float32)."""
-        stacked = torch.stack([x.float() for x in logits])  # [M, b, q, n]
+        """Combine the members' logits ``M x [b, q, n]`` into ``[b, q, n]`` (float32, or float64
+        for float64 members: :func:`~relgraph.nn.precision.compute_dtype`)."""
+        stacked = torch.stack([x.to(compute_dtype(x)) for x in logits])  # [M, b, q, n]
         if self.combine == "logit":
             return stacked.mean(0)
         return torch.logsumexp(stacked.log_softmax(-1), 0) - math.log(len(logits))
@@ -100,7 +102,8 @@ class Ensemble(FewShotMethod):
                 raise ValueError(f"{type(member).__name__} adapts to each episode and has no "
                                  "fixed embedding; evaluate the ensemble without the cache")
             with with_tta(member, self.tta_views):
-                parts.append(member.embed_inputs(x).float())
+                part = member.embed_inputs(x)
+                parts.append(part.to(compute_dtype(part)))
         self.feature_dims = [p.shape[-1] for p in parts]
         return torch.cat(parts, dim=-1)
 
