@@ -161,3 +161,13 @@ def cpu_threads() -> int:
 
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(given) if given.isdigit() and int(given) > 0 else available_cpus()
+
+
+def validation_settings(config) -> tuple:  # noqa: ANN001 (a relgraph.engine.Config)
+    """What decides a run's validation episodes: its data settings but the training-only
+    ``augment`` warps, its ``eval`` section and ``train.val_episodes``. Runs that agree on it
+    validated on the same episodes (seed ``VAL_SEED``)."""
+    import dataclasses
+
+    return (dataclasses.replace(config.data, augment={}), config.eval, config.train.val_episodes)
+

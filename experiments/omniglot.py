@@ -1209,11 +1209,10 @@ def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, dat
     for name, c in zip(names, configs, strict=True):
         if c.method != method or c.eval.shots != shots:
             sys.exit(f"{name} is a {c.method} {c.eval.shots}-shot run, not {model_label(key)}")
-        if (c.data, c.eval, c.train.val_episodes) != (configs[0].data, configs[0].eval,
-                                                       configs[0].train.val_episodes):
-            sys.exit(f"{name} validated on other episodes than {names[0]} (data, eval or "
-                     "train.val_episodes differ): the ensemble is chosen on its members' "
-                     "validation episodes")
+        if common.validation_settings(c) != common.validation_settings(configs[0]):
+            sys.exit(f"{name} validated on other episodes than {names[0]} (data but augment, "
+                     "eval or train.val_episodes differ): the ensemble is chosen on its "
+                     "members' validation episodes")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
     config = configs[0]
@@ -1221,12 +1220,16 @@ def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, dat
     _, val = build_datasets(dataclasses.replace(
         config.data, roots=[str(cwd / root) for root in config.data.roots]))
     ens = validation_result(model, val, config, device)
+    committed = flat_settings(load_config(config_path(method, shots)).to_dict())
     members = []
-    for name, run, ckpt in zip(names, runs, ckpts, strict=True):
+    for name, run, ckpt, c in zip(names, runs, ckpts, configs, strict=True):
         seconds, steps = run_time(run)
+        own = flat_settings(c.to_dict())
         members.append({"run": name, "train_seconds": seconds, "train_steps": steps,
                         "best_step": ckpt["best"]["step"], "best_val": ckpt["best"]["val_acc"],
-                        "segments": run_segments(run, ckpt, seconds, steps)})
+                        "segments": run_segments(run, ckpt, seconds, steps),
+                        "changes": [f"{k}={own.get(k)}" for k in sorted(set(own) | set(committed))
+                                    if own.get(k) != committed.get(k) and k != "data.roots"]})
     table_val = rows.get(key, {}).get("best_val")
     best_member = max(m["best_val"] for m in members)
     chosen = ens["accuracy"] > best_member and (table_val is None or
@@ -1277,6 +1280,17 @@ def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, dat
     return 0
 
 
+def flat_settings(tree: dict, prefix: str = "") -> dict:
+    """A config's settings as ``{"train.steps": 25000, "data.augment.rotate": 10, ...}``."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):  # an empty one sets nothing
+            out.update(flat_settings(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def ensemble_section(ensembles: dict, rows: dict) -> list[str]:
     """The ensembles tried (``--ensemble``): validation against their members and the table's
     model, and the test cells of those chosen."""
@@ -1294,9 +1308,11 @@ def ensemble_section(ensembles: dict, rows: dict) -> list[str]:
         method, shots, _ = split_key(key)
         v = r["validation"]
         parts = "; ".join(
-            f"`{m['run']}`: {m['train_steps']} steps, best validation {m['best_val']:.2f} at "
-            f"step {m['best_step']}, "
-            + ", ".join(f"{seg['minutes']:.1f} min, {seg['device']}" for seg in m["segments"])
+            f"`{m['run']}`: " + (f"the config with {', '.join(m['changes'])}"
+                                 if m.get("changes") else "the config as committed")
+            + f", {m['train_steps']} steps, best validation {m['best_val']:.2f} at step "
+            f"{m['best_step']}, "
+            + " + ".join(f"{seg['minutes']:.1f} min, {seg['device']}" for seg in m["segments"])
             for m in r["members"])
         line = (f"- {model_label(key)}, ensemble of {len(r['members'])} ({parts}): validation "
                 f"{v['accuracy']:.2f} +- {v['ci95']:.2f} on {v['episodes']} {v['ways']}-way "
@@ -1311,7 +1327,10 @@ def ensemble_section(ensembles: dict, rows: dict) -> list[str]:
         if c := r.get("tta_choice"):
             line += ("; TTA " + ", ".join(f"x{n} {a:.2f}" for n, a in sorted(
                 c["accuracy"].items(), key=lambda kv: int(kv[0])))
-                     + f" on {c['episodes']} validation episodes, x{c['chosen']} chosen")
+                     + f" on {c['episodes']} validation episodes (seed 0, the validation "
+                     f"characters with their rotations as classes, as the test episodes are "
+                     f"drawn; the {v['episodes']} selection episodes, as training validated, "
+                     f"have no rotated classes), x{c['chosen']} chosen")
         cells = []
         for cell, res in r["results"].items():
             paper = PAPER[method][1][CELLS.index(cell)]
@@ -1324,7 +1343,7 @@ def ensemble_section(ensembles: dict, rows: dict) -> list[str]:
             cells.append(f"{cell} {res['accuracy']:.2f} +- {res['ci95']:.2f}{tta_mark(res)}"
                          + (f" ({'; '.join(notes)})" if notes else ""))
         out.append(line + ". Test: " + "; ".join(cells) + ".")
-    return out + [""]
+    return out
 
 
 if __name__ == "__main__":

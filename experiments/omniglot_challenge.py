@@ -169,11 +169,11 @@ def ensemble_validation(names: list[str], out_root: Path, device: str) -> dict:
     runs = [out_root / run_name(n) for n in names]
     configs = [load_config(r / "config.yaml") for r in runs]
     for name, c in zip(names[1:], configs[1:], strict=True):
-        if (c.data, c.eval, c.train.val_episodes) != (configs[0].data, configs[0].eval,
-                                                       configs[0].train.val_episodes):
+        if common.validation_settings(c) != common.validation_settings(configs[0]):
             raise SystemExit(f"{name} validates on other episodes or data than {names[0]} "
-                             "(data, eval or train.val_episodes differ): an ensemble is chosen "
-                             "on its members' validation episodes, so they must be the same")
+                             "(data but augment, eval or train.val_episodes differ): an "
+                             "ensemble is chosen on its members' validation episodes, so they "
+                             "must be the same")
     model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
     cwd = common.training_cwd(EVAL_SET.parents[2])
     config = configs[0]
