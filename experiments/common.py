@@ -171,3 +171,42 @@ def validation_settings(config) -> tuple:  # noqa: ANN001 (a relgraph.engine.Con
 
     return (dataclasses.replace(config.data, augment={}), config.eval, config.train.val_episodes)
 
+
+def ensemble_validation(runs: list[Path], configs: list, data: Path, device: str
+                        ) -> tuple:
+    """The ensemble of the runs' checkpoints scored on the validation episodes they validated
+    on (``configs``: their saved configs; the first's ``train.val_episodes`` episodes of its
+    ``eval`` shape, seed ``VAL_SEED``), with the data under ``data`` (:func:`training_cwd`).
+
+    Returns:
+        ``(ensemble, checkpoints, result)``: the :class:`relgraph.engine.Ensemble` in eval mode
+        on ``device``, the members' checkpoints, :func:`relgraph.engine.evaluate`'s result.
+
+    Raises:
+        SystemExit: the runs validated on other episodes (see :func:`validation_settings`).
+    """
+    from relgraph.engine import load_ensemble
+    from relgraph.engine.trainer import validation_result
+
+    for run, config in zip(runs[1:], configs[1:], strict=True):
+        if validation_settings(config) != validation_settings(configs[0]):
+            raise SystemExit(f"{run.name} validated on other episodes than {runs[0].name} (data "
+                             "but augment, eval or train.val_episodes differ): an ensemble is "
+                             "chosen on its members' validation episodes, so they must be the "
+                             "same")
+    model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
+    return model, ckpts, validation_result(model, validation_classes(configs[0], data),
+                                           configs[0], device)
+
+
+def validation_classes(config, data: Path):  # noqa: ANN001, ANN201 (Config -> FewShotDataset)
+    """The validation classes a run of ``config`` validated on, its relative roots
+    (``../shared/data/...``) read from ``data`` (:func:`training_cwd`)."""
+    import dataclasses
+
+    from relgraph.engine.trainer import build_datasets
+
+    cwd = training_cwd(data)
+    _, val = build_datasets(dataclasses.replace(
+        config.data, roots=[str(cwd / root) for root in config.data.roots]))
+    return val

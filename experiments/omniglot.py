@@ -314,11 +314,9 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     if model_ways is not None and tuple(ways_list) != (model_ways,):
         sys.exit(f"{model_key(method, shots, model_ways)} is a {model_ways}-way model: it is "
                  f"evaluated on {model_ways}-way episodes only (--ways {model_ways} or no --ways)")
-    from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_config, load_model
+    from relgraph.engine import load_config, load_model
 
     data = data or data_dir()
-    full = data / "omniglot" / "full"
     config = config_path(method, shots, model_ways)
     out = out_root / run_name(method, shots, model_ways)
     if trainval_steps is not None:
@@ -352,10 +350,7 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
     now_s, now_step = run_time(out)
     if not segments and now_step is not None:  # a run no row recorded: its own record
         segments = run_segments(out, ckpt, now_s, now_step)
-    test = build_dataset("omniglot", [full / "images_background.npz",
-                                      full / "images_evaluation.npz"],
-                         split="test", rotations=True,
-                         image_size=ckpt["preprocessing"]["image_size"])
+    test = vinyals_characters(data, "test", ckpt["preprocessing"]["image_size"])
     device = eval_device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     tta, choice = load_config(config).eval.tta, None
@@ -363,15 +358,9 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
         choice = choose_tta(model, method, shots, model_ways, data, tta_choices, device,
                             tta_episodes)
         tta = choice["chosen"] if choice else 1
-    results = {}
     threads = torch.get_num_threads()
     train_seconds, train_steps = run_time(out)
-    for ways in ways_list:
-        started = time.perf_counter()
-        res = evaluate(model, test, ways=ways, shots=shots, queries=15, episodes=episodes,
-                       seed=0, device=device, tta=tta)
-        res["seconds"] = round(time.perf_counter() - started, 1)
-        results[f"{ways}w{shots}s"] = res
+    results = evaluate_cells(model, test, ways_list, shots, episodes, device, tta)
     chosen = ({"validation": validation_comparison(method, shots, model_ways, out_root, data,
                                                    device)}
               if model_ways and trainval_steps is None else {})
@@ -390,6 +379,33 @@ def run_model(method: str, shots: int, out_root: Path, skip_training: bool,
             "evaluated": time.strftime("%Y-%m-%d")}
 
 
+def vinyals_characters(data: Path, split: str, image_size: int | None):  # noqa: ANN201
+    """A split (``"test"``, ``"val"``) of the Vinyals characters, x4 rotations as classes, at
+    ``image_size``: a ``FewShotDataset``."""
+    from relgraph.data import build_dataset
+
+    full = data / "omniglot" / "full"
+    return build_dataset("omniglot", [full / "images_background.npz",
+                                      full / "images_evaluation.npz"],
+                         split=split, rotations=True, image_size=image_size)
+
+
+def evaluate_cells(model: torch.nn.Module, test, ways_list,  # noqa: ANN001 (test: a dataset)
+                   shots: int, episodes: int, device: str, tta: int) -> dict:
+    """``model``'s test cells: ``{"5w1s": evaluate's result with its "seconds", ...}`` on the
+    fixed test episodes (seed 0, 15 queries per class)."""
+    from relgraph.engine import evaluate
+
+    results = {}
+    for ways in ways_list:
+        started = time.perf_counter()
+        res = evaluate(model, test, ways=ways, shots=shots, queries=15, episodes=episodes,
+                       seed=0, device=device, tta=tta)
+        res["seconds"] = round(time.perf_counter() - started, 1)
+        results[f"{ways}w{shots}s"] = res
+    return results
+
+
 def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None, data: Path,
                choices: tuple[int, ...], device: str,
                episodes: int = TTA_EPISODES) -> dict | None:
@@ -403,7 +419,6 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
         :func:`relgraph.engine.choose_tta`'s ``{"chosen": N, "accuracy": {N: acc, ...},
         "ci95": {N: ci, ...}, "episodes", "ways", "shots", "queries", "seed"}`` (in %).
     """
-    from relgraph.data import build_dataset
     from relgraph.engine import choose_tta as choose
     from relgraph.engine import load_config
 
@@ -412,11 +427,7 @@ def choose_tta(model: torch.nn.Module, method: str, shots: int, ways: int | None
               "and takes no test-time augmentation; evaluated without")
         return None
     config = load_config(config_path(method, shots, ways))
-    full = data / "omniglot" / "full"
-    val = build_dataset("omniglot", [full / "images_background.npz",
-                                     full / "images_evaluation.npz"],
-                        split=config.data.val_split or "val", rotations=True,
-                        image_size=config.data.image_size)
+    val = vinyals_characters(data, config.data.val_split or "val", config.data.image_size)
     pick = choose(model, val, choices, ways=config.eval.ways, shots=shots,
                   queries=config.eval.queries, episodes=episodes, seed=0, device=device)
     for n, acc in pick["accuracy"].items():
@@ -443,7 +454,7 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
 
     from relgraph.engine import load_model
     from relgraph.engine.config import load_config
-    from relgraph.engine.trainer import VAL_SEED, build_datasets, validation_result
+    from relgraph.engine.trainer import VAL_SEED, validation_result
 
     saved = out_root / run_name(method, shots, ways) / "config.yaml"  # as it trained
     if saved.is_file() or not recorded:
@@ -455,9 +466,7 @@ def validation_comparison(method: str, shots: int, ways: int, out_root: Path, da
                                              shots=recorded["shots"],
                                              queries=recorded["queries"]),
             train=dataclasses.replace(config.train, val_episodes=recorded["episodes"]))
-    cwd = common.training_cwd(data)  # where the saved config's relative roots reach the data
-    _, val = build_datasets(dataclasses.replace(
-        config.data, roots=[str(cwd / root) for root in config.data.roots]))
+    val = common.validation_classes(config, data)
     out = {"ways": config.eval.ways, "shots": config.eval.shots,
            "queries": config.eval.queries, "episodes": config.train.val_episodes,
            "seed": VAL_SEED, "models": {}}
@@ -545,8 +554,6 @@ def history_section(rows: dict, trainval: dict | None = None,
                          (" ensemble", ensembles or {})):
         for key, r in table.items():
             for h in r.get("history", []):
-                if not h.get("results"):
-                    continue  # an ensemble scored on validation only
                 cells = ", ".join(f"{c} {v['accuracy']:.2f} +- {v['ci95']:.2f}{tta_mark(v)}"
                                   for c, v in h["results"].items())
                 picked = ("no validation" if h.get("best_val") is None else
@@ -1187,11 +1194,7 @@ def trainval_main(args: argparse.Namespace, models: list[Model], rows: dict,
 def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, data: Path,
                   tta_choices: tuple[int, ...]) -> int:
     """``--ensemble``: the named runs of one model's config as an ensemble (module notes)."""
-    import dataclasses
-
-    from relgraph.data import build_dataset
-    from relgraph.engine import evaluate, load_config, load_ensemble
-    from relgraph.engine.trainer import build_datasets, validation_result
+    from relgraph.engine import load_config
 
     if len(models) != 1 or models[0][2] is not None or args.trainval or args.continue_to:
         sys.exit("--ensemble takes one general model (method:shots) and its runs; no "
@@ -1209,17 +1212,8 @@ def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, dat
     for name, c in zip(names, configs, strict=True):
         if c.method != method or c.eval.shots != shots:
             sys.exit(f"{name} is a {c.method} {c.eval.shots}-shot run, not {model_label(key)}")
-        if common.validation_settings(c) != common.validation_settings(configs[0]):
-            sys.exit(f"{name} validated on other episodes than {names[0]} (data but augment, "
-                     "eval or train.val_episodes differ): the ensemble is chosen on its "
-                     "members' validation episodes")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
-    config = configs[0]
-    cwd = common.training_cwd(data)  # where the saved configs' relative roots reach the data
-    _, val = build_datasets(dataclasses.replace(
-        config.data, roots=[str(cwd / root) for root in config.data.roots]))
-    ens = validation_result(model, val, config, device)
+    model, ckpts, ens = common.ensemble_validation(runs, configs, data, device)
     committed = flat_settings(load_config(config_path(method, shots)).to_dict())
     members = []
     for name, run, ckpt, c in zip(names, runs, ckpts, configs, strict=True):
@@ -1251,22 +1245,16 @@ def ensemble_main(args: argparse.Namespace, models: list[Model], rows: dict, dat
                                                    for m in members)
           + (f"; the table's model {table_val:.2f}" if table_val is not None else ""))
     if chosen:
-        full = data / "omniglot" / "full"
-        test = build_dataset("omniglot", [full / "images_background.npz",
-                                          full / "images_evaluation.npz"],
-                             split="test", rotations=True, image_size=config.data.image_size)
         tta = load_config(config_path(method, shots)).eval.tta
         if tta_choices:
             row["tta_choice"] = choose_tta(model, method, shots, None, data, tta_choices,
                                            device, args.tta_episodes)
             tta = row["tta_choice"]["chosen"] if row["tta_choice"] else 1
-        for ways in args.ways or WAYS:
-            started = time.perf_counter()
-            res = evaluate(model, test, ways=ways, shots=shots, queries=15,
-                           episodes=args.episodes, seed=0, device=device, tta=tta)
-            res["seconds"] = round(time.perf_counter() - started, 1)
-            row["results"][f"{ways}w{shots}s"] = res
-            print(f"{model_label(key)} ensemble {ways}w{shots}s: {res['accuracy']:.2f} +- "
+        test = vinyals_characters(data, "test", configs[0].data.image_size)
+        row["results"] = evaluate_cells(model, test, args.ways or WAYS, shots, args.episodes,
+                                        device, tta)
+        for cell, res in row["results"].items():
+            print(f"{model_label(key)} ensemble {cell}: {res['accuracy']:.2f} +- "
                   f"{res['ci95']:.2f}")
     else:
         print("not evaluated on the test characters: the ensemble does not validate above "
@@ -1294,8 +1282,6 @@ def flat_settings(tree: dict, prefix: str = "") -> dict:
 def ensemble_section(ensembles: dict, rows: dict) -> list[str]:
     """The ensembles tried (``--ensemble``): validation against their members and the table's
     model, and the test cells of those chosen."""
-    if not ensembles:
-        return []
     out = ["## Ensembles, chosen on validation", "",
            "`python experiments/omniglot.py --ensemble RUN,RUN <method>:<shots>`: trained runs "
            "of the model's config averaged (their class probabilities; each query on its own, "

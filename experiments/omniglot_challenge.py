@@ -152,40 +152,6 @@ def train_member(name: str, out_root: Path, overrides: tuple[str, ...] = ()) -> 
               *sets)
 
 
-def ensemble_validation(names: list[str], out_root: Path, device: str) -> dict:
-    """The ensemble of the runs ``names`` (one condition) on the validation episodes their
-    training validated on (the first run's saved config: ``train.val_episodes`` episodes of its
-    ``eval`` shape, seed ``VAL_SEED``; every run's must match), beside each run's recorded best.
-
-    Returns:
-        ``{"members", "member_val", "val", "ci95", "episodes", "chosen"}``; ``chosen`` is true
-        when the ensemble validated above every member alone.
-    """
-    import dataclasses
-
-    from relgraph.engine import load_config, load_ensemble
-    from relgraph.engine.trainer import build_datasets, validation_result
-
-    runs = [out_root / run_name(n) for n in names]
-    configs = [load_config(r / "config.yaml") for r in runs]
-    for name, c in zip(names[1:], configs[1:], strict=True):
-        if common.validation_settings(c) != common.validation_settings(configs[0]):
-            raise SystemExit(f"{name} validates on other episodes or data than {names[0]} "
-                             "(data but augment, eval or train.val_episodes differ): an "
-                             "ensemble is chosen on its members' validation episodes, so they "
-                             "must be the same")
-    model, ckpts = load_ensemble([r / "checkpoint.pt" for r in runs], device=device)
-    cwd = common.training_cwd(EVAL_SET.parents[2])
-    config = configs[0]
-    _, val = build_datasets(dataclasses.replace(
-        config.data, roots=[str(cwd / root) for root in config.data.roots]))
-    res = validation_result(model, val, config, device)
-    member_val = [c["best"]["val_acc"] for c in ckpts]
-    return {"members": list(names), "member_val": member_val, "val": res["accuracy"],
-            "ci95": res["ci95"], "episodes": res["episodes"],
-            "chosen": res["accuracy"] > max(member_val)}
-
-
 def run_condition(names: list[str], out_root: Path, skip_training: bool, episodes: int,
                   overrides: tuple[str, ...] = (), device_label: str | None = None,
                   tta_choices: tuple[int, ...] = (), min_val: float | None = None
@@ -193,26 +159,38 @@ def run_condition(names: list[str], out_root: Path, skip_training: bool, episode
     """Train (unless ``skip_training``) the runs ``names`` of one condition and evaluate its
     row once on the evaluation alphabets: the run itself, or for several runs (an ensemble
     candidate, e.g. ``full_r12 full_r12@1 full_r12@2``) the ensemble of all of them when it
-    validates above each alone (:func:`ensemble_validation`), else the best validating run.
+    validates above each alone (on the validation episodes they validated on,
+    ``common.ensemble_validation``), else the best validating run.
     ``min_val``: touch the evaluation alphabets only if the chosen model validated above it
     (the committed row's); ``None`` is returned otherwise, with a line on stdout."""
     from relgraph.data import build_dataset
-    from relgraph.engine import Ensemble, evaluate, load_config, load_model
+    from relgraph.engine import evaluate, load_config, load_model
 
     if not skip_training:
         for name in names:
             train_member(name, out_root, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = {n: load_model(out_root / run_name(n) / "checkpoint.pt") for n in names}
-    ensemble = ensemble_validation(names, out_root, device) if len(names) > 1 else None
-    if ensemble is not None and ensemble["chosen"]:
-        model = Ensemble([m for m, _ in loaded.values()]).eval()
-        lead, val = names[0], ensemble["val"]
+    runs = [out_root / run_name(n) for n in names]
+    ensemble = None
+    if len(names) > 1:
+        together, ckpts, res = common.ensemble_validation(
+            runs, [load_config(r / "config.yaml") for r in runs], EVAL_SET.parents[2], device)
+        member_val = [c["best"]["val_acc"] for c in ckpts]
+        ensemble = {"members": list(names), "member_val": member_val, "val": res["accuracy"],
+                    "ci95": res["ci95"], "episodes": res["episodes"],
+                    "chosen": res["accuracy"] > max(member_val)}
+        members = list(together.members)
+    else:
+        model, ckpt = load_model(runs[0] / "checkpoint.pt")
+        members, ckpts = [model], [ckpt]
+    chosen = ensemble is not None and ensemble["chosen"]
+    if chosen:
+        model, ckpt, lead, val = together, ckpts[0], names[0], ensemble["val"]
         print(f"ensemble of {len(names)} validated {val:.2f} (members "
               + ", ".join(f"{v:.2f}" for v in ensemble["member_val"]) + "): chosen")
     else:
-        lead = max(names, key=lambda n: loaded[n][1]["best"]["val_acc"])
-        model, val = loaded[lead][0], loaded[lead][1]["best"]["val_acc"]
+        i = max(range(len(names)), key=lambda j: (ckpts[j]["best"]["val_acc"], -j))
+        model, ckpt, lead, val = members[i], ckpts[i], names[i], ckpts[i]["best"]["val_acc"]
         if ensemble is not None:
             print(f"ensemble of {len(names)} validated {ensemble['val']:.2f}, not above its "
                   f"best member {lead} ({val:.2f}): {lead} chosen alone")
@@ -220,7 +198,6 @@ def run_condition(names: list[str], out_root: Path, skip_training: bool, episode
         print(f"{lead}: not evaluated on the evaluation alphabets: validation {val:.2f} <= "
               f"the committed row's {min_val:.2f}")
         return None
-    ckpt = loaded[lead][1]
     config = config_of(lead)
     test = build_dataset("omniglot", [EVAL_SET], image_size=ckpt["preprocessing"]["image_size"])
     model.to(device)
@@ -237,7 +214,7 @@ def run_condition(names: list[str], out_root: Path, skip_training: bool, episode
     res = evaluate(model, test, ways=20, shots=1, queries=15, episodes=episodes, seed=0,
                    device=device, within_alphabet=True, tta=tta)
     res["seconds"] = round(time.perf_counter() - started, 1)
-    used = names if isinstance(model, Ensemble) else [lead]
+    used = names if chosen else [lead]
     times = [run_time(out_root / run_name(n)) for n in used]
     row = {"condition": condition_of(lead), "config": str(config.relative_to(ROOT)),
            "method": ckpt["config"]["method"] if "config" in ckpt else None,
@@ -250,7 +227,7 @@ def run_condition(names: list[str], out_root: Path, skip_training: bool, episode
            "evaluated": time.strftime("%Y-%m-%d"), **({"tta_choice": choice} if choice else {})}
     if ensemble is not None:
         row["ensemble"] = ensemble
-        if ensemble["chosen"]:
+        if chosen:
             row["best_step"] = None
             row["member_steps"] = [t[1] for t in times]
     return row

@@ -38,3 +38,21 @@ def metrics(out: Path) -> list[dict[str, str]]:
     for r in rows:
         r.pop("time_s")
     return rows
+
+
+def trained_a_little(name: str, dataset, seed: int = 0) -> torch.nn.Module:  # noqa: ANN001
+    """Method ``name`` on a small Conv4 whose BatchNorm statistics moved away from their start
+    (three training-mode passes, no gradient steps), in eval mode."""
+    from relgraph.backbones import build_backbone
+    from relgraph.data import EpisodeSampler
+    from relgraph.methods import build_method
+
+    torch.manual_seed(seed)
+    backbone = build_backbone("conv4", in_channels=1, image_size=28, hidden=8, out_channels=8)
+    model = build_method(name, backbone, num_classes=dataset.num_classes)
+    sampler = EpisodeSampler(dataset, 3, 1, 2, episodes_per_batch=2)
+    model.train()
+    with torch.no_grad():
+        for t in range(3):
+            model(sampler.episode_batch(dataset, t))
+    return model.eval()

@@ -114,11 +114,16 @@ class Job:
     committed_val: float | None = None  # the committed row's best validation (--gate)
     notes: list[str] = field(default_factory=list)
 
-    seed: int | None = None  # a challenge run's training seed (``<variant>@<seed>``)
-
     @property
     def is_challenge(self) -> bool:
         return self.name.startswith("challenge:")
+
+    @property
+    def seed(self) -> int | None:
+        """A challenge run's own training seed (``challenge:<variant>@<seed>``), else ``None``
+        (the config's)."""
+        return (omniglot_challenge.split_name(self.name.split(":", 1)[1])[1]
+                if self.is_challenge else None)
 
     @property
     def slug(self) -> str:
@@ -147,8 +152,7 @@ def jobs_for(models: list[str], challenge: list[str], runs: Path, seeds: int = 1
         for k in range(seeds):
             name = cond if k == 0 else f"{cond}@{k}"
             jobs.append(Job(f"challenge:{name}", omniglot_challenge.config_of(name),
-                            runs / "challenge" / omniglot_challenge.run_name(name),
-                            seed=k if k else None))
+                            runs / "challenge" / omniglot_challenge.run_name(name)))
     return jobs
 
 
@@ -517,20 +521,18 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
         if job.eval_rc != 0 or not (folder / name).is_file():
             continue
         for key, row in json.loads((folder / name).read_text()).items():
-            seconds, steps = run_time(job.run)
-            row["segments"] = [{"steps": [0, steps], "minutes": round((seconds or 0) / 60, 2),
-                                "device": f"{device_name}, {concurrent} runs at once"}]
-            if row.get("ensemble", {}).get("chosen"):  # one segment per member run
-                row["segments"] = []
-                for member in row["ensemble"]["members"]:
-                    run = job.run.parent / omniglot_challenge.run_name(member)
-                    seconds, steps = run_time(run)
-                    row["segments"].append({
-                        "run": member, "steps": [0, steps],
-                        "minutes": round((seconds or 0) / 60, 2),
-                        "device": f"{device_name}, {concurrent} runs at once"})
+            ensemble = row.get("ensemble") or {}
+            members = ensemble["members"] if ensemble.get("chosen") else [None]
+            row["segments"] = []
+            for member in members:  # one segment per run (an ensemble's members)
+                run = job.run.parent / omniglot_challenge.run_name(member) if member else job.run
+                seconds, steps = run_time(run)
+                row["segments"].append({
+                    **({"run": member} if member else {}), "steps": [0, steps],
+                    "minutes": round((seconds or 0) / 60, 2),
+                    "device": f"{device_name}, {concurrent} runs at once"})
             if job.stopped:
-                row["stopped"] = f"{job.stopped}, at step {steps}"
+                row["stopped"] = f"{job.stopped}, at step {run_time(job.run)[1]}"
             if job.sets:
                 row["training_sets"] = list(job.sets)
             (challenge if job.is_challenge else rows)[key] = row

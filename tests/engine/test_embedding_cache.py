@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import trained_a_little
 
-from relgraph.backbones import build_backbone
 from relgraph.data import build_dataset
 from relgraph.engine.evaluate import episode_accuracies, evaluate
-from relgraph.methods import build_method, list_methods, method_class
+from relgraph.methods import list_methods, method_class
 
 HEADS = [m for m in list_methods() if method_class(m).caches_embeddings]  # every relational head
-
-
-def trained_a_little(name: str, dataset) -> torch.nn.Module:  # noqa: ANN001
-    torch.manual_seed(0)
-    backbone = build_backbone("conv4", in_channels=1, image_size=28, hidden=8, out_channels=8)
-    model = build_method(name, backbone, num_classes=dataset.num_classes)
-    from relgraph.data import EpisodeSampler
-
-    sampler = EpisodeSampler(dataset, 3, 1, 2, episodes_per_batch=2)
-    model.train()
-    with torch.no_grad():  # move the BatchNorm statistics away from their start
-        for t in range(3):
-            model(sampler.episode_batch(dataset, t))
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", HEADS)

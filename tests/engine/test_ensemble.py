@@ -8,27 +8,13 @@ import math
 import pytest
 import torch
 from helpers import make_tiny_data
+from helpers import trained_a_little as member
 
-from relgraph.backbones import build_backbone
 from relgraph.cli import main
 from relgraph.data import EpisodeSampler, build_dataset
 from relgraph.engine import Ensemble, load_checkpoint, load_ensemble
 from relgraph.engine.evaluate import episode_accuracies, evaluate
 from relgraph.engine.tta import with_tta
-from relgraph.methods import build_method
-
-
-def member(name: str, dataset, seed: int) -> torch.nn.Module:  # noqa: ANN001
-    """A method whose BatchNorm statistics moved away from their start, in eval mode."""
-    torch.manual_seed(seed)
-    backbone = build_backbone("conv4", in_channels=1, image_size=28, hidden=8, out_channels=8)
-    model = build_method(name, backbone, num_classes=dataset.num_classes)
-    sampler = EpisodeSampler(dataset, 3, 1, 2, episodes_per_batch=2)
-    model.train()
-    with torch.no_grad():
-        for t in range(3):
-            model(sampler.episode_batch(dataset, t))
-    return model.eval()
 
 
 @pytest.fixture
