@@ -39,6 +39,16 @@ class AffineAugment:
     shear: float = 0.0
     translate: float = 0.0
 
+    def __post_init__(self) -> None:
+        limits = {"rotate": 180.0, "scale": 1.0, "shear": 90.0, "translate": 1.0}
+        for name, top in limits.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    or not 0 <= value < top:
+                raise ValueError(f"augment {name} must be a number in [0, {top:g}), got "
+                                 f"{value!r}: it is the largest change drawn either way "
+                                 "(0 switches it off)")
+
     @property
     def active(self) -> bool:
         """Whether any transformation is switched on."""

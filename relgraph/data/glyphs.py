@@ -61,6 +61,8 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -583,12 +585,17 @@ def _load_or_generate(folder: Path, image_size: int, examples_per_class: int, se
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}, path, True
-        except (OSError, ValueError, KeyError):
-            pass  # a corrupt or foreign file: regenerate it
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a corrupt (truncated) or foreign file: regenerate it
     arrays = generate_glyphs(image_size, examples_per_class, seed, max_classes)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    except OSError as exc:  # a read-only or full disk: the cache is an optimisation
+        warnings.warn(f"could not write the glyphs cache {path} ({exc}); the images are "
+                      "rendered again next time (set $RELGRAPH_CACHE to a writable folder)",
+                      stacklevel=3)
     return arrays, path, False
 
 

@@ -66,8 +66,10 @@ class DataConfig:
     Attributes:
         dataset: registered dataset name.
         roots: data paths.
-        alphabets: keep only these alphabets (before the validation hold-out).
-        split: the dataset's own split to train on (e.g. ``"train"``), if it has one.
+        alphabets: keep only these alphabets of the training data (before a ``val_alphabets``
+            or ``val_fraction`` hold-out; a ``val_split`` is not filtered).
+        split: the dataset's own split to train on (e.g. ``"train"``), if it has one;
+            required with ``val_split``.
         val_split: the dataset's own split to validate on (e.g. ``"val"``).
         val_alphabets: alphabets of the training roots held out for validation.
         val_fraction: fraction of training classes held out for validation.
@@ -155,7 +157,7 @@ class TrainConfig:
     momentum: float = field(default=0.9, metadata=_AT_LEAST_0)
     scheduler: str = field(default="step", metadata={"choices": ("none", "step", "cosine")})
     step_size: int = field(default=1000, metadata=_AT_LEAST_1)
-    gamma: float = 0.5
+    gamma: float = field(default=0.5, metadata={"above": 0})
     val_every: int = field(default=250, metadata=_AT_LEAST_1)
     val_episodes: int = field(default=200, metadata=_AT_LEAST_1)
     patience: int = field(default=0, metadata=_AT_LEAST_0)
@@ -369,6 +371,27 @@ def _check_limits(value: Any, limits: typing.Mapping[str, Any], key: str) -> Any
     return value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last
+    silently, so a second ``train:`` section would drop the first)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"the key {key!r} is given twice (line {key_node.start_mark.line + 1}); "
+                "keep one", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (or start from defaults) and apply dotted overrides.
@@ -379,7 +402,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a mapping or has unknown keys (they are listed).
+        ValueError: the file is not a mapping, has unknown keys (they are listed) or a
+            key given twice.
     """
     config = Config()
     if path is not None:
@@ -387,7 +411,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): is it the right "
                              "file?") from exc

@@ -71,6 +71,7 @@ class Ensemble(FewShotMethod):
         self.members = nn.ModuleList(members)
         self.combine = combine
         self.transductive = any(m.transductive for m in members)
+        self.uses_unlabelled = any(getattr(m, "uses_unlabelled", False) for m in members)
         self.caches_embeddings = all(getattr(m, "caches_embeddings", False) for m in members)
         self.float16_autocast = all(getattr(m, "float16_autocast", True) for m in members)
         self.supports_tta = all(getattr(m, "supports_tta", True) for m in members)

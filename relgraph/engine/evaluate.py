@@ -110,6 +110,7 @@ def episode_accuracies(
     distractors: int = 0,
     label: str = "",
     random_queries: bool = False,
+    too_small: str = "error",
 ) -> Tensor:
     """Accuracy of ``model`` on each of ``episodes`` fixed episodes: ``[episodes]`` float.
 
@@ -137,6 +138,10 @@ def episode_accuracies(
     ``queries``, seeded per episode, :meth:`~relgraph.data.EpisodeSampler.random_query_counts`):
     unbalanced query sets, on which a transductive method cannot lean on the class balance.
     Episodes are then evaluated one at a time.
+
+    ``too_small``: classes with fewer than ``shots + queries`` examples stop with an error
+    naming them (``"error"``, default) or are left out of the episodes (``"skip"``, a
+    warning), as in :class:`~relgraph.data.EpisodeSampler`.
     """
     prefix = f"{label}: " if label else ""
     device = torch.device(device)
@@ -144,7 +149,7 @@ def episode_accuracies(
     dataset = resident_images(dataset, device)  # in memory: read by index on the device
     sampler = EpisodeSampler(dataset, ways, shots, queries, seed=seed,
                              within_alphabet=within_alphabet, n_unlabelled=unlabelled,
-                             n_distractors=distractors)
+                             n_distractors=distractors, too_small=too_small)
     was_training = model.training
     model.eval()
     accs = []
@@ -240,6 +245,7 @@ def evaluate(
     distractors: int = 0,
     label: str = "",
     random_queries: bool = False,
+    too_small: str = "error",
 ) -> dict[str, Any]:
     """Evaluate on fixed episodes; returns accuracy (%), its 95% CI and the protocol.
 
@@ -250,7 +256,8 @@ def evaluate(
     """
     accs = episode_accuracies(model, dataset, ways, shots, queries, episodes, seed,
                               episodes_per_batch, device, amp, progress, within_alphabet, tta,
-                              cache, unlabelled, distractors, label, random_queries)
+                              cache, unlabelled, distractors, label, random_queries,
+                              too_small)
     return {
         "accuracy": 100.0 * float(accs.mean()) if accs.numel() else float("nan"),
         "ci95": 100.0 * confidence_interval(accs),

@@ -91,14 +91,25 @@ logger = logging.getLogger(__name__)
 VAL_SEED = 12345
 
 
-def _dataset(data: DataConfig, split: str | None) -> FewShotDataset:
+def _dataset(data: DataConfig, split: str | None,
+             alphabets: list[str] | None = None) -> FewShotDataset:
     kwargs = dict(data.options)
     if split is not None:
         kwargs["split"] = split
     accepted = accepted_keywords(DATASETS.get(data.dataset))
     if data.image_size is not None and (accepted is None or "image_size" in accepted):
         kwargs["image_size"] = data.image_size  # not for features, tensors or text
-    return build_dataset(data.dataset, data.roots, alphabets=data.alphabets, **kwargs)
+    return build_dataset(data.dataset, data.roots, alphabets=alphabets, **kwargs)
+
+
+def _check_disjoint(train: FewShotDataset, val: FewShotDataset) -> None:
+    shared = sorted(set(train.class_names) & set(val.class_names))
+    if shared:
+        raise ValueError(
+            f"{len(shared)} validation class(es) are also training classes (e.g. "
+            f"{', '.join(map(repr, shared[:3]))}): a validation that picks the checkpoint on "
+            "classes it trained on says nothing about new classes; give data.split and "
+            "data.val_split two different splits of the dataset")
 
 
 def build_datasets(data: DataConfig) -> tuple[FewShotDataset, FewShotDataset | None]:
@@ -106,15 +117,28 @@ def build_datasets(data: DataConfig) -> tuple[FewShotDataset, FewShotDataset | N
 
     Validation classes come from the dataset's ``val_split``, else the ``val_alphabets``, else
     a fraction ``val_fraction`` of the classes chosen with a fixed seed; they never overlap the
-    training classes. Rotations (if asked) are added to the training classes only.
+    training classes (checked). ``alphabets`` filters the training classes (before a
+    ``val_alphabets`` or ``val_fraction`` hold-out), not a ``val_split``. Rotations (if asked)
+    are added to the training classes only.
 
     Returns:
         ``(train, val)``; ``val`` is ``None`` when no validation is configured.
+
+    Raises:
+        ValueError: ``val_split`` without ``split`` (the training set would be the whole
+            dataset, validation and test classes included), or training and validation
+            classes that overlap.
     """
-    base = _dataset(data, data.split)
+    if data.val_split and not data.split:
+        raise ValueError(
+            f"data.val_split is {data.val_split!r} but data.split is not set: without it the "
+            f"{data.dataset!r} dataset trains on all its classes, the validation and test "
+            "classes included; set data.split (e.g. data.split=train)")
+    base = _dataset(data, data.split, data.alphabets)
     val: FewShotDataset | None
     if data.val_split:
         val = _dataset(data, data.val_split)
+        _check_disjoint(base, val)
         train = base
     elif data.val_alphabets:
         val = base.select_alphabets(data.val_alphabets)
@@ -151,6 +175,11 @@ def check_arguments(config: Config) -> None:
     if "too_small" in config.data.options:
         raise ValueError("data.options.too_small: too_small is a setting of the episodes, not "
                          "an option of the dataset; set data.too_small=skip instead")
+    for key in ("rotations", "image_size", "split"):
+        if key in config.data.options:  # data.<key> would override it, or miss the hold-out
+            raise ValueError(f"data.options.{key}: {key} is a key of data itself, which the "
+                             f"training data, the validation hold-out and the checkpoint use; "
+                             f"set data.{key} instead")
     METHODS.check_keywords(config.method, config.method_args, "method_args",
                            reserved=("backbone", "num_classes"))
     BACKBONES.check_keywords(config.backbone, config.backbone_args, "backbone_args")
@@ -235,6 +264,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
 
 
 _AUGMENT_SALT = 0xA06_3E7
+#: Salt of the seed of torch's global generator at the start of a run (dropout).
+_GLOBAL_RNG_SALT = 0x6_10BA1
 
 
 def _warp(augment: AffineAugment, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -565,6 +596,11 @@ def setup(config: Config, out: str | Path, fit_validation: bool = False) -> Trai
         augment = AffineAugment(**config.data.augment)
     except TypeError as exc:
         raise ValueError(f"data.augment accepts rotate, scale, shear, translate: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"data.{exc}") from exc
+    if augment.active and "image_size" not in train_ds.preprocessing:
+        raise ValueError(f"data.augment warps images, but the {config.data.dataset!r} training "
+                         "data are not images (features or text); remove data.augment")
     if val_ds is not None:  # fail now, not after the first training interval
         if fit_validation:
             config, note = _validation_fit(config, val_ds)
@@ -890,7 +926,7 @@ def validation_result(model: FewShotMethod, val_ds: FewShotDataset, config: Conf
     return evaluate(model, val_ds, v.ways, v.shots, v.queries, t.val_episodes,
                     seed=VAL_SEED, episodes_per_batch=v.episodes_per_batch, device=device,
                     amp=amp, within_alphabet=v.within_alphabet, unlabelled=v.unlabelled,
-                    distractors=v.distractors)
+                    distractors=v.distractors, too_small=config.data.too_small)
 
 
 def validate(run: TrainRun, state: TrainState, row: dict[str, Any]) -> bool:
@@ -1029,6 +1065,9 @@ def train(
     Resuming is logged (logger ``relgraph.engine.trainer``, level INFO), and the metrics'
     ``time_s`` goes on from the resumed run's total.
 
+    A fresh run seeds torch's global generator (dropout masks) from ``train.seed``; a resumed
+    one restores it from ``last.pt``.
+
     Faults: the run folder is locked (``out/.lock``) while training, so a second run on it
     refuses; SIGTERM or Ctrl-C stops after the current step with ``last.pt`` saved
     (``"interrupted"`` names the signal); a NaN or infinite loss stops or skips the step
@@ -1063,16 +1102,21 @@ def _loop(run: TrainRun, state: TrainState, resume: bool, progress: bool,
           stop_after: int | None, signals: _StopSignals) -> dict[str, Any]:
     """The body of :func:`train`, holding the run folder's lock."""
     config = run.config
+    t = config.train
     resumed = resume and resume_from_last(run, state)
     if resumed and run.info.is_main:
         logger.info("resuming %s from step %d of %d (%s)", run.out, state.step, config.train.steps,
                     run.out / "last.pt")
+    if not resumed:  # the global generator draws dropout masks: seeded, as a resume restores it
+        torch.manual_seed(episode_seed(t.seed ^ _GLOBAL_RNG_SALT, run.info.rank))
     write_config(run)
     runner = loss_runner(run, state.model)
-    t = config.train
     state_start = state.step
     run_until = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
-    stopped_early = False
+    # a run that stopped early (train.patience) stays stopped when its command runs again
+    stopped_early = bool(resumed and t.patience and state.bad >= t.patience)
+    if stopped_early:
+        run_until = state.step
     # time_s goes on from the resumed run's total (up to its last save: a validation or a stop)
     base_s = state.time_s
     started = time.perf_counter() - base_s

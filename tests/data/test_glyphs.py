@@ -164,11 +164,21 @@ def test_cache_reused(tmp_path: Path) -> None:
     assert torch.equal(first.images, second.images)
     assert first.class_names == second.class_names
     assert first.class_alphabets == second.class_alphabets
-    # a damaged cache file is regenerated
-    first.cache_path.write_bytes(b"not an npz")
-    third = GlyphsDataset(examples_per_class=2, max_classes=12, cache_dir=tmp_path)
-    assert not third.from_cache
-    assert torch.equal(first.images, third.images)
+    # a damaged cache file is regenerated: a foreign one, and a truncated one (a bad zip)
+    whole = first.cache_path.read_bytes()
+    for damaged in (b"not an npz", whole[: len(whole) // 2]):
+        first.cache_path.write_bytes(damaged)
+        third = GlyphsDataset(examples_per_class=2, max_classes=12, cache_dir=tmp_path)
+        assert not third.from_cache
+        assert torch.equal(first.images, third.images)
+
+
+def test_unwritable_cache_warns_and_keeps_the_images(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.warns(UserWarning, match="could not write the glyphs cache"):
+        ds = GlyphsDataset(examples_per_class=2, max_classes=12, cache_dir=not_a_folder)
+    assert not ds.from_cache and len(ds) == 2 * ds.num_classes
 
 
 def test_default_cache_dir_and_image_size(tmp_path: Path,
