@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from relgraph.nn.pairwise import pair_mlp, supports_fused, symmetric_pairs
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["squared_euclidean", "cosine_similarity", "LearnedKernel"]
 
@@ -29,7 +30,9 @@ def squared_euclidean(x: Tensor, y: Tensor | None = None) -> Tensor:
     .. math:: D_{bij} = \\lVert x_{bi} - y_{bj} \\rVert^2
 
     Computed as :math:`\\lVert x\\rVert^2 - 2 x \\cdot y + \\lVert y\\rVert^2` with one batched
-    matrix product, clamped at 0.
+    matrix product, clamped at 0, in float32 (float64 for float64 inputs) even under autocast:
+    in float16 or bfloat16 the cross term cancels against the norms and large distances lose
+    their digits.
 
     Args:
         x: ``[b, n, d]``.
@@ -40,9 +43,11 @@ def squared_euclidean(x: Tensor, y: Tensor | None = None) -> Tensor:
     """
     y = x if y is None else y
     _check(x, y)
-    xx = x.pow(2).sum(-1, keepdim=True)
-    yy = y.pow(2).sum(-1).unsqueeze(1)
-    return (xx - 2 * einsum(x, y, "b i d, b j d -> b i j") + yy).clamp_min_(0)
+    with _full_precision(x):
+        x, y = x.to(compute_dtype(x)), y.to(compute_dtype(x))
+        xx = x.pow(2).sum(-1, keepdim=True)
+        yy = y.pow(2).sum(-1).unsqueeze(1)
+        return (xx - 2 * einsum(x, y, "b i d, b j d -> b i j") + yy).clamp_min_(0)
 
 
 def cosine_similarity(x: Tensor, y: Tensor | None = None, eps: float = 1e-8) -> Tensor:
@@ -51,14 +56,23 @@ def cosine_similarity(x: Tensor, y: Tensor | None = None, eps: float = 1e-8) -> 
     .. math:: S_{bij} = \\frac{x_{bi} \\cdot y_{bj}}{\\max(\\lVert x_{bi}\\rVert
               \\lVert y_{bj}\\rVert, \\epsilon)}
 
+    Computed in float32 (float64 for float64 inputs), also under autocast.
+
     Shapes:
         ``[b, n, d], [b, m, d] -> [b, n, m]``
     """
     y = x if y is None else y
     _check(x, y)
-    xn = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-    yn = y / y.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return einsum(xn, yn, "b i d, b j d -> b i j")
+    with _full_precision(x):
+        x, y = x.to(compute_dtype(x)), y.to(compute_dtype(x))
+        xn = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+        yn = y / y.norm(dim=-1, keepdim=True).clamp_min(eps)
+        return einsum(xn, yn, "b i d, b j d -> b i j")
+
+
+def _full_precision(x: Tensor) -> torch.autocast:
+    """Autocast switched off on ``x``'s device: the kernels' products run in their inputs' type."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def _check(x: Tensor, y: Tensor) -> None:

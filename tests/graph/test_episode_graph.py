@@ -110,6 +110,21 @@ def test_squared_euclidean_and_cosine_reference_values():
         cosine_similarity(x, torch.zeros(1, 2, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernels_keep_float32_under_autocast(dtype):
+    """Large post-ReLU embeddings (as Conv4 at 84 px): in half precision the cross term of
+    ||x||^2 - 2 x.y + ||y||^2 cancels against the norms; the kernels run in float32."""
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(2, 30, 1600)) * 3
+    exact = squared_euclidean(x.double())
+    with torch.autocast("cpu", dtype=dtype):
+        d = squared_euclidean(x)
+        c = cosine_similarity(x)
+    assert d.dtype == torch.float32 and c.dtype == torch.float32
+    assert (d.double() - exact).abs().max() < 0.05  # of ~1e4; half-precision products: 3.8 to 33
+    assert torch.allclose(c.double(), cosine_similarity(x.double()), atol=1e-5)
+
+
 def test_learned_kernel_reference_value():
     k = LearnedKernel(2, hidden=(), out_dim=1, norm=False)
     with torch.no_grad():
