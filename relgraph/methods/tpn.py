@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +15,9 @@ from relgraph.methods.head import RelationalHead
 from relgraph.nn.precision import compute_dtype
 
 __all__ = ["TPN", "knn_graph", "label_propagation"]
+
+#: How the kernel reduces the squared differences over the embedding dimensions.
+DISTANCES = ("mean", "sum")
 
 
 def knn_graph(weights: Tensor, k: int) -> Tensor:
@@ -67,9 +72,16 @@ class TPN(RelationalHead):
     spread from the supports in closed form (:func:`label_propagation`):
 
     .. math::
-        W_{ij} = \\exp\\Big(-\\tfrac12 \\big\\lVert \\tfrac{f(x_i)}{\\sigma_i}
+        W_{ij} = \\exp\\Big(-\\tfrac{1}{2d} \\big\\lVert \\tfrac{f(x_i)}{\\sigma_i}
             - \\tfrac{f(x_j)}{\\sigma_j} \\big\\rVert^2\\Big), \\qquad
         F^* = (I - \\alpha S)^{-1} Y
+
+    ``distance="mean"`` divides the squared distance by the embedding's size ``d``, as the
+    authors' code does (``((a - b) ** 2).mean``); the default ``"sum"`` is the formula above. On
+    large unnormalised embeddings (Conv4 at 84 px: ``d = 1600``) summed distances start near
+    2,000, every weight underflows to 0 and nothing propagates, so no gradient reaches the scale
+    network or the backbone; training then warns and names ``distance="mean"``. Normalised
+    embeddings (e.g. sentence encoders) suit the sum.
 
     The query logits are the rows of :math:`F^*` (the paper's softmax of :math:`F^*`); the
     loss is the cross-entropy over supports and queries, as in the paper.
@@ -84,6 +96,8 @@ class TPN(RelationalHead):
         alpha: propagation strength :math:`\\alpha` (default 0.99, the paper's).
         scale_hidden: hidden width of the scale network :math:`g_\\phi` (default 64).
         embed_dim: embedding size; default ``backbone.out_dim``.
+        distance: ``"sum"`` (default) or ``"mean"`` of the squared differences over the
+            embedding's dimensions.
 
     Shapes:
         :meth:`relate`: graph ``x [b, n, d]`` -> logits ``[b, q, n_way]``.
@@ -94,7 +108,8 @@ class TPN(RelationalHead):
     supports_augment = False
 
     def __init__(self, backbone: nn.Module | None, k: int = 20, alpha: float = 0.99,
-                 scale_hidden: int = 64, embed_dim: int | None = None) -> None:
+                 scale_hidden: int = 64, embed_dim: int | None = None,
+                 distance: str = "sum") -> None:
         super().__init__(backbone)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k (neighbours per node) must be an integer >= 1, got {k!r}")
@@ -102,7 +117,12 @@ class TPN(RelationalHead):
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
         if scale_hidden < 1:
             raise ValueError(f"scale_hidden must be >= 1, got {scale_hidden}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
         d = embedding_size(self.backbone, embed_dim)
+        self.distance = distance
+        self._divisor = float(d) if distance == "mean" else 1.0
+        self._checked = False  # the first training episode's weights, for the warning
         self.k = k
         self.alpha = float(alpha)
         self.scale = nn.Sequential(nn.Linear(d, scale_hidden), nn.ReLU(inplace=True),
@@ -113,7 +133,18 @@ class TPN(RelationalHead):
         x = graph.x.to(compute_dtype(graph.x))
         sigma = F.softplus(self.scale(x)) + 1e-3  # [b, n, 1]
         z = x / sigma
-        weights = knn_graph(torch.exp(-0.5 * squared_euclidean(z)), self.k)
+        distances = squared_euclidean(z) / self._divisor
+        weights = knn_graph(torch.exp(-0.5 * distances), self.k)
+        if self.training and not self._checked:
+            self._checked = True
+            if not bool(weights.any()):
+                typical = float(distances.detach().median())
+                warnings.warn(
+                    "TPN: every edge weight underflows to 0 (squared distances of the scaled "
+                    f"embeddings are about {typical:.3g}): no label propagates and no gradient "
+                    "reaches the scale network or the backbone; for large unnormalised "
+                    "embeddings set method_args.distance=mean (the authors' kernel)",
+                    stacklevel=2)
         seeds = graph.node_labels("zero") * graph.node_weights.unsqueeze(-1)
         return label_propagation(weights, seeds.to(x.dtype), self.alpha)
 
@@ -135,4 +166,5 @@ class TPN(RelationalHead):
         return loss, logits
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, alpha={self.alpha}, {super().extra_repr()}"
+        return (f"k={self.k}, alpha={self.alpha}, distance={self.distance!r}, "
+                f"{super().extra_repr()}")

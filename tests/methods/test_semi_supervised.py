@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from helpers import make_tiny_data
@@ -202,6 +204,32 @@ def test_tpn_arguments():
         build_method("tpn", None, embed_dim=4, k=0)
     with pytest.raises(ValueError, match="unlabelled must be one of"):
         build_method("protonet", None, unlabelled="kmeans")
+    with pytest.raises(ValueError, match="distance must be one of"):
+        build_method("tpn", None, embed_dim=4, distance="l2")
+
+
+def test_tpn_mean_distance_keeps_large_embeddings_alive():
+    """Summed over 1,600 unnormalised dimensions (Conv4 at 84 px) every Gaussian weight
+    underflows: no propagation, no gradient, and a warning that names distance=mean; the
+    authors' mean distance trains."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(1, 5, 1, 1600, generator=g)
+    x = (3 * (centers + 0.5 * torch.randn(1, 5, 4, 1600, generator=g)).relu()).reshape(1, 20, 1600)
+    labels = torch.arange(5).repeat_interleave(4).reshape(1, 20)
+    support, query = x[:, ::4], x[:, [i for i in range(20) if i % 4]]
+    s_labels, q_labels = labels[:, ::4], labels[:, [i for i in range(20) if i % 4]]
+    episode = Episode(support, s_labels, query, q_labels, torch.arange(5)[None], n_way=5,
+                      k_shot=1)
+    for distance, alive in (("sum", False), ("mean", True)):
+        torch.manual_seed(0)
+        model = build_method("tpn", None, embed_dim=1600, distance=distance).train()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss, _ = model.loss(episode)
+        loss.backward()
+        grad = sum(float(p.grad.abs().sum()) for p in model.scale.parameters())
+        warned = any("distance=mean" in str(w.message) for w in caught)
+        assert (grad > 0) == alive and warned == (not alive), (distance, grad, warned)
 
 
 def test_random_query_counts_keep_the_first_queries_of_each_class(tmp_path):
