@@ -28,6 +28,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from relgraph.nn.precision import compute_dtype
 from relgraph.registry import Registry
 
 __all__ = [
@@ -289,7 +290,8 @@ class DeltaVAE(Hallucinator):
 
         0 when the episodes hold no two examples of one class.
         """
-        x = torch.cat([support, query], dim=1).detach().float()
+        x = torch.cat([support, query], dim=1).detach()
+        x = x.to(compute_dtype(x))  # float32 under autocast, float64 stays
         labels = torch.cat([support_labels, query_labels], dim=1)
         e, i, j = same_class_pairs(labels)
         if e.numel() == 0:
@@ -378,8 +380,9 @@ class GANHallucinator(Hallucinator):
         if self.critic is None or self.adv_weight == 0:
             return support.new_zeros(())
         n_way = int(support_labels.max()) + 1
-        real = rearrange(torch.cat([support, query], dim=1).detach().float(), "b n d -> (b n) d")
-        fake, _ = self(support.detach().float(), support_labels, n_way, self.adv_per_class,
+        dtype = compute_dtype(support)  # float32 under autocast, float64 stays
+        real = rearrange(torch.cat([support, query], dim=1).detach().to(dtype), "b n d -> (b n) d")
+        fake, _ = self(support.detach().to(dtype), support_labels, n_way, self.adv_per_class,
                        generator)
         fake = rearrange(fake, "b g d -> (b g) d")
         d_real = self.critic(real)

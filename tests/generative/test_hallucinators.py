@@ -389,3 +389,21 @@ def test_resume_with_augmentation_is_exact(tmp_path):
     assert a.keys() == b.keys() and any(k.startswith("support_generator.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("augment", [{"hallucinator": "vae", "per_class": 2},
+                                     {"hallucinator": "gan", "per_class": 2, "critic": True}])
+def test_hallucinator_losses_run_in_float64(augment):
+    """A float64 model (``model.double()``, as the heads' float64 checks use) trains with its
+    hallucinator: the auxiliary losses read the features in the model's type."""
+    torch.manual_seed(0)
+    n, k, q, d = 3, 2, 2, 8
+    labels = torch.arange(n)
+    support = torch.randn(1, n * k, d, dtype=torch.float64)
+    query = torch.randn(1, n * q, d, dtype=torch.float64)
+    episode = Episode(support, labels.repeat_interleave(k)[None], query,
+                      labels.repeat_interleave(q)[None], labels[None], n_way=n, k_shot=k)
+    model = build_method("protonet", None, embed_dim=d, augment=augment).double().train()
+    loss, logits = model.loss(episode)
+    loss.backward()
+    assert logits.dtype == torch.float64 and torch.isfinite(loss)
