@@ -51,14 +51,18 @@ def _metric_edges(edges: Tensor, support: Tensor, query: Tensor, labels: Tensor,
                   weights: Tensor | None) -> Tensor:
     """``edges [b, n, m, 2]`` with every query-support edge set to ProtoNet's probability of
     the support's class for that query (embeddings ``support [b, s, d]``, ``query [b, q, d]``,
-    support ``labels [b, s]``, support ``weights [b, s]`` or ``None``)."""
+    support ``labels [b, s]``, support ``weights [b, s]`` or ``None``). In a transductive graph
+    (``m = n``) the support-query edges get the same values: edge labels are symmetric."""
     s = support.shape[1]
     protos = prototypes(support, labels, n_way, weights)  # [b, c, d]
     probs = torch.softmax(-squared_euclidean(query, protos), dim=-1)  # [b, q, c]
     sim = probs.gather(-1, labels.unsqueeze(1).expand(-1, probs.shape[1], -1))  # [b, q, s]
     sim = sim.to(edges.dtype)
     edges = edges.clone()
-    edges[:, -query.shape[1]:, :s] = torch.stack([sim, 1.0 - sim], dim=-1)  # query rows
+    pairs = torch.stack([sim, 1.0 - sim], dim=-1)  # [b, q, s, 2]
+    edges[:, -query.shape[1]:, :s] = pairs  # query rows
+    if edges.shape[2] > s:  # transductive: the support rows' query columns, e_ij = e_ji
+        edges[:, :s, -query.shape[1]:] = pairs.transpose(1, 2)
     return edges
 
 

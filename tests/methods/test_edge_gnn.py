@@ -310,3 +310,21 @@ def test_metric_edge_init_gives_protonet_when_the_edge_mlps_are_constant(support
     with pytest.raises(ValueError, match="edge_init"):
         tiny_model(edge_init="cosine")
     assert "edge_init='uniform'" in repr(model)
+
+
+def test_metric_edge_init_is_symmetric_in_a_transductive_graph():
+    """Edge labels are symmetric (e_ij = e_ji): with all [n, n] edges, the support->query
+    edges start at the same ProtoNet probabilities as the query->support ones."""
+    from relgraph.methods.edge_gnn import _metric_edges
+
+    ep = feature_episode([0, 1, 2], n_query=4, n_way=3)
+    graph = EpisodeGraph.build(ep.support, ep.support_labels, ep.query, ep.n_way,
+                               transductive=True)
+    s, q = ep.support.shape[1], ep.query.shape[1]
+    edges = _metric_edges(initial_edges(graph), ep.support, ep.query, ep.support_labels,
+                          ep.n_way, None)
+    assert torch.equal(edges, edges.transpose(1, 2))
+    assert not torch.allclose(edges[:, -q:, :s], torch.full_like(edges[:, -q:, :s], 0.5))
+    inductive = _metric_edges(initial_edges(graph, senders=s), ep.support, ep.query,
+                              ep.support_labels, ep.n_way, None)
+    assert torch.equal(inductive, edges[:, :, :s])
