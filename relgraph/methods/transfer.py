@@ -32,6 +32,12 @@ __all__ = ["Baseline", "BaselinePlusPlus", "FineTune"]
 HEADS = ("logistic", "centroid")
 
 
+def cosine_scale(num_classes: int) -> float:
+    """Chen et al.'s (2019) fixed scale of a cosine classifier over ``num_classes`` classes: 2
+    for at most 200, else 10 (a softmax over more classes needs larger logits)."""
+    return 2.0 if num_classes <= 200 else 10.0
+
+
 def _global_labels(episode: Episode, labels: Tensor) -> Tensor:
     """Dataset classes ``[b, m]`` of episode labels ``[b, m]``."""
     return episode.class_ids.gather(1, labels)
@@ -68,8 +74,12 @@ class Baseline(FewShotMethod):
         backbone: the encoder; must expose ``out_dim``.
         num_classes: training classes ``C`` (passed by the training loop).
         classifier: ``"linear"`` (Baseline, default) or ``"cosine"`` (Baseline++).
-        scale: cosine logit scale :math:`s`; default ``None`` follows Chen et al.: 2 for
-            features of at most 200 dimensions, else 10.
+        scale: cosine logit scale :math:`s` of pre-training; default ``None`` follows Chen
+            et al.'s rule on the classifier's number of classes (their ``distLinear``): 2 for
+            at most 200 classes, else 10 (e.g. Omniglot's thousands of training classes).
+        head_scale: the scale of the per-episode cosine head; default ``None``: the same rule
+            on the episode's ``n`` classes (2 for any usual ``n``), as Chen et al.'s
+            fine-tuning builds a new ``distLinear`` over the ``n`` classes.
         head: ``"logistic"`` or ``"centroid"``.
         head_steps: gradient steps of the per-episode head. Default ``100`` (Chen et al.).
         head_lr: their step size. Default ``1.0``.
@@ -86,7 +96,8 @@ class Baseline(FewShotMethod):
 
     def __init__(self, backbone: nn.Module, num_classes: int, classifier: str | None = None,
                  scale: float | None = None, head: str = "logistic", head_steps: int = 100,
-                 head_lr: float = 1.0, head_weight_decay: float = 0.0) -> None:
+                 head_lr: float = 1.0, head_weight_decay: float = 0.0,
+                 head_scale: float | None = None) -> None:
         super().__init__(backbone)
         classifier = classifier or self.default_classifier
         if classifier not in ("linear", "cosine"):
@@ -105,7 +116,12 @@ class Baseline(FewShotMethod):
                              "relgraph.backbones.BackboneAdapter")
         self.num_classes = num_classes
         self.cosine = classifier == "cosine"
-        self.scale = float(scale) if scale is not None else (2.0 if out_dim <= 200 else 10.0)
+        for name, value in (("scale", scale), ("head_scale", head_scale)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None for Chen et al.'s rule), got "
+                                 f"{value}")
+        self.scale = float(scale) if scale is not None else cosine_scale(num_classes)
+        self.head_scale = None if head_scale is None else float(head_scale)
         self.classifier = nn.Linear(out_dim, num_classes, bias=not self.cosine)
         self.head = head
         self.head_steps = head_steps
@@ -113,8 +129,15 @@ class Baseline(FewShotMethod):
         self.head_weight_decay = head_weight_decay
 
     def extra_repr(self) -> str:
+        head_scale = "rule" if self.head_scale is None else self.head_scale
         return (f"classifier={'cosine' if self.cosine else 'linear'}, scale={self.scale}, "
-                f"head={self.head!r}, head_steps={self.head_steps}, {super().extra_repr()}")
+                f"head_scale={head_scale}, head={self.head!r}, head_steps={self.head_steps}, "
+                f"{super().extra_repr()}")
+
+    def episode_scale(self, n_way: int) -> float:
+        """Scale of the per-episode cosine head over ``n_way`` classes: ``head_scale``, else
+        :func:`cosine_scale` of ``n_way``."""
+        return self.head_scale if self.head_scale is not None else cosine_scale(n_way)
 
     def class_logits(self, z: Tensor) -> Tensor:
         """Pre-training logits over all training classes: ``[..., d] -> [..., C]``."""
@@ -153,13 +176,14 @@ class Baseline(FewShotMethod):
         if self.head == "centroid":
             return fit_linear_head(support, labels, n_way, 0, self.head_lr, cosine=True)
         return fit_linear_head(support, labels, n_way, self.head_steps, self.head_lr,
-                               cosine=self.cosine, scale=self.scale,
+                               cosine=self.cosine, scale=self.episode_scale(n_way),
                                weight_decay=self.head_weight_decay)
 
     def head_logits(self, query: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         """Logits ``[b, q, n]`` of prepared query features ``[b, q, d]`` under the heads."""
         cosine = self.cosine or self.head == "centroid"
-        return linear_head_logits(query, weight, bias, cosine, self.scale)
+        return linear_head_logits(query, weight, bias, cosine,
+                                  self.episode_scale(weight.shape[1]))
 
     def forward(self, episode: Episode) -> Tensor:
         with torch.no_grad():  # frozen features
@@ -213,7 +237,7 @@ class FineTune(Baseline):
         backbone: the encoder.
         num_classes: training classes (passed by the training loop).
         classifier, scale, head: as in :class:`Baseline`.
-        head_steps, head_lr, head_weight_decay: as in :class:`Baseline`.
+        head_steps, head_lr, head_weight_decay, head_scale: as in :class:`Baseline`.
         finetune_steps: joint backbone + head steps per episode. Default ``5``.
         finetune_lr: their step size :math:`\\eta`. Default ``0.01``.
     """
@@ -224,9 +248,9 @@ class FineTune(Baseline):
     def __init__(self, backbone: nn.Module, num_classes: int, classifier: str | None = None,
                  scale: float | None = None, head: str = "logistic", head_steps: int = 100,
                  head_lr: float = 1.0, head_weight_decay: float = 0.0, finetune_steps: int = 5,
-                 finetune_lr: float = 0.01) -> None:
+                 finetune_lr: float = 0.01, head_scale: float | None = None) -> None:
         super().__init__(backbone, num_classes, classifier, scale, head, head_steps, head_lr,
-                         head_weight_decay)
+                         head_weight_decay, head_scale)
         if finetune_steps < 0 or finetune_lr <= 0:
             raise ValueError(f"expected finetune_steps >= 0 and finetune_lr > 0, got "
                              f"{finetune_steps} and {finetune_lr}")

@@ -57,10 +57,29 @@ def test_methods_with_a_classifier_need_num_classes():
 
 def test_baseline_pp_uses_a_cosine_classifier():
     model = build_method("baseline_pp", conv4(), num_classes=12)
-    assert model.cosine and model.classifier.bias is None and model.scale == 2.0  # d = 8
+    assert model.cosine and model.classifier.bias is None and model.scale == 2.0  # 12 classes
     z = torch.randn(3, 8)
     expected = 2.0 * F.normalize(z, dim=-1) @ F.normalize(model.classifier.weight, dim=-1).T
     assert torch.allclose(model.class_logits(z), expected, atol=1e-6)
+
+
+def test_baseline_pp_scales_follow_chen_et_al_on_the_number_of_classes():
+    """Their distLinear: scale 2 for at most 200 output classes, else 10 (Omniglot's
+    thousands of training classes); the per-episode head is a new one over the n classes."""
+    many = build_method("baseline_pp", conv4(), num_classes=4112)
+    assert many.scale == 10.0 and many.episode_scale(5) == 2.0 and many.episode_scale(201) == 10
+    wide = build_backbone("conv4", in_channels=1, image_size=84, hidden=8, out_channels=64)
+    assert wide.out_dim == 1600  # miniImageNet's 64 classes: 2, whatever the feature size
+    assert build_method("baseline_pp", wide, num_classes=64).scale == 2.0
+    fixed = build_method("baseline_pp", conv4(), num_classes=64, scale=4, head_scale=3)
+    assert fixed.scale == 4.0 and fixed.episode_scale(5) == 3.0
+    with pytest.raises(ValueError, match="head_scale must be > 0"):
+        build_method("baseline_pp", conv4(), num_classes=64, head_scale=0)
+    # the head's logits use the episode scale: 5-way logits of centroids are 2 * cosine
+    model = build_method("baseline_pp", conv4(), num_classes=4112, head_steps=0).eval()
+    ep = make_episode()
+    logits = model(ep)
+    assert logits.abs().max() <= 2.0 + 1e-5
 
 
 @pytest.mark.parametrize("name", ["baseline", "baseline_pp"])
