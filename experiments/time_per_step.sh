@@ -13,8 +13,12 @@ for config in "$@"; do
   for n in 40 120; do
     sed -E "s/\bsteps: [0-9]+/steps: $n/; s/\bval_every: [0-9]+/val_every: $n/" "$config" \
       > "$tmp/$name.yaml"
-    OMP_NUM_THREADS=${THREADS:-2} "${PYTHON:-python3}" -m relgraph.cli train --config "$tmp/$name.yaml" --out "$tmp/$name-$n" \
-      > "$tmp/$name-$n.log" 2>&1
+    if ! OMP_NUM_THREADS=${THREADS:-2} "${PYTHON:-python3}" -m relgraph.cli train --config "$tmp/$name.yaml" --out "$tmp/$name-$n" \
+      > "$tmp/$name-$n.log" 2>&1; then
+      echo "time_per_step.sh: training $config for $n steps failed:" >&2
+      tail -5 "$tmp/$name-$n.log" >&2
+      exit 1
+    fi
     t[$n]=$(tail -1 "$tmp/$name-$n/metrics.csv" | cut -d, -f7)
   done
   "${PYTHON:-python3}" -c "import sys; a, b = map(float, sys.argv[2:]); print(f'{sys.argv[1]}: 40 steps {a:.1f} s, 120 steps {b:.1f} s, {(b - a) / 80:.3f} s/step')" \

@@ -452,7 +452,9 @@ def benchmark(
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"expected steps >= 1 and warmup >= 0, got {steps} and {warmup}")
-    device = torch.device(device)
+    from relgraph.engine.distributed import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if amp is not None and amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
     if amp == "float16" and device.type == "cpu":

@@ -49,11 +49,19 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                     ) -> dict[str, Any]:
     """Read a relgraph checkpoint safely (no arbitrary code runs: ``weights_only=True``).
 
+    ``path`` is a checkpoint file or a run folder (its ``checkpoint.pt``).
+
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a relgraph checkpoint, or is damaged.
     """
     path = Path(path)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"{path} is a folder without a checkpoint.pt; pass a run "
+                                    "folder written by 'relgraph train --out DIR' or its "
+                                    "checkpoint.pt")
+        path = path / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; pass the checkpoint.pt written "
                                 "by 'relgraph train --out DIR'")

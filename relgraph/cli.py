@@ -25,7 +25,7 @@ import re
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True,
     p.add_argument("--alphabets", metavar="A,B,...",
                    help="keep only these alphabets (comma separated)")
     p.add_argument("--split", help=split_help)
-    p.add_argument("--image-size", type=int, help="image side length")
+    p.add_argument("--image-size", type=_at_least(1), help="image side length")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="dataset option, e.g. --option skip_bad=true or --option download=true "
                         "(repeatable; see the dataset's docs)")
@@ -121,7 +121,10 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _dataset_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from relgraph.data.catalog import DATASETS
+
     kwargs: dict[str, Any] = _key_values(getattr(args, "option", None), "--option")
+    DATASETS.check_keywords(args.dataset, kwargs, "--option", reserved=("roots", "alphabets"))
     if getattr(args, "split", None):
         kwargs["split"] = args.split
     if getattr(args, "image_size", None):
@@ -166,7 +169,6 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     overrides.update({f"data.options.{k}": v
                       for k, v in _key_values(args.option, "--option").items()})
-    overrides.update(_key_values(args.set, "--set"))
     return overrides
 
 
@@ -194,15 +196,50 @@ def _validation_defaults(args: argparse.Namespace, config: Any) -> tuple[Any, bo
     return config, True
 
 
+def _own_splits(config: Any) -> Any:
+    """Without a config file and without any split, hold-out or alphabet setting, train on a
+    dataset's own training split where it has one, so that ``evaluate``'s default (the test
+    split) scores classes the model never saw: ``glyphs`` trains on ``train`` and validates on
+    ``val``; other datasets with splits get a warning naming the flags."""
+    from relgraph.data.catalog import DATASETS
+    from relgraph.registry import accepted_keywords
+
+    d = config.data
+    if d.split or d.val_split or d.val_alphabets or d.alphabets:
+        return config
+    keywords = accepted_keywords(DATASETS.get(d.dataset))
+    if keywords is None or "split" not in keywords:
+        return config
+    if d.dataset == "glyphs":  # its train / val / test alphabets
+        print("relgraph train: training on the glyphs train split, validating on its val "
+              "split (its test split stays unseen; --split all trains on every class)",
+              file=sys.stderr)
+        return config.override({"data.split": "train", "data.val_split": "val"})
+    print(f"relgraph train: warning: training on every class of {d.dataset}, its test split "
+          "included, so evaluate's default (the test split) would score training classes; "
+          "pass --split train (and --set data.val_split=val) to keep them unseen",
+          file=sys.stderr)
+    return config
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``relgraph train``: train from a config (and ``--set`` overrides) into ``--out``;
     0 on success."""
     from relgraph.engine import load_config, train
 
     config = load_config(args.config, _train_overrides(args))
+    # --set after the flags; ``--set KEY=null`` clears a value
+    config = config.override(_key_values(args.set, "--set"), keep_none=True)
+    if not args.config:
+        config = _own_splits(config)
     if args.episodes is not None:
         per = config.train.episodes_per_batch
-        config = config.override({"train.steps": max(1, args.episodes // per)})
+        if args.steps is not None:
+            raise ValueError("--episodes and --steps both set the training length; pass one")
+        if args.episodes % per:
+            raise ValueError(f"--episodes {args.episodes} is not a multiple of "
+                             f"train.episodes_per_batch={per}; pass a multiple, or --steps")
+        config = config.override({"train.steps": args.episodes // per})
     config, fit = _validation_defaults(args, config)
     result = train(config, args.out, resume=not args.no_resume, progress=not args.no_progress,
                    stop_after=args.stop_after, fit_validation=fit)
@@ -217,7 +254,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                if best.get("val_ci95") is not None else "n/a")
         print(f"training {status} at step {result['step']}; best validation accuracy {val} "
               f"at step {best['step']}")
-        print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.csv, curves.png, config.yaml")
+        out = Path(args.out)
+        written = [name for name in ("checkpoint.pt", "last.pt", "metrics.csv", "curves.png",
+                                     "config.yaml") if (out / name).is_file()]
+        print(f"wrote {out}: {', '.join(written)}")
     if result.get("interrupted"):
         return 128 + signal.Signals[result["interrupted"]].value
     return 0
@@ -257,7 +297,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with its 95% CI); 0 on success."""
     from relgraph.data.base import dataset_polarity
     from relgraph.engine import evaluate, load_model, resolve_device
-    from relgraph.predict import dataset_for_checkpoint
+    from relgraph.predict import dataset_for_checkpoint, seen_in_training
     from relgraph.utils import atomic_write_text
 
     device = resolve_device(args.device)
@@ -269,9 +309,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, ckpts = load_ensemble([_checkpoint_file(c) for c in args.checkpoint],
                                      device=device, combine=args.combine)
         ckpt = ckpts[0]  # the members read the same inputs (checked); eval defaults: the first
+    members = [ckpt] if len(args.checkpoint) == 1 else ckpts
     checkpoint = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
     pre = ckpt["preprocessing"]
     ev = ckpt["config"].get("eval", {})
+    if args.image_size is not None and args.image_size != pre.get("image_size"):
+        raise ValueError(f"--image-size {args.image_size}: this model reads "
+                         f"{pre.get('image_size')} px inputs (its checkpoint's preprocessing), "
+                         "and evaluate resizes every image to that; leave --image-size out")
     if args.omniglot_runs:
         import torch
 
@@ -317,6 +362,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   f"(mean intensity {got['mean_intensity']:.2f}) but the model was trained on "
                   f"{pre['polarity']} images (mean {pre.get('mean_intensity', float('nan')):.2f});"
                   " for a folder dataset pass --option invert=true (or false)", file=sys.stderr)
+        seen = sorted({n for c in members for n in seen_in_training(c, ds)})
+        if seen:
+            print(f"relgraph evaluate: warning: {len(seen)} of the evaluated classes were "
+                  f"training classes of this model (e.g. {', '.join(seen[:3])}): a score on "
+                  "them is not a score on new classes; evaluate classes it never trained on "
+                  "(--split test, or other alphabets or roots)", file=sys.stderr)
         ways = args.ways or ev.get("ways", 5)
         shots = args.shots or ev.get("shots", 1)
         queries = args.queries or ev.get("queries", 15)
@@ -328,7 +379,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.update({"image_size": pre.get("image_size"), "dataset": args.dataset,
                        "split": split or ("all classes of the given alphabets" if alphabets
                                           else "all classes"),
-                       "classes": ds.num_classes,
+                       "classes": ds.num_classes, "classes_seen_in_training": len(seen),
                        "roots": args.root, "checkpoint": checkpoint})
         where = (f"{split} split" if split else
                  f"alphabets {args.alphabets}" if alphabets else "all classes")
@@ -428,6 +479,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (a 0 or negative count is a usage error, not a
+    silent default or a traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``relgraph`` command."""
     from relgraph import __version__
@@ -454,16 +521,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="registered method, e.g. protonet")
     p.add_argument("--backbone", help="registered backbone, e.g. conv4")
     _add_data_args(p, required=False)
-    p.add_argument("--ways", type=int, help="classes per training episode")
-    p.add_argument("--shots", type=int, help="support examples per class")
-    p.add_argument("--queries", type=int, help="query examples per class")
-    p.add_argument("--episodes", type=int,
+    p.add_argument("--ways", type=_at_least(1), help="classes per training episode")
+    p.add_argument("--shots", type=_at_least(1), help="support examples per class")
+    p.add_argument("--queries", type=_at_least(1), help="query examples per class")
+    p.add_argument("--episodes", type=_at_least(1),
                    help="training episodes in all (steps = episodes / episodes_per_batch)")
-    p.add_argument("--steps", type=int,
+    p.add_argument("--steps", type=_at_least(1),
                    help="optimisation steps (more than a finished run in --out has: it "
                         "continues that run to the larger budget)")
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--val-every", type=int, help="validate every this many steps")
+    p.add_argument("--val-every", type=_at_least(1), help="validate every this many steps")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -471,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, curves)")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if OUT/last.pt exists")
-    p.add_argument("--stop-after", type=int, help="run at most this many steps now, then pause")
+    p.add_argument("--stop-after", type=_at_least(1),
+                   help="run at most this many steps now, then pause")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_import_arg(p)
     p.set_defaults(func=cmd_train)
@@ -489,22 +557,23 @@ def build_parser() -> argparse.ArgumentParser:
         "'all' for every class)"))
     p.add_argument("--omniglot-runs", metavar="DIR",
                    help="score on Lake et al.'s 20 one-shot runs (runNN folders) instead")
-    p.add_argument("--ways", type=int, help="classes per episode (default: the checkpoint's)")
-    p.add_argument("--shots", type=int, help="support examples per class")
-    p.add_argument("--queries", type=int, help="queries per class")
-    p.add_argument("--episodes", type=int, default=1000,
+    p.add_argument("--ways", type=_at_least(1),
+                   help="classes per episode (default: the checkpoint's)")
+    p.add_argument("--shots", type=_at_least(1), help="support examples per class")
+    p.add_argument("--queries", type=_at_least(1), help="queries per class")
+    p.add_argument("--episodes", type=_at_least(1), default=1000,
                    help="evaluation episodes (default 1000; 600 and 10000 are common)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     p.add_argument("--within-alphabet", action="store_true",
                    help="draw every episode's classes from a single alphabet")
-    p.add_argument("--tta", type=int, default=1, metavar="VIEWS",
+    p.add_argument("--tta", type=_at_least(1), default=1, metavar="VIEWS",
                    help="test-time augmentation: average each image's embedding over this many "
                         "fixed small warps (1 = off; per image, so inductive stays inductive)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--unlabeled", type=int, default=0, metavar="U",
+    p.add_argument("--unlabeled", type=_at_least(0), default=0, metavar="U",
                    help="semi-supervised episodes: U unlabelled examples of each episode class "
                         "(default 0; the supports and queries stay the same)")
-    p.add_argument("--distractors", type=int, default=0, metavar="D",
+    p.add_argument("--distractors", type=_at_least(0), default=0, metavar="D",
                    help="and U unlabelled examples of each of D distractor classes (default 0)")
     p.add_argument("--random-queries", action="store_true",
                    help="keep a random number of queries per class in each episode (1 to "
@@ -575,18 +644,21 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", parents=[common], help="episodes per second and peak memory of a method")
     p.add_argument("--method", required=True, help="registered method, e.g. protonet")
     p.add_argument("--backbone", default="conv4", help="registered backbone (default: conv4)")
-    p.add_argument("--ways", type=int, default=5, help="classes per episode (default 5)")
-    p.add_argument("--shots", type=int, default=1, help="support examples per class (default 1)")
-    p.add_argument("--queries", type=int, default=15, help="queries per class (default 15)")
-    p.add_argument("--batch", type=int, default=1, help="episodes per step (default 1)")
-    p.add_argument("--image-size", type=int, default=28, help="image side (default 28)")
-    p.add_argument("--channels", type=int, default=1, help="image channels (default 1)")
+    p.add_argument("--ways", type=_at_least(1), default=5, help="classes per episode (default 5)")
+    p.add_argument("--shots", type=_at_least(1), default=1,
+                   help="support examples per class (default 1)")
+    p.add_argument("--queries", type=_at_least(1), default=15,
+                   help="queries per class (default 15)")
+    p.add_argument("--batch", type=_at_least(1), default=1, help="episodes per step (default 1)")
+    p.add_argument("--image-size", type=_at_least(1), default=28, help="image side (default 28)")
+    p.add_argument("--channels", type=_at_least(1), default=1, help="image channels (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps, medians (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--steps", type=_at_least(1), default=10,
+                   help="timed steps, medians (default 10)")
+    p.add_argument("--warmup", type=_at_least(0), default=2, help="untimed steps first (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and images")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--features", type=int, metavar="D",
+    p.add_argument("--features", type=_at_least(1), metavar="D",
                    help="time the relational head alone on one graph of random D-dim features "
                         "(no backbone: forward, loss, backward and Adam step of the head)")
     p.add_argument("--amp", choices=("bfloat16", "float16"),
@@ -625,6 +697,10 @@ _HINTS: list[tuple[str, str, str]] = [
 
 def _for_the_command_line(message: str, command: str) -> str:
     """``message`` on one line, with Python-argument hints replaced by flags."""
+    if command == "predict":  # no dataset options there: the support folder must be clean
+        message = re.sub(r" \(or pass skip_bad=True[^)]*\)", "", message)
+        message = re.sub(r"(remove it )?or pass skip_bad=True",
+                         "remove it from the support or query folder", message)
     for pattern, train, other in _HINTS:
         message = re.sub(pattern, train if command == "train" else other, message)
     return " ".join(str(message).split())

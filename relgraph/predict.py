@@ -12,14 +12,17 @@ from typing import Any
 import torch
 
 from relgraph.data import Episode, ImageFolderDataset, build_dataset, resize_images
-from relgraph.data.base import ink_polarity
+from relgraph.data.base import base_class_names, ink_polarity
+from relgraph.data.catalog import DATASETS
 from relgraph.data.folder import is_ignored
 from relgraph.data.io import decode_image, is_image_file
 from relgraph.methods import FewShotMethod
+from relgraph.registry import accepted_keywords
 from relgraph.utils import atomic_write_text
 
 __all__ = ["predict_folder", "predict_features", "predict_texts", "text_encoder_of",
-           "dataset_for_checkpoint", "write_predictions", "polarity_mismatch"]
+           "dataset_for_checkpoint", "write_predictions", "polarity_mismatch",
+           "seen_in_training"]
 
 #: Datasets whose checkpoints read texts (:mod:`relgraph.data.text`).
 TEXT_DATASETS = ("clinc150", "banking77", "fewrel")
@@ -65,7 +68,29 @@ def dataset_for_checkpoint(name: str, roots: list[str], preprocessing: dict[str,
                       max_len=int(preprocessing["max_len"]))
     if preprocessing.get("encoder") == "wordpiece":  # a fine-tuned MiniLM: its ids and length
         kwargs.update(encoder="wordpiece", max_len=int(preprocessing["max_len"]))
+    DATASETS.check_keywords(name, options, "--option", reserved=("roots", "alphabets"))
+    accepted = accepted_keywords(DATASETS.get(name))
+    foreign = sorted(k for k in kwargs if accepted is not None and k not in accepted)
+    if foreign:
+        raise ValueError(f"this model was trained on {preprocessing.get('dataset', 'other')} "
+                         f"inputs ({', '.join(foreign)}), which the {name!r} dataset does not "
+                         "read; evaluate it on data of the kind it was trained on")
     return build_dataset(name, roots, alphabets=alphabets, **{**kwargs, **options})
+
+
+def seen_in_training(checkpoint: dict[str, Any], dataset: Any) -> list[str]:
+    """The classes of ``dataset`` that the checkpoint's model trained on (rotations ignored):
+    a few-shot score on them measures memory, not learning from a few examples.
+
+    Empty for a checkpoint that did not record its training classes (written before
+    2026-12-06) and for disjoint classes.
+
+    Args:
+        checkpoint: a loaded ``checkpoint.pt`` (its ``"train_classes"``).
+        dataset: the :class:`~relgraph.data.FewShotDataset` to be scored.
+    """
+    trained = set(checkpoint.get("train_classes") or ())
+    return [n for n in base_class_names(dataset.class_names) if n in trained]
 
 
 def _query_files(folder: Path) -> list[Path]:

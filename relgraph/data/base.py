@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "base_class_names",
     "ink_polarity",
     "dataset_polarity",
     "FewShotDataset",
@@ -276,6 +277,21 @@ class ClassSubset(FewShotDataset):
         if _reads_its_own_way(self, ClassSubset):
             return None
         return self.dataset.storage_index(self.indices[indices.reshape(-1)])
+
+
+#: The suffix :class:`RotatedClasses` gives a rotated copy's class name.
+_ROTATION_SUFFIX = re.compile(r"/rot\d{3}$")
+
+
+def base_class_names(names: Sequence[str]) -> list[str]:
+    """Class names without :class:`RotatedClasses`' ``/rotDDD`` suffix, unique and sorted:
+    the characters (or classes) behind a possibly rotated set of classes.
+
+    Example:
+        >>> base_class_names(["a/x/rot000", "a/x/rot090", "b/y"])
+        ['a/x', 'b/y']
+    """
+    return sorted({_ROTATION_SUFFIX.sub("", n) for n in names})
 
 
 class RotatedClasses(FewShotDataset):

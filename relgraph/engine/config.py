@@ -130,9 +130,9 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this value (0: off).
         within_alphabet: draw all classes of a training episode from one alphabet (harder
             episodes, as in the Omniglot challenge; needs a dataset with alphabets).
-        init_from: start the backbone from the weights of another run's ``checkpoint.pt``
-            (e.g. a ProtoNet run, before training a relational head on top); its backbone
-            must have the same architecture. ``None``: random initialisation.
+        init_from: start the backbone from the weights of another run's ``checkpoint.pt`` or
+            run folder (e.g. a ProtoNet run, before training a relational head on top); its
+            backbone must have the same architecture. ``None``: random initialisation.
         backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (the
             rest of the model uses ``lr``); below 1 keeps a pre-trained backbone (see
             ``init_from``) close to its start while a relational head learns on top. 0 freezes
@@ -233,15 +233,20 @@ class Config:
         """
         return _from_dict(cls, data or {}, "")
 
-    def override(self, dotted: dict[str, Any]) -> Config:
-        """A copy with ``{"train.lr": 0.01, ...}`` values replaced (``None`` values skipped).
+    def override(self, dotted: dict[str, Any], keep_none: bool = False) -> Config:
+        """A copy with ``{"train.lr": 0.01, ...}`` values replaced.
 
-        The result goes through the same checks as :meth:`from_dict`, so ``--set`` values
-        (strings parsed by YAML) are checked and coerced like those of a config file.
+        ``None`` values are skipped (a flag not given), unless ``keep_none``: then they are set
+        (``--set train.init_from=null`` clears a value). A mapping given for a whole section
+        (``{"train": {"lr": 0.01}}``) updates the keys it names and keeps the others; a free-form
+        mapping (``method_args``, ``backbone_args``, ``data.options``, ``data.augment``) is
+        replaced as given. The result goes through the same checks as :meth:`from_dict`, so
+        ``--set`` values (strings parsed by YAML) are checked and coerced like those of a
+        config file.
         """
         data = self.to_dict()
         for key, value in dotted.items():
-            if value is None:
+            if value is None and not keep_none:
                 continue
             node = data
             parts = key.split(".")
@@ -251,12 +256,13 @@ class Config:
                     raise ValueError(f"unknown config key {key!r}: {part!r} is not a section; "
                                      f"sections here: {', '.join(sections)}")
                 node = node[part]
-            free_form = len(parts) >= 2 and parts[-2] in ("method_args", "backbone_args",
-                                                          "options", "augment")
+            free_form = len(parts) >= 2 and parts[-2] in _FREE_FORM
             if parts[-1] not in node and not free_form:
                 raise ValueError(f"unknown config key {key!r}; valid keys here: "
                                  f"{', '.join(sorted(node))}")
-            node[parts[-1]] = value
+            section = (isinstance(value, dict) and isinstance(node.get(parts[-1]), dict)
+                       and not free_form and parts[-1] not in _FREE_FORM)
+            node[parts[-1]] = {**node[parts[-1]], **value} if section else value
         return Config.from_dict(data)
 
 
@@ -369,6 +375,10 @@ def _check_limits(value: Any, limits: typing.Mapping[str, Any], key: str) -> Any
         wanted = " and ".join(f"{op} {bound}" for op, bound, _ in bounds)
         raise ValueError(f"{key}: expected a value {wanted}, got {value!r}")
     return value
+
+
+#: Config keys whose values are free-form mappings (passed on as keyword arguments).
+_FREE_FORM = ("method_args", "backbone_args", "options", "augment")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -38,7 +38,13 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` fails clearly without a GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:  # e.g. "gpu", "tpu": torch's own message is a parse error
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from exc
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but this machine has no MPS; use "
+                         "--device cpu or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use "

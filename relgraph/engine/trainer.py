@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 from relgraph.backbones import BACKBONES, build_backbone
 from relgraph.data import FewShotDataset, RotatedClasses, build_dataset
 from relgraph.data.augment import AffineAugment
-from relgraph.data.base import dataset_polarity
+from relgraph.data.base import base_class_names, dataset_polarity
 from relgraph.data.catalog import DATASETS
 from relgraph.data.episode import Episode
 from relgraph.data.resident import resident_images
@@ -486,7 +486,7 @@ def check_init_from(path: str | Path) -> None:
         FileNotFoundError: no file at ``path``.
     """
     path = Path(path)
-    if path.is_file():
+    if path.is_file() or (path / "checkpoint.pt").is_file():  # a checkpoint, or its run folder
         return
     parts = path.parts
     if len(parts) >= 4 and parts[-4] == "runs" and parts[-1] == "checkpoint.pt":
@@ -968,8 +968,10 @@ def device_label(device: torch.device | str, threads: int | None = None) -> str:
 
 
 def _run_payload(run: TrainRun) -> dict[str, Any]:
+    # the training classes (characters, without rotations): evaluate warns if it scores them
     return {"config": run.config.to_dict(), "preprocessing": run.preprocessing,
-            "num_classes": run.train_ds.num_classes, "device": device_label(run.device)}
+            "num_classes": run.train_ds.num_classes, "device": device_label(run.device),
+            "train_classes": base_class_names(run.train_ds.class_names)}
 
 
 def save_best(run: TrainRun, state: TrainState) -> None:

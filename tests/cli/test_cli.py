@@ -146,3 +146,28 @@ def test_import_registers_a_method_of_ones_own(tmp_path, monkeypatch, capsys):
     assert code == 2 and "--import no_such_module_here: no module named" in err
     code, _, err = run(evaluate + ["--import", "missing.py"], capsys)
     assert code == 2 and "--import missing.py: no such file" in err
+
+
+def test_train_without_a_config_keeps_the_glyphs_test_split_unseen(tmp_path, monkeypatch,
+                                                                   capsys):
+    """`relgraph train --dataset glyphs` used to train on every class, test alphabets included,
+    and `evaluate` then scored its test split without a word. Now training takes the train
+    split (validating on val), and evaluate warns about (and counts) classes it trained on."""
+    monkeypatch.setenv("RELGRAPH_CACHE", str(tmp_path / "cache"))
+    small = ["--option", "examples_per_class=3", "--option", "max_classes=120"]
+    out = tmp_path / "run"
+    code, _, err = run(["train", "--dataset", "glyphs", *small, "--ways", "3", "--shots", "1",
+                        "--queries", "1", "--steps", "2", "--val-every", "2",
+                        "--set", "train.val_episodes=2", "--set", "backbone_args.hidden=8",
+                        "--device", "cpu", "--out", str(out), "--no-progress"], capsys)
+    assert code == 0 and "training on the glyphs train split" in err
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["data"]["split"] == "train" and ckpt["train_classes"]
+    for split, seen in (("test", False), ("train", True)):
+        code, _, err = run(["evaluate", "--checkpoint", str(out), "--dataset", "glyphs", *small,
+                            "--split", split, "--ways", "3", "--shots", "1", "--queries", "1",
+                            "--episodes", "2", "--json", str(tmp_path / f"{split}.json"),
+                            "--no-progress", "--device", "cpu"], capsys)
+        result = json.loads((tmp_path / f"{split}.json").read_text())
+        assert code == 0 and ("were training classes of this model" in err) == seen
+        assert (result["classes_seen_in_training"] > 0) == seen

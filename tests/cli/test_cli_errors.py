@@ -292,3 +292,90 @@ def test_predict_help_lists_probability_columns(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     assert "p(<class>)" in capsys.readouterr().out
+
+
+# -- 6. found by a review (2026-12-06) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [
+    ["evaluate", "--shots", "0"], ["evaluate", "--episodes", "-5"], ["evaluate", "--tta", "0"],
+    ["train", "--stop-after", "0"], ["bench", "--method", "protonet", "--batch", "0"],
+])
+def test_counts_below_one_are_usage_errors(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*bad, "--checkpoint", "x"] if bad[0] == "evaluate" else bad)
+    assert exc.value.code == 2 and "expected an integer >=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--steps", "1"], ["bench", "--method", "protonet", "--steps", "1"]])
+@pytest.mark.parametrize("device", ["gpu", "tpu"])
+def test_unknown_devices_are_one_line(command, device, tmp_path, capsys):
+    code, _, err = run([*command, "--device", device, "--out", str(tmp_path / "r")]
+                       if command[0] == "train" else [*command, "--device", device], capsys)
+    assert code == 2 and f"unknown device '{device}'" in one_error_line(err)
+
+
+def test_evaluate_refuses_what_it_would_ignore(glyph_run, tmp_path, capsys):
+    data, run_dir = glyph_run
+    base = ["evaluate", "--checkpoint", str(run_dir), "--dataset", "tensors", "--root", str(data),
+            "--ways", "3", "--episodes", "2", "--no-progress", "--device", "cpu"]
+    code, _, err = run([*base, "--image-size", "32"], capsys)
+    assert code == 2 and "this model reads 28 px inputs" in one_error_line(err)
+    code, _, err = run([*base, "--option", "bogus=1"], capsys)
+    assert code == 2 and "--option: unknown key 'bogus'" in one_error_line(err)
+    code, _, err = run(["evaluate", "--checkpoint", str(run_dir), "--dataset", "features",
+                        "--root", str(tmp_path / "f.npz"), "--no-progress"], capsys)
+    assert code == 2 and "does not read" in one_error_line(err)
+
+
+def test_train_episodes_and_steps_conflict(glyph_run, tmp_path, capsys):
+    data, _ = glyph_run
+    base = ["train", "--dataset", "tensors", "--root", str(data), "--ways", "3",
+            "--out", str(tmp_path / "r"), *TINY]
+    code, _, err = run([*base, "--episodes", "4", "--steps", "2"], capsys)
+    assert code == 2 and "pass one" in one_error_line(err)
+    code, _, err = run([*base, "--episodes", "5", "--set", "train.episodes_per_batch=2"], capsys)
+    assert code == 2 and "not a multiple" in one_error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_set_null_clears_and_a_section_mapping_merges(glyph_run, tmp_path, capsys):
+    data, run_dir = glyph_run
+    out = tmp_path / "r"
+    code, text, err = run(["train", "--dataset", "tensors", "--root", str(data), "--ways", "3",
+                           "--steps", "2", "--val-every", "2",
+                           "--set", f"train.init_from={run_dir}",  # a run folder is accepted
+                           "--set", "train={lr: 0.002}", "--set", "train.val_episodes=2",
+                           "--out", str(out), *TINY], capsys)
+    assert code == 0, err
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["config"]["train"]
+    assert saved["lr"] == 0.002 and saved["steps"] == 2 and saved["init_from"] == str(run_dir)
+    assert "wrote" in text and "last.pt" in text
+    code, _, err = run(["train", "--dataset", "tensors", "--root", str(data), "--ways", "3",
+                        "--steps", "2", "--val-every", "2", "--set", "train.val_episodes=2",
+                        "--set", f"train.init_from={run_dir}", "--set", "train.init_from=null",
+                        "--out", str(tmp_path / "r2"), *TINY], capsys)
+    saved = torch.load(tmp_path / "r2" / "checkpoint.pt", weights_only=False)["config"]["train"]
+    assert code == 0 and saved["init_from"] is None
+
+
+def test_train_stopped_before_a_validation_lists_only_what_it_wrote(glyph_run, tmp_path, capsys):
+    data, _ = glyph_run
+    code, text, _ = run(["train", "--dataset", "tensors", "--root", str(data), "--ways", "3",
+                         "--steps", "6", "--val-every", "3", "--stop-after", "2",
+                         "--out", str(tmp_path / "r"), *TINY], capsys)
+    written = text.strip().splitlines()[-1]
+    assert code == 0 and "last.pt" in written and "checkpoint.pt" not in written
+
+
+def test_predict_hints_at_no_option_it_lacks(glyph_run, tmp_path, capsys):
+    _, run_dir = glyph_run
+    x, y = glyph_images(2, 2)
+    support = write_folder(tmp_path / "support", x, y)
+    (support / "empty").mkdir()
+    query = write_folder(tmp_path / "query", x[:1], y[:1])
+    code, _, err = run(["predict", "--checkpoint", str(run_dir), "--support", str(support),
+                        "--query", str(query), "--device", "cpu"], capsys)
+    line = one_error_line(err)
+    assert code == 2 and "skip_bad" not in line and "--option" not in line, line
