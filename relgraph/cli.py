@@ -16,6 +16,7 @@ then name (:func:`import_modules`).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import json
@@ -713,6 +714,23 @@ def _show_warning(command: str):  # noqa: ANN202
     return show
 
 
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str,
+                       extra: list[str]) -> None:
+    """Exit 2 with the command's usage, naming the unknown arguments and, for a misspelled
+    flag, the closest one of that command."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command_parser = sub.choices[command]
+    flags = [o for a in command_parser._actions for o in a.option_strings]
+    hint = ""
+    for word in extra:
+        close = difflib.get_close_matches(word.split("=")[0], flags, n=1) \
+            if word.startswith("--") else []
+        if close:
+            hint = f" (did you mean {close[0]}?)"
+            break
+    command_parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``relgraph`` command; returns the exit status.
 
@@ -721,7 +739,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     INFO log lines (e.g. resuming a run) are one line each too.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, with its usage and the closest flag
+        _unknown_arguments(parser, args.command, extra)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"relgraph {args.command}: %(message)s"))
     library_log = logging.getLogger("relgraph")

@@ -379,3 +379,11 @@ def test_predict_hints_at_no_option_it_lacks(glyph_run, tmp_path, capsys):
                         "--query", str(query), "--device", "cpu"], capsys)
     line = one_error_line(err)
     assert code == 2 and "skip_bad" not in line and "--option" not in line, line
+
+
+def test_a_misspelled_flag_gets_the_command_usage_and_the_closest_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--confg", "x.yaml", "--out", "r"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "usage: relgraph train" in err
+    assert "unrecognized arguments: --confg x.yaml (did you mean --config?)" in err
