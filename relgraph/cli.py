@@ -384,8 +384,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        "roots": args.root, "checkpoint": checkpoint})
         where = (f"{split} split" if split else
                  f"alphabets {args.alphabets}" if alphabets else "all classes")
+        per_class = f"1-{queries} random" if args.random_queries else f"{queries}"
+        extras = "".join([", within alphabets" if args.within_alphabet else "",
+                          f", TTA x{args.tta}" if args.tta > 1 else ""])
         text = (f"{args.dataset} {where} ({ds.num_classes} classes), {ways}-way {shots}-shot, "
-                f"{queries} queries, {result['episodes']} episodes, {result['mode']}: "
+                f"{per_class} queries{extras}, {result['episodes']} episodes, {result['mode']}: "
                 f"accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f}% (95% CI)")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

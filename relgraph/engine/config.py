@@ -427,8 +427,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
                              "file?") from exc
         except yaml.YAMLError as exc:
             raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+        if data is None:
+            raise ValueError(f"{path} is empty: a config file gives the settings that differ "
+                             "from the defaults (see relgraph.engine.Config)")
         try:
-            config = Config.from_dict(data or {})
+            config = Config.from_dict(data)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {exc}") from exc
     return config.override(overrides or {})

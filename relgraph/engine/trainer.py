@@ -137,7 +137,10 @@ def build_datasets(data: DataConfig) -> tuple[FewShotDataset, FewShotDataset | N
     base = _dataset(data, data.split, data.alphabets)
     val: FewShotDataset | None
     if data.val_split:
-        val = _dataset(data, data.val_split)
+        try:
+            val = _dataset(data, data.val_split)
+        except ValueError as exc:  # the dataset speaks of "split": say which key
+            raise ValueError(f"data.val_split={data.val_split!r}: {exc}") from exc
         _check_disjoint(base, val)
         train = base
     elif data.val_alphabets:
@@ -638,8 +641,9 @@ def build_state(run: TrainRun) -> TrainState:
         torch.manual_seed(t.seed)
         try:
             model = build_model(config, run.preprocessing, num_classes=run.train_ds.num_classes)
-        except TypeError as exc:  # a value of the wrong type in method_args / backbone_args
-            raise ValueError(f"method_args / backbone_args: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # a bad value in method_args / backbone_args
+            raise ValueError(f"method_args / backbone_args of {config.method!r} on "
+                             f"{config.backbone!r}: {exc}") from exc
     if t.init_from:
         init_backbone(model, t.init_from)
     if not any(p.requires_grad for p in model.parameters()):
@@ -668,9 +672,13 @@ def resume_from_last(run: TrainRun, state: TrainState) -> bool:
     if not last.is_file():
         return False
     saved = load_checkpoint(last)
-    if _resumable_config(saved.get("config")) != _resumable_config(run.config.to_dict()):
-        raise ValueError(f"{last} was written by a different configuration; use another "
-                         "--out folder, or pass resume=False (--no-resume) to start over")
+    before, now = _resumable_config(saved.get("config")), _resumable_config(run.config.to_dict())
+    if before != now:
+        changed = _changed_keys(before, now)
+        shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in changed[:5])
+        raise ValueError(f"{last} was written by a different configuration"
+                         f"{': ' + shown if shown else ''}; use another --out folder, or pass "
+                         "resume=False (--no-resume) to start over")
     if isinstance(saved.get("step"), int) and saved["step"] > run.config.train.steps:
         raise ValueError(f"{last} is at step {saved['step']}, past train.steps="
                          f"{run.config.train.steps}; a run can continue to a larger budget, "
@@ -767,6 +775,16 @@ def _resumable_config(data: Any) -> Any:
     for key in ("on_nonfinite", "steps", "compile"):
         data["train"].pop(key, None)
     return data
+
+
+def _changed_keys(before: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, current value)`` of every setting that differs."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(before) | set(now), key=str):
+            out += _changed_keys(before.get(key), now.get(key), f"{prefix}{key}.")
+        return out
+    return [] if before == now else [(prefix.rstrip("."), before, now)]
 
 
 def write_config(run: TrainRun) -> None:

@@ -128,3 +128,19 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     path.write_text("train:\n  lr: 0.01\n  steps: 500\nmethod: protonet\ntrain:\n  ways: 10\n")
     with pytest.raises(ValueError, match=r"the key 'train' is given twice \(line 5\)"):
         load_config(path)
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# only a comment\n")
+    with pytest.raises(ValueError, match="is empty"):
+        load_config(path)
+
+
+def test_a_bad_val_split_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELGRAPH_CACHE", str(tmp_path))
+    config = Config.from_dict({"data": {"dataset": "glyphs", "split": "train",
+                                        "val_split": "vall",
+                                        "options": {"examples_per_class": 2, "max_classes": 30}}})
+    with pytest.raises(ValueError, match="data.val_split='vall': split must be"):
+        build_datasets(config.data)

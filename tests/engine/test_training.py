@@ -64,7 +64,7 @@ def test_resume_after_stop_is_exact(tiny_data, tmp_path):
 
 def test_resume_refuses_a_different_config(tiny_data, tmp_path):
     train(tiny_config(tiny_data), tmp_path / "a", progress=False, stop_after=2)
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match=r"different configuration: train.lr \(0.001 -> 0.01\)"):
         train(tiny_config(tiny_data, lr=0.01), tmp_path / "a", progress=False)
 
 
