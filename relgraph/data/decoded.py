@@ -37,7 +37,7 @@ __all__ = ["file_stamps", "decoded_cache_path", "load_decoded", "save_decoded",
            "CACHE_FORMAT"]
 
 #: Bump when what a cache file holds (or how pixels are made) changes: old files are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: transparency, 16-bit and EXIF orientation decoded as shown
 
 
 def file_stamps(paths: Iterable[str | os.PathLike[str]]) -> list[list[Any]]:

@@ -9,6 +9,7 @@ downloaded again.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -77,14 +78,21 @@ def download_file(
     with atomic_path(path) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                size = 0
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
+                    size += len(chunk)
                     for digest in digests.values():
                         digest.update(chunk)
+                expected = response.headers.get("Content-Length")
+                if expected is not None and expected.isdigit() and size != int(expected):
+                    raise DownloadError(  # the server closed early: read() just ends
+                        f"could not download {url}: the transfer stopped after {size} of "
+                        f"{expected} bytes (nothing was written to {path}). {by_hand}")
         except urllib.error.HTTPError as exc:
             raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}. "
                                 f"{by_hand}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise DownloadError(f"could not download {url}: {reason}. {by_hand}") from exc
         for algo, digest in digests.items():

@@ -68,12 +68,15 @@ def _read_lines(path: str, option: str) -> list[str]:
 
 
 def _labels_from_values(values: Sequence[Any]) -> list[Any]:
-    """Integers stay integers (also ``"3"`` read from text files); the rest are strings."""
+    """Integers stay integers (also ``"3"`` read from text files); the rest are strings.
+
+    Text becomes integers only when every value is an integer written plainly (``"3"``, not
+    ``"03"``), so distinct labels such as ``"7"`` and ``"007"`` stay distinct classes."""
     out = list(values)
     if all(isinstance(v, (int, np.integer)) for v in out):
         return [int(v) for v in out]
     text = [str(v) for v in out]
-    if all(t.lstrip("-").isdigit() for t in text):
+    if all(t.lstrip("-").isdigit() and str(int(t)) == t for t in text):
         return [int(t) for t in text]
     return text
 
@@ -152,6 +155,8 @@ def _from_parquet(path: str, features_key: str, labels_key: str,
         raise ValueError(f"cannot read {path}: not a readable parquet file ({exc})") from exc
     columns = list(table.column_names)
     out = FeatureFile(labels=None, split=None, keys=columns)
+    if labels_key == "label" and "label" not in columns and "labels" in columns:
+        labels_key = "labels"  # the default column is "label"; "labels" (as in npz) works too
     if labels_key in columns:
         out["labels"] = table.column(labels_key).to_pylist()
     if split_key in columns:

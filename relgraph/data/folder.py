@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from relgraph.data.base import FewShotDataset, resize_images, warn_or_raise
@@ -41,7 +42,8 @@ class ImageFolderDataset(FewShotDataset):
         invert: ``255 - pixel`` (dark ink on white paper becomes bright ink on black).
         skip_bad: skip unreadable or unsupported files and empty class folders with a warning
             instead of raising.
-        lazy: read images on access instead of at construction (for trees too big for memory).
+        lazy: read images on access instead of at construction (for trees too big for memory);
+            with ``skip_bad`` every file is still checked (its header) at construction.
 
     Raises:
         ValueError: a root is missing, a file cannot be read or is not an image, a class
@@ -101,6 +103,17 @@ class ImageFolderDataset(FewShotDataset):
             self.files.extend(files_by_class[name])
             targets.extend([c] * len(files_by_class[name]))
         self.images: Tensor | None = None
+        if lazy and skip_bad:  # read later, a bad file could not be left out of an episode
+            keep = []
+            for i, f in enumerate(self.files):
+                try:
+                    with Image.open(f) as img:
+                        img.verify()  # the header and structure, without decoding pixels
+                    keep.append(i)
+                except Exception as exc:  # PIL raises many types for damaged files
+                    warn_or_raise(f"cannot read image {f}: {exc}", skip_bad)
+            self.files = [self.files[i] for i in keep]
+            targets = [targets[i] for i in keep]
         if not lazy:
             images, keep = [], []
             for i, f in enumerate(self.files):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "read_image", "is_image_file", "open_zip",
@@ -64,7 +64,7 @@ def decode_image(data: bytes | Path | str, name: str, channels: int = 1,
         source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
         with source, Image.open(source) as img:
             img.load()
-            img = img.convert("L" if channels == 1 else "RGB")
+            img = _eight_bit(img).convert("L" if channels == 1 else "RGB")
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot read image {name}: {exc}. Remove or replace this file (or "
@@ -72,6 +72,27 @@ def decode_image(data: bytes | Path | str, name: str, channels: int = 1,
     tensor = torch.from_numpy(arr.copy())
     tensor = tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
     return 255 - tensor if invert else tensor
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """``img`` as an 8-bit image ready for ``convert("L" / "RGB")``, as a viewer shows it:
+    turned by its EXIF orientation (phone photos), 16-bit and float pixels scaled to 0-255
+    (``convert`` would clip them to two levels), and transparency composited onto white
+    paper (``convert`` drops the alpha channel: dark ink on a transparent background became
+    a blank image)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode == "F" and arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0  # floats in [0, 1]
+        elif img.mode.startswith("I;16") or (arr.size and arr.max() > 255):
+            arr = arr / 257.0  # 16-bit: 65535 -> 255
+        return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return img
 
 
 def read_image(path: str | os.PathLike[str], channels: int = 1, invert: bool = False) -> Tensor:
@@ -84,7 +105,8 @@ def open_zip(path: str | os.PathLike[str]) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except ZIP_ERRORS as exc:
-        raise ValueError(f"cannot read zip {path}: {exc}") from exc
+        raise ValueError(f"cannot read zip {path}: {exc}; the file is damaged (a partial "
+                         "download?): replace it with a good copy") from exc
 
 
 def read_zip_member(zf: zipfile.ZipFile, member: str, name: str) -> bytes:

@@ -43,7 +43,7 @@ from relgraph.data.base import FewShotDataset, InMemoryDataset, RotatedClasses, 
 from relgraph.data.base import warn_or_raise as _warn_or_raise
 from relgraph.data.catalog import register_dataset
 from relgraph.data.decoded import decoded_cache_path, file_stamps, load_decoded, save_decoded
-from relgraph.data.download import download_file
+from relgraph.data.download import download_file, file_checksum
 from relgraph.data.io import (
     check_zip_member,
     decode_image,
@@ -214,6 +214,13 @@ def download_omniglot(
         present = [root / name, root / f"{name}.zip", root / f"{name}.npz"]
         existing = next((p for p in present if p.exists()), None)
         if existing is not None:
+            if existing.suffix == ".zip" and existing.is_file():  # a partial copy?
+                for algo, expected in checksums[name].items():
+                    if file_checksum(existing, algo).lower() != expected.lower():
+                        raise ValueError(
+                            f"{existing} is not the official {name}.zip ({algo} differs: a "
+                            "partial or damaged download?); delete it and run again to "
+                            f"download it, or put a good copy from {base_url}/{name}.zip there")
             paths.append(existing)
             continue
         paths.append(download_file(f"{base_url}/{name}.zip", root / f"{name}.zip",

@@ -373,7 +373,11 @@ class EpisodeSampler(torch.utils.data.Sampler[list[int]]):
         """A :class:`~torch.utils.data.DataLoader` yielding :class:`Episode` batches.
 
         Episodes are the same for any ``num_workers``: sampling stays in the main process.
+        A dataset that computes its inputs on first use (text features: ``inputs()``) computes
+        them here, once, before the workers start, instead of once in every worker.
         """
+        if num_workers > 0 and callable(getattr(dataset, "inputs", None)):
+            dataset.inputs()
         return torch.utils.data.DataLoader(dataset, batch_sampler=self, collate_fn=self.collate,
                                            num_workers=num_workers, pin_memory=pin_memory,
                                            **kwargs)

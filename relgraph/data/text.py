@@ -538,8 +538,9 @@ class TextDataset(FewShotDataset):
         vocab_split: the split the vocabulary is built on (default ``"train"`` when the file
             has it, else all rows).
         vocab_alphabets, vocab_classes: the training classes the vocabulary is built on
-            (default: all classes); give the training domains / intents so that no word of
-            a test class leaks into the encoder.
+            (default: the ``classes`` kept, else all); give the training domains (this
+            dataset's alphabets: ``class_alphabets``, else the domains) or intents so that no
+            word of a test class leaks into the encoder.
         max_vocab: the most frequent tokens kept.
         progress: a progress bar while computing features (once per file).
         classes: keep only these classes (names; default all), e.g. the training intents.
@@ -597,8 +598,12 @@ class TextDataset(FewShotDataset):
         self._inputs: Tensor | None = None
         if encoder == "tokens":
             if vocab is None:
+                # the alphabets are this dataset's (class_alphabets, else the domains), and
+                # classes left out by ``classes`` give no word (unless vocab_classes names them)
+                if vocab_classes is None and classes is not None:
+                    vocab_classes = list(classes)
                 vocab = self._build_vocab(vocab_split, vocab_alphabets, vocab_classes,
-                                          max_vocab)
+                                          max_vocab, groups)
             self.vocab = load_vocab(vocab)
             self.max_len = int(max_len)
             # the vocabulary travels in checkpoints, so evaluation reads texts with the same ids
@@ -618,11 +623,19 @@ class TextDataset(FewShotDataset):
             self.preprocessing.update(feature_shape=[384])
 
     def _build_vocab(self, vocab_split: str | None, alphabets: Sequence[str] | None,
-                     classes: Sequence[str] | None, size: int) -> list[str]:
+                     classes: Sequence[str] | None, size: int,
+                     groups: dict[str, str]) -> list[str]:
+        """The vocabulary of the rows of ``vocab_split`` whose class is in ``classes`` and
+        whose alphabet (``groups``: class -> alphabet) is in ``alphabets``."""
         rows = self.rows
         if vocab_split is None and "train" in rows.splits:
             vocab_split = "train"
         allowed_alphabets = set(alphabets) if alphabets is not None else None
+        if allowed_alphabets is not None:
+            unknown = sorted(allowed_alphabets - set(groups.values()))
+            if unknown:
+                raise ValueError(f"vocab_alphabets: unknown alphabet(s) {unknown[:5]}; this "
+                                 f"dataset's are {sorted(set(groups.values()))[:10]}")
         allowed_classes = set(classes) if classes is not None else None
         if allowed_classes is not None:
             unknown = sorted(allowed_classes - set(rows.labels))
@@ -632,7 +645,7 @@ class TextDataset(FewShotDataset):
         for text, label, split in zip(rows.texts, rows.labels, rows.splits, strict=True):
             if vocab_split is not None and split != vocab_split:
                 continue
-            if allowed_alphabets is not None and rows.domains.get(label, "") \
+            if allowed_alphabets is not None and groups.get(label, "") \
                     not in allowed_alphabets:
                 continue
             if allowed_classes is not None and label not in allowed_classes:

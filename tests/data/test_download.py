@@ -51,7 +51,10 @@ class _Server:
                     self.send_error(404, "Not Found")
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
+                # "short/NAME": the header promises NAME's size, half of it is sent
+                full = server.files.get(self.path.lstrip("/").removeprefix("short/"))
+                short = self.path.startswith("/short/")
+                self.send_header("Content-Length", str(len(full if short else data)))
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -100,6 +103,16 @@ def test_download_checksum_mismatch_leaves_nothing(server: _Server, tmp_path: Pa
         download_file(f"{server.url}/hello.bin", target, checksums={"sha256": "0" * 64})
     assert f"{server.url}/hello.bin" in str(info.value)
     assert str(target) in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_transfer_cut_short_is_an_error_and_leaves_nothing(server: _Server,
+                                                             tmp_path: Path) -> None:
+    """No checksum to catch it: the server closes after half of its Content-Length (read()
+    just ends), and the half file used to be renamed into place as complete."""
+    server.files["short/hello.bin"] = server.files["hello.bin"][:500]
+    with pytest.raises(DownloadError, match="stopped after 500 of 1100 bytes"):
+        download_file(f"{server.url}/short/hello.bin", tmp_path / "hello.bin")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -156,6 +169,11 @@ def test_download_omniglot_then_read(server: _Server, tmp_path: Path,
     assert len(server.requests) == 2
     build_dataset("omniglot", root, download=True, sets=["images_background"])
     assert len(server.requests) == 2  # already there
+    # a damaged copy in place (a partial download) is named, not trusted
+    whole = (root / "images_background.zip").read_bytes()
+    (root / "images_background.zip").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="is not the official images_background.zip.*delete it"):
+        build_dataset("omniglot", root, download=True, sets=["images_background"])
 
 
 def test_download_omniglot_bad_checksum_table(server: _Server, tmp_path: Path) -> None:

@@ -102,6 +102,24 @@ def test_parquet_list_column_and_numeric_columns(tmp_path):
     assert torch.allclose(b.get_batch(torch.arange(48)), torch.from_numpy(x))
 
 
+def test_parquet_labels_column_and_labels_that_only_look_numeric(tmp_path):
+    """A "labels" column works like "label" (the error used to ask for it and then ignore
+    it), and "7" / "007" / "01" / "1" stay four classes (they were merged into 7 and 1)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x, y, _ = _data()
+    pq.write_table(pa.table({**{f"f{i}": x[:, i] for i in range(5)}, "labels": y.tolist()}),
+                   tmp_path / "c.parquet")
+    assert build_dataset("features", tmp_path / "c.parquet").num_classes == 6
+    labels = ["1", "01", "007", "7"] * 12
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "y.txt").write_text("\n".join(labels) + "\n")
+    ds = build_dataset("features", [tmp_path / "x.npy", tmp_path / "y.txt"])
+    assert sorted(ds.class_names) == ["007", "01", "1", "7"]
+    (tmp_path / "z.txt").write_text("\n".join(["3", "10", "-2"] * 16) + "\n")
+    assert build_dataset("features", [tmp_path / "x.npy", tmp_path / "z.txt"]).num_classes == 3
+
+
 def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch):
     import builtins
 

@@ -80,3 +80,47 @@ def test_mixed_sizes_need_image_size(tmp_path):
     with pytest.raises(ValueError, match="different sizes"):
         ImageFolderDataset([tmp_path / "r", tmp_path / "s"], image_size=None)
     assert len(ImageFolderDataset([tmp_path / "r", tmp_path / "s"], image_size=4)) == 6
+
+
+def _encoded(img: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_images_decode_as_a_viewer_shows_them():
+    """Transparency onto white paper (convert() dropped alpha: a blank image), 16-bit and
+    float pixels scaled (convert() clipped them to two levels), EXIF orientation applied."""
+    import numpy as np
+
+    from relgraph.data.io import decode_image
+
+    stroke = np.zeros((10, 10, 4), np.uint8)
+    stroke[3:7, 3:7, 3] = 255  # opaque black ink on a transparent background
+    ink = decode_image(_encoded(Image.fromarray(stroke, "RGBA")), "ink.png", invert=True)
+    assert ink.unique().tolist() == [0, 255] and int(ink[0, 4, 4]) == 255
+    ramp = (np.arange(100).reshape(10, 10) * 660).astype(np.uint16)
+    assert decode_image(_encoded(Image.fromarray(ramp)), "r16.png").unique().numel() == 100
+    floats = (np.arange(100).reshape(10, 10) / 99).astype(np.float32)
+    scaled = decode_image(_encoded(Image.fromarray(floats, "F"), "TIFF"), "f.tif")
+    assert scaled.unique().numel() == 100 and int(scaled.max()) == 255
+    photo = Image.fromarray(np.zeros((10, 30, 3), np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    turned = decode_image(_encoded(photo, "JPEG", exif=exif.tobytes()), "p.jpg", channels=3)
+    assert tuple(turned.shape) == (3, 30, 10)
+
+
+def test_lazy_folder_with_skip_bad_leaves_bad_files_out_at_construction(tmp_path):
+    """Read on access, a damaged file used to raise mid-training although skip_bad was set."""
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.new("L", (8, 8), color=40 * i).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.warns(UserWarning, match="bad.png"):
+        ds = ImageFolderDataset(tmp_path, lazy=True, skip_bad=True, image_size=8, channels=1)
+    assert len(ds) == 4
+    assert ds.get_batch(torch.arange(4)).shape == (4, 1, 8, 8)

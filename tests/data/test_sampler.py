@@ -176,3 +176,22 @@ def test_episode_to_and_slicing():
     with pytest.raises(ValueError, match="support has"):
         Episode(ep.support, ep.support_labels, ep.query, ep.query_labels, ep.class_ids,
                 n_way=3, k_shot=2)
+
+
+def test_loader_computes_lazy_inputs_once_before_the_workers_start():
+    """Text features are computed on first use; each DataLoader worker used to compute (and
+    cache) them again."""
+    from relgraph.data.base import InMemoryDataset
+
+    class Lazy(InMemoryDataset):
+        computed = 0
+
+        def inputs(self):  # noqa: ANN202
+            type(self).computed += 1
+            return self.images
+
+    ds = Lazy(torch.zeros(12, 1, 4, 4), torch.arange(12) % 3, ["a", "b", "c"])
+    EpisodeSampler(ds, 2, 1, 1, num_batches=1).loader(ds, num_workers=2)
+    assert Lazy.computed == 1
+    EpisodeSampler(ds, 2, 1, 1, num_batches=1).loader(ds, num_workers=0)
+    assert Lazy.computed == 1  # no workers: computed when first read, as before

@@ -205,6 +205,25 @@ def test_tokens_vocab_from_training_classes_only(tmp_path):
     assert ds.preprocessing["vocab_size"] == len(vocab) + 2
 
 
+def test_tokens_vocab_follows_the_kept_classes_and_their_alphabets(tmp_path):
+    """classes= restricts the vocabulary too (words of classes left out leaked into it), and
+    vocab_alphabets reads this dataset's alphabets (class_alphabets), not the domains."""
+    root = make_clinc(tmp_path / "clinc")
+    intents = [i for ins in DOMAINS.values() for i in ins]
+    kept = intents[:2]
+    ds = build_dataset("clinc150", root, split="train", encoder="tokens", classes=kept)
+    words = {w for i in kept for w in i.split("_")}
+    assert words <= set(ds.vocab)
+    assert not {w for i in intents[2:] for w in i.split("_")} - words & set(ds.vocab)
+    groups = {i: ("fit" if n < 2 else "held") for n, i in enumerate(intents)}
+    fit = build_dataset("clinc150", root, split="train", encoder="tokens",
+                        class_alphabets=groups, vocab_alphabets=["fit"])
+    assert set(fit.vocab) == set(ds.vocab)
+    with pytest.raises(ValueError, match="vocab_alphabets: unknown alphabet"):
+        build_dataset("clinc150", root, split="train", encoder="tokens",
+                      class_alphabets=groups, vocab_alphabets=["banking"])
+
+
 def test_tokenize_truncate_pad():
     assert tokenize("Where's my card?") == ["where", "'", "s", "my", "card", "?"]
     vocab = build_vocab(["a b b c", "b c"])
