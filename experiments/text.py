@@ -336,7 +336,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "Written by `experiments/text.py`; every number below comes from one run of",
         "",
-        f"    cd relgraph && PYTHONPATH=. {results['command']}",
+        f"    {results['command']}   (from the project root)",
         "",
         f"(1 CPU thread; total {results['seconds']['total']} s, of which "
         f"{results['seconds']['features (cached or computed)']} s reading / computing MiniLM "
