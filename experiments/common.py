@@ -154,6 +154,28 @@ def carry_history(old: dict | None, new: dict, why: str | None, fields: tuple[st
     return new
 
 
+def refuse_silent_reevaluation(rows: dict, keys: list[str], why: str | None) -> None:
+    """Stop (exit 2) before any test data is read when ``keys`` already have test results on
+    a page and no ``--why`` says why they are evaluated again: a rerun must not overwrite a
+    recorded test evaluation without a trace."""
+    again = [k for k in keys if k in rows]
+    if again and not why:
+        sys.exit(f"{', '.join(again)} already have test results on the page; evaluating them "
+                 "again replaces those rows: say why with --why TEXT (the replaced results "
+                 "stay in the row's history)")
+
+
+def record_row(rows: dict, key: str, new: dict, why: str | None) -> dict:
+    """``rows[key] = new``, the row it replaces kept in ``new["history"]`` (with ``why``) when
+    its test results differ (:func:`carry_history` over every field but the history)."""
+    old = rows.get(key)
+    fields = tuple(k for k in (old or {}) if k not in ("history", "per_episode"))
+    replaced = old is not None and old.get("results", old.get("cells")) != \
+        new.get("results", new.get("cells"))
+    rows[key] = carry_history(old, new, why, fields, replaced)
+    return rows[key]
+
+
 def cpu_threads() -> int:
     """The thread count a ``relgraph`` command uses here (``OMP_NUM_THREADS``, else the CPUs
     this process may use)."""

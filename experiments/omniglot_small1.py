@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import run_time
+from common import record_row, refuse_silent_reevaluation, run_time
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "omniglot"
@@ -327,6 +327,8 @@ def main() -> int:
                         help="comma-separated test settings to evaluate (others show 'not run')")
     parser.add_argument("--table-only", action="store_true",
                         help="rewrite the table from its JSON (no training, no evaluation)")
+    parser.add_argument("--why", help="why a method with a row is trained or evaluated again "
+                                      "(required then; kept with the replaced row)")
     args = parser.parse_args()
     if args.table_only:
         write_table(load_rows())
@@ -341,11 +343,12 @@ def main() -> int:
         settings.append((int(ways), int(shots)))
     if not TEST_ROOT.is_file():
         sys.exit(f"Omniglot data not found at {DATA}; this experiment needs ../shared/data")
+    refuse_silent_reevaluation(load_rows(), args.methods, args.why)
     for name in args.methods:
         row = run_method(name, Path(args.out), args.skip_training, settings)
         # re-read just before writing: another process may have added rows meanwhile
         rows = load_rows()
-        rows[name] = row
+        record_row(rows, name, row, args.why)
         write_table(rows)
         r = rows[name]["results"]
         print(f"{name}: " + ", ".join(f"{k} {v['accuracy']:.2f} +- {v['ci95']:.2f}"

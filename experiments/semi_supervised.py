@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import record_row, refuse_silent_reevaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "omniglot"
@@ -94,6 +95,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("methods", nargs="+")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "omniglot_small1"))
+    parser.add_argument("--why", help="why a row already on the page is evaluated again "
+                                      "(required then; kept with the replaced row)")
     args = parser.parse_args()
     from relgraph.data import build_dataset
     from relgraph.engine import confidence_interval, episode_accuracies
@@ -102,6 +105,8 @@ def main() -> int:
     if not TEST_ROOT.is_file():
         sys.exit(f"Omniglot data not found at {DATA}; this experiment needs ../shared/data")
     state = json.loads(STATE.read_text()) if STATE.is_file() else {}
+    refuse_silent_reevaluation(state, [row for name in args.methods
+                                       for row, _ in variants(name)], args.why)
     for name in args.methods:
         run = Path(args.runs) / name.split("+")[0]
         for row, overrides in variants(name):
@@ -123,10 +128,11 @@ def main() -> int:
                         "ci95": 100 * confidence_interval(accs),
                         "paired": 100 * float(diff.mean()),
                         "paired_ci95": 100 * confidence_interval(diff)}
-            state[row] = {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT)
-                          else str(run), "uses_unlabelled": bool(model.uses_unlabelled),
-                          "transductive": bool(model.transductive), "cells": cells,
-                          "seconds": round(time.perf_counter() - started, 1)}
+            record_row(state, row, {
+                "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+                "uses_unlabelled": bool(model.uses_unlabelled),
+                "transductive": bool(model.transductive), "cells": cells,
+                "seconds": round(time.perf_counter() - started, 1)}, args.why)
             print(row, {k: f"{v['accuracy']:.2f} ({v['paired']:+.2f})" for k, v in cells.items()},
                   flush=True)
             atomic_write_text(STATE, json.dumps(state, indent=2) + "\n")
