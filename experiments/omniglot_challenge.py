@@ -523,6 +523,9 @@ def main() -> int:
                             tuple(args.set), args.device_label, tta_choices, args.min_val)
         if row is None:
             continue
+        # re-read just before writing: a process evaluating another condition (the GPU
+        # script runs them side by side) may have written its row meanwhile
+        rows = json.loads(STATE.read_text()) if STATE.is_file() else {}
         rows[cond] = carry_history(rows.get(cond), row, args.why)
         write_table(rows)
         plot(rows)

@@ -908,3 +908,30 @@ def test_reproduce_chooses_tta_for_every_model_but_maml(monkeypatch, tmp_path):
         assert "--choose-tta" in command(name), name
     for name in ("maml:1", "maml:5:20"):  # its choice costs about 15x its evaluation
         assert "--choose-tta" not in command(name), name
+
+
+def test_reproduce_per_way_jobs_wait_for_their_general_model(monkeypatch):
+    """The per-way evaluation compares the per-way model with its general model on
+    validation: it must not start while the general model still trains."""
+    reproduce = reproduce_module(monkeypatch)
+    per_way = reproduce.Job("maml:1:20", Path("c.yaml"), Path("r"))
+    assert per_way.waits_for == ("maml:1:20", "maml:1")
+    assert reproduce.Job("protonet:1", Path("c.yaml"), Path("r")).waits_for == ("protonet:1",)
+    assert reproduce.Job("challenge:full_r12@1", Path("c.yaml"), Path("r")).waits_for == ("full",)
+
+
+def test_reproduce_keeps_a_written_row_when_its_evaluation_then_failed(tmp_path, monkeypatch):
+    """The evaluation writes its JSON (atomically) once the test cells are in; killed at the
+    deadline afterwards (drawing plots), its row used to be dropped from the merge."""
+    reproduce = reproduce_module(monkeypatch)
+    run = tmp_path / "runs" / "protonet_1shot"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("step,train_loss,train_acc,val_acc,val_ci95,lr,time_s\n"
+                                     "4,1.0,50.0,60.0,1.0,0.001,12.0\n")
+    job = reproduce.Job("protonet:1", Path("c.yaml"), run, eval_rc=-9)
+    (tmp_path / "evals" / job.slug).mkdir(parents=True)
+    row = json.loads((ROOT / "experiments" / "results" / "omniglot.json").read_text())
+    key = next(iter(row))
+    (tmp_path / "evals" / job.slug / "omniglot.json").write_text(json.dumps({key: row[key]}))
+    rows, _ = reproduce.merge_results([job], tmp_path / "evals", tmp_path / "results", "CPU", 1)
+    assert key in rows and rows[key]["evaluation_rc"] == -9

@@ -138,6 +138,16 @@ class Job:
             return omniglot_challenge.condition_of(self.name.split(":")[1]) or self.name
         return self.name
 
+    @property
+    def waits_for(self) -> tuple[str, ...]:
+        """The rows whose runs must have finished before this job is evaluated: its own, and
+        for a per-way model (``maml:1:20``) its general model's (``maml:1``), which the
+        per-way evaluation compares it with on validation."""
+        parts = self.name.split(":")
+        if not self.is_challenge and len(parts) == 3:
+            return (self.row, ":".join(parts[:2]))
+        return (self.row,)
+
 
 def jobs_for(models: list[str], challenge: list[str], runs: Path, seeds: int = 1) -> list[Job]:
     """A job per model, and ``seeds`` per challenge condition or variant: ``<name>`` with its
@@ -464,8 +474,8 @@ def run_all(jobs: list[Job], args: argparse.Namespace, data: Path, runs: Path, l
                       flush=True)
                 undecided.append(job)
         for job in list(undecided):
-            if any(j.train_rc is None for j in jobs if j.row == job.row):
-                continue  # a run for the same row is still training: decide with it
+            if any(j.train_rc is None for j in jobs if j.row in job.waits_for):
+                continue  # a run it is compared with is still training: decide with it
             undecided.remove(job)
             members = ensemble_members(job, jobs) if args.seeds > 1 else None
             if members is not None and job is not members[0]:
@@ -518,9 +528,13 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
     for job in jobs:
         folder = evals / job.slug
         name = "omniglot_challenge.json" if job.is_challenge else "omniglot.json"
-        if job.eval_rc != 0 or not (folder / name).is_file():
+        if not (folder / name).is_file():
             continue
+        # written atomically once the test cells are in: kept even when the evaluation then
+        # failed or was killed at the deadline (while drawing its plots, say)
         for key, row in json.loads((folder / name).read_text()).items():
+            if job.eval_rc != 0:
+                row["evaluation_rc"] = job.eval_rc
             ensemble = row.get("ensemble") or {}
             members = ensemble["members"] if ensemble.get("chosen") else [None]
             row["segments"] = []
@@ -791,6 +805,7 @@ def main() -> int:
     rows, challenge = merge_results(jobs, evals, work / "results", device_name, len(jobs))
     with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
         tar.add(work / "results", arcname="results")
+        tar.add(evals, arcname="evals")  # each evaluation's own JSON, as it wrote it
         for log in sorted(logs.glob("eval_*.log")):
             tar.add(log, arcname=f"logs/{log.name}")
     notes += pack_runs(jobs, logs, out)
