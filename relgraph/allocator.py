@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import warnings
 from collections.abc import Mapping
 
 __all__ = ["allocator_chosen", "child_environment", "keep_freed_memory"]
@@ -52,8 +53,12 @@ def allocator_chosen(environ: Mapping[str, str] | None = None) -> str | None:
         environ: the environment (default ``os.environ``).
     """
     environ = os.environ if environ is None else environ
-    if environ.get("RELGRAPH_ALLOCATOR", "").strip().lower() == "system":
+    value = environ.get("RELGRAPH_ALLOCATOR", "").strip().lower()
+    if value == "system":
         return "RELGRAPH_ALLOCATOR=system"
+    if value:
+        warnings.warn(f"RELGRAPH_ALLOCATOR={value!r} is not a setting: 'system' leaves malloc "
+                      "as it is; unset it to keep freed memory (the default)", stacklevel=2)
     for var in GLIBC_VARIABLES:
         if var in environ:
             return var

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -23,12 +24,19 @@ def as_size(size: int | Sequence[int] | None, what: str = "image_size") -> tuple
     """Normalise an image size given as ``s`` or ``(h, w)`` to ``(h, w)`` (``None`` stays)."""
     if size is None:
         return None
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"expected {what} to be a positive int or (h, w), got {size}")
-    return size  # type: ignore[return-value]
+    bad = ValueError(f"expected {what} to be a positive int or (h, w), got {size!r}")
+    if isinstance(size, bool) or isinstance(size, (str, bytes)):
+        raise bad
+    if isinstance(size, numbers.Integral):
+        size = (int(size), int(size))
+    try:
+        pair = tuple(size)  # type: ignore[arg-type]
+    except TypeError:
+        raise bad from None
+    if len(pair) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                 for s in pair) or min(pair) < 1:
+        raise bad
+    return (int(pair[0]), int(pair[1]))
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:

@@ -136,8 +136,8 @@ class TrainConfig:
         backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (the
             rest of the model uses ``lr``); below 1 keeps a pre-trained backbone (see
             ``init_from``) close to its start while a relational head learns on top. 0 freezes
-            the backbone's weights (its BatchNorm running statistics still follow the training
-            images).
+            the backbone: its weights, and its BatchNorm layers, which keep using the running
+            statistics they came with (eval mode) while the rest trains.
         unlabelled: semi-supervised training episodes: unlabelled examples per episode class
             (see :class:`~relgraph.data.EpisodeSampler`); 0 (default): none.
         distractors: distractor classes per training episode (with ``unlabelled``).

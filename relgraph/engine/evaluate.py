@@ -180,7 +180,8 @@ def episode_accuracies(
                 rows = where[start:start + episodes_per_batch]  # [b, episode size]
                 flat = features[rows.reshape(-1).to(features.device)]
                 classes = sampler.class_ids(index[start:start + rows.shape[0]])
-                episode = scored(sampler.make_episode(flat, classes), start)
+                # labels on the features' device too (a support generator gathers with them)
+                episode = scored(sampler.make_episode(flat, classes).to(features.device), start)
                 with autocast_context(device, amp):
                     logits = model.forward_features(episode.support, episode.support_labels,
                                                     episode.query, episode.n_way,

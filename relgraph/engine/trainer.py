@@ -291,7 +291,8 @@ class _LossModule(nn.Module):
 def _param_groups(model: FewShotMethod, lr: float, backbone_lr_scale: float) -> list[dict]:
     """Optimiser parameter groups: the backbone at ``lr * backbone_lr_scale``, the rest at ``lr``.
 
-    A scale of 0 freezes the backbone (``requires_grad=False``, no optimiser state).
+    A scale of 0 freezes the backbone (``requires_grad=False``, no optimiser state) and its
+    BatchNorm statistics (:attr:`~relgraph.methods.FewShotMethod.frozen_backbone`).
     """
     if backbone_lr_scale < 0:
         raise ValueError(f"train.backbone_lr_scale must be >= 0, got {backbone_lr_scale}")
@@ -303,6 +304,7 @@ def _param_groups(model: FewShotMethod, lr: float, backbone_lr_scale: float) -> 
     if backbone_lr_scale == 0:
         for p in model.backbone.parameters():
             p.requires_grad_(False)
+        model.frozen_backbone = True  # and its BatchNorm statistics: eval mode while training
     else:
         groups.append({"params": list(model.backbone.parameters()),
                        "lr": lr * backbone_lr_scale})

@@ -46,7 +46,8 @@ def inner_loop(loss_fn: Callable[[Params], Tensor], params: Params, steps: int, 
 
     Args:
         loss_fn: maps a parameter dict to a scalar loss.
-        params: the initial parameters :math:`\\theta_0`; every tensor must require grad.
+        params: the initial parameters :math:`\\theta_0`; those that do not require grad (frozen
+            layers) are kept as they are.
         steps: number of steps :math:`T` (0 returns ``params``).
         lr: step size :math:`\\alpha`.
         create_graph: keep the graph of the gradients (second-order derivatives).
@@ -56,13 +57,13 @@ def inner_loop(loss_fn: Callable[[Params], Tensor], params: Params, steps: int, 
     """
     if steps < 0:
         raise ValueError(f"inner steps must be >= 0, got {steps}")
-    names = list(params)
+    names = [k for k, v in params.items() if v.requires_grad]  # frozen ones stay as they are
     for _ in range(steps):
         loss = loss_fn(params)
         grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph,
                                     allow_unused=True)
-        params = {k: params[k] if g is None else params[k] - lr * g
-                  for k, g in zip(names, grads, strict=True)}
+        params = {**params, **{k: params[k] if g is None else params[k] - lr * g
+                               for k, g in zip(names, grads, strict=True)}}
     return params
 
 

@@ -95,9 +95,22 @@ class FewShotMethod(nn.Module, abc.ABC):
     #: in float32 with a warning; bfloat16 autocast (float32's range) is kept.
     float16_autocast: bool = True
 
+    #: A frozen backbone (the training loop sets it for ``train.backbone_lr_scale: 0``) stays
+    #: in eval mode when the method trains: its BatchNorm layers keep, and use, the running
+    #: statistics they came with instead of each episode's.
+    frozen_backbone: bool = False
+
     def __init__(self, backbone: nn.Module | None) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else nn.Identity()
+
+    def train(self, mode: bool = True) -> FewShotMethod:
+        """Set the training mode (``nn.Module.train``); a :attr:`frozen_backbone` stays in eval
+        mode."""
+        super().train(mode)
+        if self.frozen_backbone:
+            self.backbone.eval()
+        return self
 
     def embed(self, x: Tensor) -> Tensor:
         """Embed every example of a batch of episodes: ``[b, m, *x] -> [b, m, d]``."""

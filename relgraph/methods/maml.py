@@ -133,8 +133,13 @@ class GradientMetaLearner(FewShotMethod):
 
     def _initial(self, n_way: int, like: Tensor) -> Params:
         params = self.meta_parameters()
-        params[_HEAD_W] = like.new_zeros(n_way, self.out_dim, requires_grad=True)
-        params[_HEAD_B] = like.new_zeros(n_way, requires_grad=True)
+        # the head in the weights' type: ``like`` may hold token ids (a long tensor)
+        dtype = next((p.dtype for p in params.values() if p.is_floating_point()),
+                     like.dtype if like.is_floating_point() else torch.float32)
+        params[_HEAD_W] = torch.zeros(n_way, self.out_dim, dtype=dtype, device=like.device,
+                                      requires_grad=True)
+        params[_HEAD_B] = torch.zeros(n_way, dtype=dtype, device=like.device,
+                                      requires_grad=True)
         return params
 
     def functional_embed(self, params: Params, x: Tensor, n_stats: int | None) -> Tensor:

@@ -13,6 +13,7 @@ from relgraph.graph.episode_graph import EpisodeGraph
 from relgraph.graph.kernels import cosine_similarity
 from relgraph.methods.base import embedding_size, register_method, register_variant
 from relgraph.methods.head import RelationalHead
+from relgraph.nn.precision import compute_dtype
 
 __all__ = ["MatchingNet", "matching_log_probs"]
 
@@ -179,8 +180,13 @@ class MatchingNet(RelationalHead):
     def relate(self, graph: EpisodeGraph) -> Tensor:
         support, query = graph.support, graph.query
         if self.fce:
-            support = self.encode_support(support)
-            query = self.encode_query(query, support)
+            # the LSTMs in float32 (float64 stays): oneDNN has no bfloat16 LSTM on CPUs without
+            # AVX-512 ("could not create a primitive descriptor"), and the recurrences gain
+            # nothing from half precision at these sizes
+            dtype = compute_dtype(support)
+            with torch.autocast(support.device.type, enabled=False):
+                support = self.encode_support(support.to(dtype))
+                query = self.encode_query(query.to(dtype), support)
         scores = self.scale * cosine_similarity(query, support)  # [b, q, s]
         scores = scores + graph.support_weights.log().unsqueeze(1)
         return matching_log_probs(scores, graph.support_labels, graph.n_way)

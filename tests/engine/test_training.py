@@ -188,6 +188,9 @@ def test_backbone_lr_scale_freezes_or_slows_the_backbone(tiny_data, tmp_path):
     before, after = weights(ckpt), weights(tmp_path / "frozen" / "checkpoint.pt")
     convs = [k for k in before if k.startswith("backbone.") and k.endswith("weight")]
     assert convs and all(torch.equal(before[k], after[k]) for k in convs)
+    # and its BatchNorm statistics: the frozen backbone trains in eval mode
+    stats = [k for k in before if k.startswith("backbone.") and "running_" in k]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
 
     from relgraph.engine import build_model
     model = build_model(config, load_checkpoint(ckpt)["preprocessing"])

@@ -161,3 +161,21 @@ def test_errors():
         build_method("matching_fce", Vectors(3), fce=False)
     with pytest.raises(ValueError, match=r"expected scores \[b, q, s\]"):
         matching_log_probs(torch.zeros(1, 2, 3), torch.zeros(1, 4, dtype=torch.long), 2)
+
+
+def test_fce_runs_under_bfloat16_autocast():
+    """oneDNN has no bfloat16 LSTM on CPUs without AVX-512 (this project's machine): the
+    LSTMs run in float32 under autocast, the rest of the model in bfloat16."""
+    from relgraph.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = build_method("matching_fce", build_backbone("conv4", in_channels=1, image_size=28,
+                                                        hidden=8, out_channels=8)).eval()
+    x = torch.rand(1, 6, 1, 28, 28)
+    labels = torch.arange(3)[None]
+    episode = Episode(x[:, :3], labels, x[:, 3:], labels, labels, n_way=3, k_shot=1)
+    with torch.no_grad():
+        exact = model(episode)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(episode)
+    assert torch.allclose(half.float(), exact, atol=0.05)

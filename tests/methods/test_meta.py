@@ -366,3 +366,28 @@ def test_maml_under_two_process_ddp_equals_single_process(tiny_data, tmp_path):
     assert a["step"] == b["step"] == 2
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=1e-4), k
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile"])
+def test_gradient_meta_learners_take_token_ids_and_frozen_layers(name):
+    """Token ids (a long tensor) used to make the zero head a long tensor that cannot
+    require grad; a frozen layer used to be differentiated and refused by autograd."""
+    from relgraph.backbones import build_backbone
+    from relgraph.data import Episode
+    from relgraph.methods import build_method
+
+    torch.manual_seed(0)
+    backbone = build_backbone("text_cnn", vocab_size=20, embed_dim=8, channels=4)
+    next(backbone.parameters()).requires_grad_(False)  # the word embeddings, frozen
+    model = build_method(name, backbone, inner_steps=1, eval_inner_steps=1)
+    ids = torch.randint(2, 20, (1, 6, 7))
+    labels = torch.arange(3).repeat_interleave(2)[None]
+    episode = Episode(ids[:, :3], labels[:, ::2], ids[:, 3:], labels[:, ::2], torch.arange(3)[None],
+                      n_way=3, k_shot=1)
+    model.train()
+    loss, logits = model.loss(episode)
+    loss.backward()
+    assert logits.shape == (1, 3, 3) and torch.isfinite(loss)
+    assert next(backbone.parameters()).grad is None
+    model.eval()
+    assert model(episode).shape == (1, 3, 3)
