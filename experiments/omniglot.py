@@ -527,8 +527,11 @@ def carry_history(old: dict | None, new: dict, why: str | None = None) -> dict:
     the model was trained again) is kept with the replaced evaluation."""
     if old is None:
         return new
+    def measured(cell: dict | None) -> dict | None:  # a cell less its timing
+        return None if cell is None else {k: v for k, v in cell.items() if k != "seconds"}
+
     now = new.get("results") or {}
-    replaced = bool(old.get("results")) and any(now.get(c) != v
+    replaced = bool(old.get("results")) and any(measured(now.get(c)) != measured(v)
                                                 for c, v in old["results"].items())
     return common.carry_history(old, new, why, ("config", "train_steps", "best_step",
                                                 "best_val", "device", "evaluated", "results"),

@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-practitioner", action="store_true", help="skip protocol 2 (debugging)")
     p.add_argument("--table-only", action="store_true",
                    help="rewrite the page from its JSON (the run's own options), nothing run")
+    p.add_argument("--why", help="why the page's test evaluations are run again (required "
+                                 "when --out's JSON exists; its results go to the history)")
     args = p.parse_args(argv)
     if args.table_only:
         out = Path(args.out)
@@ -272,8 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)
     data, work, out = Path(args.data), Path(args.work), Path(args.out)
+    previous = json.loads(out.with_suffix(".json").read_text()) \
+        if out.with_suffix(".json").is_file() else None
+    if previous is not None and not args.why:
+        sys.exit(f"{out.with_suffix('.json')} already holds test results; running again "
+                 "replaces them: say why with --why TEXT (they stay in its history), or "
+                 "write elsewhere with --out")
     work.mkdir(parents=True, exist_ok=True)
-    command = "OMP_NUM_THREADS=1 python experiments/text.py " + " ".join(argv or sys.argv[1:])
+    command = "OMP_NUM_THREADS=1 python experiments/text.py " + shlex.join(argv or sys.argv[1:])
     started = time.time()
     splits = make_splits(data)
     t0 = time.time()
@@ -324,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     results["practitioner"] = [] if args.no_practitioner else practitioner(data)
     results["seconds"] = {"total": round(time.time() - started, 1),
                           "features (cached or computed)": round(feature_secs, 1)}
+    if previous is not None:  # the replaced run's test results, with the reason
+        results["history"] = [*previous.pop("history", []), {**previous, "why": args.why}]
     atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     atomic_write_text(out, report(results, args))
     return 0
@@ -417,6 +427,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "`results/text_finetune.md` (`experiments/text_finetune.py`).",
         "",
     ]
+    for past in results.get("history", []):  # runs this page replaced, each with its reason
+        lines += [f"Replaced run: `{past.get('command', '?')}` (its results are in text.json's "
+                  f"history); why run again: {past.get('why', 'not recorded')}.", ""]
     return "\n".join(lines)
 
 
