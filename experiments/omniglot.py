@@ -1089,8 +1089,9 @@ def main() -> int:
             for key, row in json.loads(Path(args.merge).read_text()).items():
                 rows[key] = carry_history(rows.get(key), row, args.why)
         for key, r in rows.items():  # rows written before curves were kept, run folder here
-            if not r.get("curve"):
-                if curve := learning_curve(Path(args.out) / run_name(*split_key(key))):
+            folder = Path(args.out) / run_name(*split_key(key))
+            if not r.get("curve") and same_run(r, *run_time(folder)):  # that row's own run
+                if curve := learning_curve(folder):
                     r["curve"] = curve
         write_table(rows)
         plot(rows)
