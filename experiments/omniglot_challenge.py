@@ -216,7 +216,7 @@ def run_condition(names: list[str], out_root: Path, skip_training: bool, episode
     res["seconds"] = round(time.perf_counter() - started, 1)
     used = names if chosen else [lead]
     times = [run_time(out_root / run_name(n)) for n in used]
-    row = {"condition": condition_of(lead), "config": str(config.relative_to(ROOT)),
+    row = {"condition": condition_of(lead), "lead": lead, "config": str(config.relative_to(ROOT)),
            "method": ckpt["config"]["method"] if "config" in ckpt else None,
            "train_seconds": sum(t[0] or 0 for t in times), "train_steps": times[0][1],
            "best_step": ckpt["best"]["step"], "best_val": val,

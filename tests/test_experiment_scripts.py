@@ -935,3 +935,29 @@ def test_reproduce_keeps_a_written_row_when_its_evaluation_then_failed(tmp_path,
     (tmp_path / "evals" / job.slug / "omniglot.json").write_text(json.dumps({key: row[key]}))
     rows, _ = reproduce.merge_results([job], tmp_path / "evals", tmp_path / "results", "CPU", 1)
     assert key in rows and rows[key]["evaluation_rc"] == -9
+
+
+def test_reproduce_segments_follow_the_chosen_run_of_an_ensemble_candidate(tmp_path,
+                                                                           monkeypatch):
+    """Seeds of a challenge condition that did not ensemble: the row is its best validating
+    run's, which need not be the candidate's first; its segment is that run's."""
+    reproduce = reproduce_module(monkeypatch)
+    runs = tmp_path / "runs" / "challenge"
+    for name, seconds in (("full_r12", 60.0), ("full_r12_seed1", 120.0)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.csv").write_text(
+            "step,train_loss,train_acc,val_acc,val_ci95,lr,time_s\n"
+            f"10,1.0,50.0,60.0,1.0,0.001,{seconds}\n")
+    job = reproduce.Job("challenge:full_r12", Path("c.yaml"), runs / "full_r12", eval_rc=0)
+    (tmp_path / "evals" / job.slug).mkdir(parents=True)
+    row = {"condition": "full", "lead": "full_r12@1", "error": 9.0,
+           "result": {"accuracy": 91.0, "ci95": 0.4},
+           "ensemble": {"members": ["full_r12", "full_r12@1"], "chosen": False}}
+    (tmp_path / "evals" / job.slug / "omniglot_challenge.json").write_text(
+        json.dumps({"full": row}))
+    for name in ("write_table", "plot"):  # the page needs whole rows; the segments are the point
+        monkeypatch.setattr(reproduce.omniglot_challenge, name, lambda rows: None)
+    _, challenge = reproduce.merge_results([job], tmp_path / "evals", tmp_path / "results",
+                                           "CPU", 1)
+    assert challenge["full"]["segments"] == [
+        {"run": "full_r12@1", "steps": [0, 10], "minutes": 2.0, "device": "CPU, 1 runs at once"}]

@@ -536,7 +536,10 @@ def merge_results(jobs: list[Job], evals: Path, results: Path, device_name: str,
             if job.eval_rc != 0:
                 row["evaluation_rc"] = job.eval_rc
             ensemble = row.get("ensemble") or {}
-            members = ensemble["members"] if ensemble.get("chosen") else [None]
+            # the runs the row's model came from: the ensemble's, else its best validating run
+            # (which need not be this job's, the candidate's first)
+            members = (ensemble["members"] if ensemble.get("chosen") else
+                       [row.get("lead")] if ensemble else [None])
             row["segments"] = []
             for member in members:  # one segment per run (an ensemble's members)
                 run = job.run.parent / omniglot_challenge.run_name(member) if member else job.run
