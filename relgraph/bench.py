@@ -109,15 +109,25 @@ def _is_head(model: nn.Module) -> bool:
 
 def _build(method: str, backbone: str, channels: int, image_size: int,
            method_args: dict[str, Any] | None, backbone_args: dict[str, Any] | None,
-           seed: int, features: int | None = None) -> nn.Module:
-    from relgraph.backbones import FeatureInput, build_backbone
+           seed: int, features: int | None = None, num_classes: int | None = None
+           ) -> nn.Module:
+    from relgraph.backbones import BACKBONES, FeatureInput, build_backbone
     from relgraph.methods import build_method
+    from relgraph.registry import accepted_keywords
 
+    if not features:
+        accepted = accepted_keywords(BACKBONES.get(backbone))
+        if accepted is not None and not {"in_channels", "image_size"} <= accepted:
+            raise ValueError(f"bench times backbones on random images (conv4, resnet12, ...); "
+                             f"{backbone!r} reads other inputs: time its relational head on "
+                             "features instead (--features D)")
     kwargs = {"in_channels": channels, "image_size": image_size, **(backbone_args or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = FeatureInput(features) if features else build_backbone(backbone, **kwargs)
-        model = build_method(method, net, **(method_args or {}))
+        # methods with a classifier over all training classes (baseline, finetune, mtl) get
+        # the episode's way count as that number
+        model = build_method(method, net, num_classes=num_classes, **(method_args or {}))
     if features and not _is_head(model):
         raise ValueError(f"features (the head-only mode) needs a relational head; {method!r} "
                          "adapts its backbone by gradient steps and has none")
@@ -236,7 +246,8 @@ def _steps(model: nn.Module, episode: Episode, features: bool = False, amp: str 
             grads.extend(torch.randn(t.shape, generator=g).to(t) / t.numel() for t in z)
         if bopt is not None:
             bopt.zero_grad(set_to_none=True)
-        torch.autograd.backward(z, grads)
+        if any(t.requires_grad for t in z):  # a frozen backbone (MTL's) has no backward
+            torch.autograd.backward(z, grads)
         if bopt is not None:
             bopt.step()
 
@@ -317,7 +328,7 @@ def _memory_child(cfg: dict[str, Any]) -> dict[str, float]:
     torch.set_num_threads(cfg["threads"])
     features = cfg.get("features")
     model = _build(cfg["method"], cfg["backbone"], cfg["channels"], cfg["image_size"],
-                   cfg["method_args"], cfg["backbone_args"], cfg["seed"], features)
+                   cfg["method_args"], cfg["backbone_args"], cfg["seed"], features, cfg["ways"])
     episode = _episode(cfg["ways"], cfg["shots"], cfg["queries"], cfg["batch"],
                        cfg["channels"], cfg["image_size"], cfg["seed"], features)
     fns = _steps(model, episode, bool(features), cfg.get("amp"))
@@ -460,7 +471,7 @@ def benchmark(
     if amp == "float16" and device.type == "cpu":
         raise ValueError("float16 autocast is for GPUs; on the CPU use amp='bfloat16'")
     model = _build(method, backbone, channels, image_size, method_args, backbone_args, seed,
-                   features)
+                   features, ways)
     model.to(device)
     episode = _episode(ways, shots, queries, batch, channels, image_size, seed,
                        features).to(device)

@@ -150,3 +150,16 @@ def test_machine_info_names_the_cpu_model():
     assert info.startswith(f"{os.cpu_count()} cores")
     if model:
         assert f"({model})" in info
+
+
+@pytest.mark.parametrize("method", ["mtl", "baseline"])
+def test_methods_with_a_class_count_or_a_frozen_backbone_bench(method):
+    """baseline needs a class count (the episode's ways stand in); MTL's backbone is frozen,
+    so its backbone part has no backward. Both used to fail."""
+    r = benchmark(method, ways=2, shots=1, queries=1, steps=1, warmup=0, memory=False)
+    assert r["train_ms"] > 0 and r["eval_ms"] > 0
+
+
+def test_a_backbone_for_other_inputs_is_refused_by_name():
+    with pytest.raises(ValueError, match="'text_cnn' reads other inputs"):
+        benchmark("protonet", backbone="text_cnn", steps=1, warmup=0, memory=False)
