@@ -70,8 +70,10 @@ class FeatureInput(Backbone):
         return (self.out_dim, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Features, flattened and projected: ``[m, *feature_shape] -> [m, out_dim]``."""
         self.check_input(x)
         return self.proj(x.flatten(1))
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """The embedding as a 1x1 map: ``[m, *feature_shape] -> [m, out_dim, 1, 1]``."""
         return self.forward(x).reshape(x.shape[0], self.out_dim, 1, 1)

@@ -179,6 +179,7 @@ class MiniLMBackbone(Backbone):
         self.train_layers = train_layers
 
     def forward(self, x: Tensor) -> Tensor:
+        """Sentence embeddings of WordPiece ids (0 = padding): ``[m, L] (long) -> [m, 384]``."""
         if x.dim() != 2 or x.dtype != torch.long:
             raise ValueError(f"expected WordPiece ids [m, L] (long; a text dataset built with "
                              f"encoder='wordpiece'), got {x.dtype} shape {tuple(x.shape)}")
@@ -187,4 +188,5 @@ class MiniLMBackbone(Backbone):
         return self.encoder(x[:, :length], mask[:, :length].long())
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """The embedding as a 1x1 map: ``[m, L] (long) -> [m, 384, 1, 1]``."""
         return self.forward(x)[..., None, None]

@@ -56,6 +56,8 @@ class TextCNN(Backbone):
         self.out_channels = self.out_dim
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """Max-pooled n-gram features of token ids as a 1x1 map:
+        ``[m, L] (long) -> [m, out_dim, 1, 1]``."""
         if x.dim() != 2 or x.dtype != torch.long:
             raise ValueError(f"expected token ids [m, L] (long), got {x.dtype} shape "
                              f"{tuple(x.shape)}")

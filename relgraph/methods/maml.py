@@ -214,6 +214,8 @@ class GradientMetaLearner(FewShotMethod):
         return adapted, at_least_float32(torch.stack(logits))
 
     def forward(self, episode: Episode) -> Tensor:
+        """Query logits after adapting to each episode's support set:
+        episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> ``[b, n*q, n]``."""
         return self._adapt_and_predict(episode)[1]
 
 
@@ -299,6 +301,8 @@ class Reptile(GradientMetaLearner):
         self.train_on_queries = bool(train_on_queries)
 
     def loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """Reptile's surrogate loss (its gradient is :math:`\\theta - \\bar\\phi`) and the
+        query logits: ``([], [b, n*q, n])``."""
         with torch.no_grad():
             if self.train_on_queries:
                 # Reptile has no query loss: in training the inner loop sees every labelled

@@ -142,6 +142,8 @@ class MTL(FewShotMethod):
         return at_least_float32(rearrange(z, "(b m) d -> b m d", b=x.shape[0]))
 
     def forward(self, episode: Episode) -> Tensor:
+        """Query logits of the per-episode head on the scaled and shifted backbone:
+        episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> ``[b, n*q, n]``."""
         s = episode.support.shape[1]
         z = self.features(torch.cat([episode.support, episode.query], 1))
         support, query = centre_normalise(z[:, :s], z[:, s:])
