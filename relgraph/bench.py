@@ -126,8 +126,8 @@ def _build(method: str, backbone: str, channels: int, image_size: int,
         torch.manual_seed(seed)
         net = FeatureInput(features) if features else build_backbone(backbone, **kwargs)
         # methods with a classifier over all training classes (baseline, finetune, mtl) get
-        # the episode's way count as that number
-        model = build_method(method, net, num_classes=num_classes, **(method_args or {}))
+        # the episode's way count as that number, unless method_args give one
+        model = build_method(method, net, **{"num_classes": num_classes, **(method_args or {})})
     if features and not _is_head(model):
         raise ValueError(f"features (the head-only mode) needs a relational head; {method!r} "
                          "adapts its backbone by gradient steps and has none")

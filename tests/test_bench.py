@@ -163,3 +163,9 @@ def test_methods_with_a_class_count_or_a_frozen_backbone_bench(method):
 def test_a_backbone_for_other_inputs_is_refused_by_name():
     with pytest.raises(ValueError, match="'text_cnn' reads other inputs"):
         benchmark("protonet", backbone="text_cnn", steps=1, warmup=0, memory=False)
+
+
+def test_a_class_count_in_method_args_wins():
+    r = benchmark("baseline", ways=2, shots=1, queries=1, steps=1, warmup=0, memory=False,
+                  method_args={"num_classes": 7})
+    assert r["train_ms"] > 0
