@@ -322,6 +322,8 @@ def main() -> int:
     parser.add_argument("--skip-training", action="store_true",
                         help="evaluate saved runs only")
     parser.add_argument("--figure-only", action="store_true", help="only draw the picture")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite the page from its JSON (no training, no evaluation)")
     parser.add_argument("--episodes", type=int, default=1000,
                         help="test episodes per setting (1,000 for the report)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -330,6 +332,9 @@ def main() -> int:
     parser.add_argument("--why", help="why a run with a row is trained or evaluated again "
                                       "(required then; kept with the replaced row)")
     args = parser.parse_args()
+    if args.table_only:
+        write_results(load_rows(Path(args.results)), Path(args.results))
+        return 0
     if not TEST_ROOT.is_file():
         sys.exit(f"Omniglot data not found at {DATA}; this experiment needs ../shared/data")
     overrides = {}

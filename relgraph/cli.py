@@ -264,17 +264,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_file(path: str) -> Path:
-    """``--checkpoint``: a checkpoint file, or a run folder (its ``checkpoint.pt``)."""
-    given = Path(path)
-    if given.is_dir():
-        if (given / "checkpoint.pt").is_file():
-            return given / "checkpoint.pt"
-        raise FileNotFoundError(f"{given} is a folder without a checkpoint.pt; pass a run folder "
-                                "written by 'relgraph train --out DIR' or its checkpoint.pt")
-    return given
-
-
 def _default_split(name: str, split: str | None, alphabets: list[str] | None = None
                    ) -> str | None:
     """The split ``evaluate`` scores: ``--split``, else ``"test"`` where the dataset has splits;
@@ -303,12 +292,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     if len(args.checkpoint) == 1:
-        model, ckpt = load_model(_checkpoint_file(args.checkpoint[0]), device=device)
+        model, ckpt = load_model(args.checkpoint[0], device=device)
     else:
         from relgraph.engine.ensemble import load_ensemble
 
-        model, ckpts = load_ensemble([_checkpoint_file(c) for c in args.checkpoint],
-                                     device=device, combine=args.combine)
+        model, ckpts = load_ensemble(args.checkpoint, device=device, combine=args.combine)
         ckpt = ckpts[0]  # the members read the same inputs (checked); eval defaults: the first
     members = [ckpt] if len(args.checkpoint) == 1 else ckpts
     checkpoint = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
@@ -409,7 +397,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
 
     device = resolve_device(args.device)
-    model, ckpt = load_model(_checkpoint_file(args.checkpoint), device=device)
+    model, ckpt = load_model(args.checkpoint, device=device)
     pre = ckpt["preprocessing"]
     if text_encoder_of(pre) is not None:  # trained on texts: files of texts
         for flag, given in (("--support-labels", args.support_labels),

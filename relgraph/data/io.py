@@ -74,13 +74,18 @@ def decode_image(data: bytes | Path | str, name: str, channels: int = 1,
     return 255 - tensor if invert else tensor
 
 
+#: The EXIF tag of an image's orientation (1: as stored).
+_EXIF_ORIENTATION = 0x0112
+
+
 def _eight_bit(img: Image.Image) -> Image.Image:
     """``img`` as an 8-bit image ready for ``convert("L" / "RGB")``, as a viewer shows it:
     turned by its EXIF orientation (phone photos), 16-bit and float pixels scaled to 0-255
     (``convert`` would clip them to two levels), and transparency composited onto white
     paper (``convert`` drops the alpha channel: dark ink on a transparent background became
     a blank image)."""
-    img = ImageOps.exif_transpose(img)
+    if "exif" in img.info and img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # a turn to make
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         if img.mode == "F" and arr.size and arr.max() <= 1.0:

@@ -135,8 +135,8 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "cpu
     """An :class:`Ensemble` of trained checkpoints; returns ``(model in eval mode, checkpoints)``.
 
     Args:
-        paths: checkpoint files written by ``relgraph train`` (two or more for an ensemble;
-            one gives an ensemble of one, the model itself).
+        paths: checkpoint files or run folders written by ``relgraph train`` (two or more for an
+            ensemble; one gives an ensemble of one, the model itself).
         device: where to put the models.
         combine: see :class:`Ensemble`.
 

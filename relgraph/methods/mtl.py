@@ -67,6 +67,9 @@ class MTL(FewShotMethod):
         episode ``support [b, n*k, *x]``, ``query [b, n*q, *x]`` -> logits ``[b, n*q, n]``.
     """
 
+    #: The pre-trained backbone is frozen: it stays in eval mode (its running statistics).
+    frozen_backbone = True
+
     float16_autocast = False  # gradient steps inside forward: no float16 autocast
 
     #: Scales and shifts the backbone's convolutions by name: no test-time augmentation wrapper.
@@ -113,12 +116,6 @@ class MTL(FewShotMethod):
         except RuntimeError as exc:
             raise ValueError(f"the backbone of {path} does not match this backbone (use the "
                              f"pre-training run's backbone and backbone_args): {exc}") from exc
-
-    def train(self, mode: bool = True) -> MTL:
-        """Set the training mode; the frozen backbone stays in eval mode (running statistics)."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
 
     def extra_repr(self) -> str:
         return (f"pretrained={self.pretrained!r}, inner_steps={self.inner_steps}, "
